@@ -1,0 +1,58 @@
+"""Embedding backends behind one registry.
+
+A backend turns images into float32, L2-normalised vectors, row i = file i. Nothing here imports torch at import
+time: `load_backend` imports the chosen backend module on demand, so `cluster.py -h` stays instant.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Optional
+
+
+class EmbedError(ValueError):
+    """A model, device or embeddings file that cannot be used; the message says what to do instead."""
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """Registry entry: where the backend lives and the defaults the CLI needs without loading it.
+
+    default_threshold: cosine similarity at or above which two crops are linked by `-c cosine` (see README,
+    "Choosing a threshold", for how each value was calibrated).
+    """
+
+    module: str
+    class_name: str
+    default_model: str
+    default_threshold: float
+    summary: str
+
+
+BACKENDS = {
+    "dino": BackendInfo("embed.hf", "DinoBackend", "facebook/dinov2-base", 0.90,
+                        "DINOv2 (or any transformers vision model) by hub id or local folder; CLS token"),
+    "lite0": BackendInfo("embed.lite0", "Lite0Backend", "efficientnet-lite0", 0.75,
+                         "EfficientNet-Lite0 ImageNet, bundled with the install, works offline; 1280-d"),
+}
+
+
+def backend_info(name: str) -> BackendInfo:
+    """Registry entry for `name`; EmbedError listing the valid names when it is unknown."""
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise EmbedError(f"unknown embedding backend '{name}'; available: {', '.join(BACKENDS)}") from None
+
+
+def backend_of_model(model: str) -> Optional[str]:
+    """Backend name recorded at the front of an embeddings file's `model` string ('lite0:...' -> 'lite0')."""
+    name = model.split(":", 1)[0]
+    return name if name in BACKENDS else None
+
+
+def load_backend(name: str, device: str, model_path: Optional[str] = None):
+    """Instantiate backend `name` on `device` ('cpu', 'cuda:0'), loading `model_path` or the backend's default."""
+    info = backend_info(name)
+    cls = getattr(importlib.import_module(info.module), info.class_name)
+    return cls(device=device, model_path=model_path or info.default_model)

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Create or update .venv in the repository root with everything crop-cluster needs.
+#
+#   bash install.sh          runtime dependencies (CUDA torch + faiss-gpu when nvidia-smi works, CPU otherwise)
+#   bash install.sh --dev    the same plus the test tools
+#   bash install.sh --cpu    force the CPU build even on a machine with an NVIDIA driver
+#
+# Idempotent: when nothing changed since the last successful run, it returns in about a second.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+dev=0
+force_cpu=0
+for arg in "$@"; do
+    case "$arg" in
+        --dev) dev=1 ;;
+        --cpu) force_cpu=1 ;;
+        -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "install.sh: unknown option '$arg' (use --dev, --cpu or --help)" >&2; exit 2 ;;
+    esac
+done
+
+python=${PYTHON:-python3}
+if ! command -v "$python" >/dev/null 2>&1; then
+    echo "install.sh: '$python' not found; install Python 3.9+ or set PYTHON=/path/to/python3" >&2
+    exit 2
+fi
+
+if [ "$force_cpu" = 0 ] && command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    flavour=gpu
+    torch_spec="torch==2.13.0"        # PyPI's Linux wheel is the CUDA 12 build
+else
+    flavour=cpu
+    torch_spec="torch==2.13.0"        # a CPU build is served locally on the project machines
+fi
+extras="$flavour"
+[ "$dev" = 1 ] && extras="$extras,dev"
+
+# The stamp records what was installed; a second run with the same inputs skips pip entirely.
+stamp_file=.venv/.crop-cluster-install
+stamp="$(cat pyproject.toml install.sh | sha256sum | cut -c1-16) $extras $torch_spec"
+if [ -x .venv/bin/python ] && [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp" ]; then
+    echo "install.sh: .venv is up to date ($extras)"
+    exit 0
+fi
+
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
+echo "install.sh: installing $torch_spec and crop-cluster[$extras] into .venv (a first run takes a few minutes)"
+"${pip[@]}" install "$torch_spec"
+"${pip[@]}" install -e ".[$extras]"
+echo "$stamp" > "$stamp_file"
+echo "install.sh: done; run .venv/bin/crop-cluster -h (or .venv/bin/python cluster.py -h)"

@@ -1,0 +1,55 @@
+"""`-gs`: copy each image into OUT/clusters/<cluster>/ (or not-clustered/); originals are never moved or changed."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import Dict, Sequence, Set
+
+import numpy as np
+
+NOT_CLUSTERED = "not-clustered"
+
+
+def _free_name(name: str, used: Set[str]) -> str:
+    """`name` if unused in its folder, else 'stem__2.ext', 'stem__3.ext', ... (case-insensitive, for every OS)."""
+    stem, ext = os.path.splitext(name)
+    candidate, number = name, 1
+    while candidate.lower() in used:
+        number += 1
+        candidate = f"{stem}__{number}{ext}"
+    used.add(candidate.lower())
+    return candidate
+
+
+def write_cluster_folders(out_folder: str, filenames: Sequence[str], clusters: np.ndarray,
+                          keep: np.ndarray) -> Dict[str, int]:
+    """Copy filenames[i] for every i with keep[i] into OUT/clusters/<clusters[i]>/ (-1 -> not-clustered/).
+
+    Builds the tree beside the target and swaps it in, so a previous run's folders are replaced whole.
+    Returns {folder name: files copied}. keep: bool (n,), e.g. representatives only for `-kp`.
+    """
+    target = os.path.join(out_folder, "clusters")
+    staging = tempfile.mkdtemp(prefix=".clusters.", dir=out_folder)
+    used: Dict[str, Set[str]] = {}
+    counts: Dict[str, int] = {}
+    try:
+        for index in np.flatnonzero(keep):
+            folder = NOT_CLUSTERED if clusters[index] < 0 else str(int(clusters[index]))
+            if folder not in used:
+                os.mkdir(os.path.join(staging, folder))
+                used[folder] = set()
+            name = _free_name(os.path.basename(filenames[index]), used[folder])
+            shutil.copy2(filenames[index], os.path.join(staging, folder, name))
+            counts[folder] = counts.get(folder, 0) + 1
+        if os.path.isdir(target):
+            old = tempfile.mkdtemp(prefix=".clusters-old.", dir=out_folder)
+            os.replace(target, os.path.join(old, "clusters"))
+            os.replace(staging, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return counts

@@ -1,0 +1,57 @@
+"""Shared fixtures: drawn test images, the fast fake backend, the shared real crops, and the gpu marker."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_CROPS = REPO.parent / "shared" / "data" / "biodivx-crops"
+
+# Distinct base colours: crops drawn from one colour are one "species" for the fake backend.
+PALETTE = [(220, 40, 40), (40, 160, 60), (40, 70, 220), (230, 200, 30), (150, 60, 170), (20, 20, 20)]
+
+
+def draw_crop(path: Path, colour, seed: int, size=(48, 40)) -> Path:
+    """Write a small image: a `colour` ellipse on white with seeded jitter, format from the suffix."""
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", size, (255, 255, 255))
+    jitter = rng.integers(-3, 4, size=4)
+    shade = tuple(int(np.clip(c + rng.integers(-12, 13), 0, 255)) for c in colour)
+    ImageDraw.Draw(image).ellipse([4 + jitter[0], 4 + jitter[1], size[0] - 5 + jitter[2], size[1] - 5 + jitter[3]],
+                                  fill=shade)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
+
+
+def pytest_collection_modifyitems(config, items):
+    if not any("gpu" in item.keywords for item in items):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture
+def fake_backend(monkeypatch):
+    """Register the fast "fake" backend (3-d mean colour, default threshold 0.9) for this test."""
+    import embed
+
+    monkeypatch.setitem(embed.BACKENDS, "fake", embed.BackendInfo(
+        "fake_backend", "MeanColourBackend", "mean-colour", 0.9, "test backend"))
+    return "fake"
+
+
+@pytest.fixture
+def shared_crops() -> Path:
+    """The 26 real light-trap crops in ../shared/data; the test is skipped when they are absent."""
+    if not SHARED_CROPS.is_dir():
+        pytest.skip("../shared/data/biodivx-crops is not present")
+    return SHARED_CROPS
