@@ -296,53 +296,24 @@ def _cluster_rows(cfg: RunConfig, rows: _Rows, threshold: float):
     return cluster, cluster_size, rep_similarity[rows.individual], rep_cluster
 
 
-def _extra_columns(cfg: RunConfig, filenames: List[str], skipped: List[Tuple[str, str]], run_info: Dict):
-    """Metadata columns for clusters.csv: timestamp, frame/box, --metadata table, label. Returns (columns, labels)."""
-    import pandas as pd
+def _extra_columns(cfg: RunConfig, filenames: List[str], run_info: Dict):
+    """Metadata and label columns for clusters.csv; returns (DataFrame (n, k), labels list or None)."""
+    from inputs.metadata import metadata_columns
+    from outputs.table import CONTRACT_COLUMNS
 
-    columns = pd.DataFrame(index=range(len(filenames)))
+    meta = metadata_columns(filenames, cfg.time_format, cfg.meta_folder, cfg.metadata,
+                            reserved=[*CONTRACT_COLUMNS, "label"])
+    run_info.update(meta.counts)
+    for warning in meta.warnings:
+        log.warning("%s", warning)
     labels = None
-    if cfg.time_format:
-        from inputs.timestamps import parse_timestamps
-
-        stamps = parse_timestamps(filenames, cfg.time_format)
-        columns["timestamp"] = pd.to_datetime(stamps.seconds, unit="s", utc=True).strftime("%Y-%m-%dT%H:%M:%S")
-        columns.loc[pd.isna(stamps.seconds), "timestamp"] = ""
-        run_info["timestamps_unmatched"] = stamps.n_unmatched
-        if stamps.n_unmatched:
-            log.warning("%d of %d file names have no timestamp matching --time_format %s (e.g. %s)",
-                        stamps.n_unmatched, len(filenames), cfg.time_format, ", ".join(stamps.examples_unmatched))
-    if cfg.meta_folder:
-        from inputs.sidecars import read_boxes
-
-        boxes = read_boxes(filenames, cfg.meta_folder)
-        columns["frame"] = [frame or "" for frame in boxes.frame]
-        for k, name in enumerate(("box_x1", "box_y1", "box_x2", "box_y2")):
-            columns[name] = boxes.boxes[:, k]
-        run_info["sidecar_problems"] = len(boxes.problems)
-        for path, reason in boxes.problems[:5]:
-            log.warning("sidecar for %s: %s", path, reason)
-        if len(boxes.problems) > 5:
-            log.warning("... and %d more sidecar problems (boxes left empty for those crops)", len(boxes.problems) - 5)
-    if cfg.metadata:
-        from inputs.table import read_table
-
-        table = read_table(cfg.metadata, filenames)
-        clashes = set(table.frame.columns) & set(columns.columns)
-        if clashes:
-            raise ConfigError(f"--metadata {cfg.metadata}: columns {', '.join(sorted(clashes))} clash with columns "
-                              f"the tool writes; rename them")
-        columns = pd.concat([columns, table.frame.reset_index(drop=True)], axis=1)
-        run_info["metadata_unmatched_files"] = table.n_unmatched_files
-        if table.n_unmatched_files:
-            log.warning("%d images have no row in --metadata %s", table.n_unmatched_files, cfg.metadata)
     if cfg.labels:
         from evaluate.labels import read_labels
 
         labels = read_labels(cfg.labels, filenames)
         if cfg.save_labels:
-            columns["label"] = [label if label is not None else "" for label in labels]
-    return columns, labels
+            meta.frame["label"] = labels
+    return meta.frame, labels
 
 
 def run(cfg: RunConfig) -> Dict:
@@ -377,7 +348,7 @@ def run(cfg: RunConfig) -> Dict:
     with timer.stage("cluster"):
         cluster, cluster_size, similarity, rep_cluster = _cluster_rows(cfg, rows, threshold)
     with timer.stage("metadata"):
-        extra, labels = _extra_columns(cfg, rows.filenames, skipped, run_info)
+        extra, labels = _extra_columns(cfg, rows.filenames, run_info)
 
     with timer.stage("write"):
         table = order_columns(pd.concat([pd.DataFrame({
@@ -447,13 +418,14 @@ def _user_errors() -> tuple:
     from embed import EmbedError
     from evaluate.metrics import NoLabelsError
     from inputs.collect import InputError
+    from inputs.metadata import MetadataError
     from inputs.sidecars import SidecarError
     from inputs.table import TableError
     from inputs.timestamps import TimeFormatError
     from outputs.embeddings import EmbeddingsFileError
 
     return (ConfigError, InputError, EmbedError, ClusteringError, EmbeddingsFileError, TableError, NoLabelsError,
-            TimeFormatError, SidecarError)
+            TimeFormatError, SidecarError, MetadataError)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -224,3 +224,27 @@ def test_real_crops_with_lite0(shared_crops, tmp_path):
     table, manifest = read_outputs(out)
     assert len(table) == 26 and manifest["dim"] == 1280
     assert manifest["counts"]["clusters"] >= 2
+
+
+def test_sidecar_boxes_are_merged_and_problems_reported_not_fatal(tmp_path, caplog, fake_backend):
+    crops, meta = tmp_path / "crops", tmp_path / "meta"
+    meta.mkdir()
+    names = ["crop_img1_CROPNUMBER_0_UUID_a.png", "crop_img1_CROPNUMBER_1_UUID_a.png", "crop_img2_CROPNUMBER_0_UUID_a.png"]
+    for k, name in enumerate(names):
+        draw_crop(crops / name, PALETTE[k], seed=k)
+    (meta / "metadata_img1_UUID_a.json").write_text(json.dumps({"boxes": [[1, 2, 11, 22], [5, 5, 9, 9]]}))
+    out = tmp_path / "out"
+    assert run_cli("-i", crops, "-o", out, "-e", fake_backend, "-mf", meta, "-q") == 0
+    table, manifest = read_outputs(out)
+    assert table.frame.tolist() == ["img1", "img1", "img2"]
+    assert table.loc[0, ["box_x1", "box_y1", "box_x2", "box_y2"]].tolist() == [1, 2, 11, 22]
+    assert np.isnan(table.loc[2, "box_x1"]) and manifest["sidecar_problems"] == 1
+    assert "sidecar" in caplog.text
+
+
+def test_metadata_column_clashing_with_a_contract_column_exits_2(tmp_path, caplog, fake_backend):
+    draw_crop(tmp_path / "crops" / "a.png", PALETTE[0], seed=0)
+    pd.DataFrame({"filename": ["a.png"], "cluster": [3]}).to_csv(tmp_path / "meta.csv", index=False)
+    code = run_cli("-i", tmp_path / "crops", "-o", tmp_path / "out", "-e", fake_backend, "--metadata",
+                   tmp_path / "meta.csv", "-q")
+    assert code == 2 and "clash" in caplog.text
