@@ -4,6 +4,7 @@ from __future__ import annotations
 import warnings
 from typing import Callable, List, Sequence, Tuple, Union
 
+import numpy as np
 from PIL import Image, ImageOps
 
 BACKGROUND_RGB = (255, 255, 255)
@@ -19,11 +20,20 @@ def load_rgb(path: str) -> Image.Image:
         with Image.open(path) as image:
             image.load()
             image = ImageOps.exif_transpose(image)
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):  # 16-bit grey: scale to 8 bits, never clip
+        image = _grey16_to_8bit(image)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, BACKGROUND_RGB + (255,))
         image = Image.alpha_composite(background, rgba)
     return image.convert("RGB")
+
+
+def _grey16_to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit (or 32-bit integer) greyscale -> 8-bit 'L', scaled by 1/257 (full 16-bit range onto 0..255)."""
+    values = np.asarray(image, dtype=np.float64)
+    scale = 257.0 if values.max(initial=0) <= 65535 else values.max() / 255.0
+    return Image.fromarray(np.clip(np.rint(values / scale), 0, 255).astype(np.uint8), "L")
 
 
 def describe_error(error: BaseException) -> str:

@@ -1,6 +1,6 @@
 """Turn `-i` entries (files, folders, globs, .txt lists) into one ordered list of image paths.
 
-Order is stable: entries in the order given; a folder's files sorted by relative path (recursive); a glob's matches
+Order is stable: entries in the order given; a folder's files depth first, sorted by name at each level; a glob's matches
 sorted; a list's entries in its line order. Each file appears once (by its real path, first occurrence wins);
 symbolic links are followed but a folder is never entered twice, so link loops end.
 """
@@ -35,7 +35,8 @@ def is_image_path(path: str) -> bool:
 
 
 def _walk_folder(folder: str, seen_dirs: Set[Tuple[int, int]]) -> Iterator[str]:
-    """All files under `folder`, sorted by relative path, following links but entering each directory once."""
+    """All files under `folder`, depth first with entries sorted by name at each level, following links but entering
+    each directory once."""
     stat = os.stat(folder)
     key = (stat.st_dev, stat.st_ino)
     if key in seen_dirs:
@@ -95,10 +96,11 @@ class _Collector:
         self._add_existing(expanded, explicit=True)
 
     def _add_existing(self, path: str, explicit: bool) -> None:
+        """A folder is walked; a .txt named explicitly (not matched by a glob) is a list; anything else a file."""
         if os.path.isdir(path):
             for file in _walk_folder(path, self._seen_dirs):
                 self.add_file(file, explicit=False)
-        elif path.lower().endswith(".txt"):
+        elif explicit and path.lower().endswith(".txt"):
             self.add_list(path)
         else:
             self.add_file(path, explicit)

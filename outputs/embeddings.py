@@ -1,7 +1,7 @@
 """embeddings.pkl: {'filename': list[str], 'embedding': float32 (N, d) L2-normalised, 'model': str, 'dim': int}.
 
-Reading uses a restricted unpickler that only rebuilds plain containers and NumPy arrays, so a pkl from elsewhere
-cannot run code; the content is validated (keys, shapes, dtype, unit rows) with messages that name the file.
+Reading uses a restricted unpickler that only rebuilds plain containers and numeric NumPy arrays (from checked shape,
+dtype and bytes: numpy never sees unchecked pickle state), so a pkl from elsewhere can neither run code nor crash us; the content is validated (keys, shapes, dtype, unit rows) with messages that name the file.
 """
 from __future__ import annotations
 
@@ -13,14 +13,79 @@ import numpy as np
 
 from outputs.atomic import atomic_open
 
-_ALLOWED_GLOBALS = {
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("builtins", "list"), ("builtins", "dict"), ("builtins", "str"), ("builtins", "int"), ("builtins", "bytes"),
-    ("_codecs", "encode"),
-}
+# Plain numeric dtypes an embeddings file may use; object/structured dtypes are refused.
+_NUMERIC_KINDS = "fiub"
+
+
+class _DtypeSpec:
+    """Stands in for numpy.dtype while unpickling: only a validated name and byte order reach numpy."""
+
+    def __init__(self, name, align=False, copy=True):
+        try:
+            self.dtype = np.dtype(name) if isinstance(name, str) else None
+        except TypeError:
+            self.dtype = None
+        if self.dtype is None or self.dtype.kind not in _NUMERIC_KINDS:
+            raise pickle.UnpicklingError(f"refusing dtype {name!r}: only plain numeric arrays are allowed")
+
+    def __setstate__(self, state):
+        if not isinstance(state, tuple) or len(state) not in (8, 9) or state[1] not in ("<", ">", "|", "="):
+            raise pickle.UnpicklingError("malformed dtype state")
+        if state[1] in "<>":
+            self.dtype = self.dtype.newbyteorder(state[1])
+
+
+class _ArraySpec:
+    """Stands in for numpy.ndarray while unpickling; `array` is built from checked shape, dtype and bytes."""
+
+    def __init__(self, cls=None, shape=None, typecode=None):
+        self.array = None
+
+    def __setstate__(self, state):
+        if not isinstance(state, tuple) or len(state) != 5:
+            raise pickle.UnpicklingError("malformed array state")
+        _, shape, dtype, fortran, data = state
+        self.array = _build_array(data, dtype, shape, "F" if fortran else "C")
+
+
+def _build_array(data, dtype, shape, order: str) -> np.ndarray:
+    if not isinstance(dtype, _DtypeSpec) or not isinstance(data, (bytes, bytearray)):
+        raise pickle.UnpicklingError("malformed array data")
+    if not isinstance(shape, tuple) or not all(isinstance(k, int) and k >= 0 for k in shape):
+        raise pickle.UnpicklingError("malformed array shape")
+    if len(data) != int(np.prod(shape, dtype=np.int64)) * dtype.dtype.itemsize:
+        raise pickle.UnpicklingError("array data does not match its shape")
+    return np.frombuffer(bytes(data), dtype=dtype.dtype).reshape(shape, order=order).copy()
+
+
+def _frombuffer(data, dtype, shape, order="C") -> np.ndarray:
+    """Protocol-5 arrays: numpy's _frombuffer(buffer, dtype, shape, order), rebuilt from checked parts."""
+    return _build_array(data, dtype, shape, order if order in ("C", "F") else "C")
+
+
+def _scalar(dtype, data=None):
+    if not isinstance(dtype, _DtypeSpec) or not isinstance(data, bytes) or len(data) != dtype.dtype.itemsize:
+        raise pickle.UnpicklingError("malformed numpy scalar")
+    return np.frombuffer(data, dtype=dtype.dtype)[0].item()
+
+
+_SAFE_GLOBALS = {"dtype": _DtypeSpec, "ndarray": _ArraySpec, "_reconstruct": _ArraySpec,
+                 "_frombuffer": _frombuffer, "scalar": _scalar}
+_SAFE_MODULES = ("numpy", "numpy.core.multiarray", "numpy._core.multiarray", "numpy.core.numeric",
+                 "numpy._core.numeric")
+
+
+def _materialise(value):
+    """Replace the stand-ins in an unpickled dict/list by real arrays."""
+    if isinstance(value, _ArraySpec):
+        if value.array is None:
+            raise pickle.UnpicklingError("array without data")
+        return value.array
+    if isinstance(value, dict):
+        return {key: _materialise(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_materialise(item) for item in value]
+    return value
 
 
 class EmbeddingsFileError(ValueError):
@@ -37,10 +102,14 @@ class StoredEmbeddings:
 
 
 class _SafeUnpickler(pickle.Unpickler):
+    """Rebuilds only builtin containers and plain numeric NumPy arrays; never lets numpy see unchecked state."""
+
     def find_class(self, module: str, name: str):
-        if (module, name) not in _ALLOWED_GLOBALS:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-        return super().find_class(module, name)
+        if module in _SAFE_MODULES and name in _SAFE_GLOBALS:
+            return _SAFE_GLOBALS[name]
+        if module == "_codecs" and name == "encode":  # protocol 2 pickles store bytes through it
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
 
 def write_embeddings(path: str, filenames: List[str], embedding: np.ndarray, model: str) -> None:
@@ -56,14 +125,17 @@ def read_embeddings(path: str) -> StoredEmbeddings:
     fix = "use the embeddings.pkl from a previous crop-cluster output folder"
     try:
         with open(path, "rb") as handle:
-            payload = _SafeUnpickler(handle).load()
+            payload = _materialise(_SafeUnpickler(handle).load())
     except FileNotFoundError:
         raise EmbeddingsFileError(f"--embeddings {path}: no such file; {fix}") from None
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as error:
-        raise EmbeddingsFileError(f"--embeddings {path}: not a readable embeddings file ({error}); {fix}") from None
+    except Exception as error:  # any corruption of an outside file is the file's fault, not a crash
+        raise EmbeddingsFileError(f"--embeddings {path}: not a readable embeddings file "
+                                  f"({type(error).__name__}: {error}); {fix}") from None
     if not isinstance(payload, dict) or not {"filename", "embedding", "model"} <= set(payload):
         raise EmbeddingsFileError(f"--embeddings {path}: expected a dict with keys filename, embedding, model, dim; {fix}")
     filenames, embedding = payload["filename"], payload["embedding"]
+    if not isinstance(filenames, list) or not all(isinstance(name, str) for name in filenames):
+        raise EmbeddingsFileError(f"--embeddings {path}: 'filename' must be a list of paths; {fix}")
     if not isinstance(embedding, np.ndarray) or embedding.ndim != 2 or len(filenames) != embedding.shape[0]:
         raise EmbeddingsFileError(f"--embeddings {path}: 'embedding' must be an array with one row per filename "
                                   f"({len(filenames)} filenames); {fix}")
@@ -75,4 +147,4 @@ def read_embeddings(path: str) -> StoredEmbeddings:
     norms = np.linalg.norm(embedding, axis=1)
     if embedding.shape[0] and not np.allclose(norms, 1.0, atol=1e-3):
         embedding = embedding / np.maximum(norms[:, None], 1e-12)
-    return StoredEmbeddings([str(f) for f in filenames], embedding, str(payload["model"]))
+    return StoredEmbeddings(list(filenames), embedding, str(payload["model"]))

@@ -31,6 +31,9 @@ def write_cluster_folders(out_folder: str, filenames: Sequence[str], clusters: n
     """
     target = os.path.join(out_folder, "clusters")
     staging = tempfile.mkdtemp(prefix=".clusters.", dir=out_folder)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private; the folder users browse follows their umask
     used: Dict[str, Set[str]] = {}
     counts: Dict[str, int] = {}
     try:
