@@ -26,14 +26,13 @@ if ! command -v "$python" >/dev/null 2>&1; then
     exit 2
 fi
 
+# One torch pin for both: PyPI's Linux wheel is the CUDA build; the project's machines serve a local CPU build.
+torch_spec="torch==2.13.0"
 if [ "$force_cpu" = 0 ] && command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-    flavour=gpu
-    torch_spec="torch==2.13.0"        # PyPI's Linux wheel is the CUDA 12 build
+    extras=gpu      # faiss-gpu-cu12
 else
-    flavour=cpu
-    torch_spec="torch==2.13.0"        # a CPU build is served locally on the project machines
+    extras=cpu      # faiss-cpu
 fi
-extras="$flavour"
 [ "$dev" = 1 ] && extras="$extras,dev"
 
 # The stamp records what was installed; a second run with the same inputs skips pip entirely.
