@@ -32,7 +32,7 @@ class BackendInfo:
 BACKENDS = {
     "dino": BackendInfo("embed.hf", "DinoBackend", "facebook/dinov2-base", 0.90,
                         "DINOv2 (or any transformers vision model) by hub id or local folder; CLS token"),
-    "lite0": BackendInfo("embed.lite0", "Lite0Backend", "efficientnet-lite0", 0.75,
+    "lite0": BackendInfo("embed.lite0", "Lite0Backend", "efficientnet-lite0", 0.82,
                          "EfficientNet-Lite0 ImageNet, bundled with the install, works offline; 1280-d"),
 }
 
