@@ -10,6 +10,7 @@ the stages and turns errors into messages and exit codes: 0 success, 2 bad usage
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -155,18 +156,14 @@ class _Timer:
     def __init__(self) -> None:
         self.seconds: Dict[str, float] = {}
 
+    @contextlib.contextmanager
     def stage(self, name: str):
-        timer = self
-
-        class _Stage:
-            def __enter__(self):
-                self.start = time.perf_counter()
-                log.debug("stage %s", name)
-
-            def __exit__(self, *exc):
-                timer.seconds[name] = round(time.perf_counter() - self.start, 3)
-
-        return _Stage()
+        log.debug("stage %s", name)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.perf_counter() - start, 3)
 
 
 @dataclass

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import platform
-import sys
 from importlib import metadata
 from typing import Any, Dict
 
@@ -39,10 +38,8 @@ def cluster_counts(clusters, individuals_total: int) -> Dict[str, Any]:
 
 
 def write_manifest(path: str, manifest: Dict[str, Any]) -> None:
-    """Write `manifest` (plus versions and the command line) as indented JSON, atomically."""
-    document = dict(manifest)
-    document.setdefault("command", sys.argv)
-    document["versions"] = versions()
+    """Write `manifest` plus the installed versions as indented JSON, atomically."""
+    document = {**manifest, "versions": versions()}
     with atomic_open(path, "w", encoding="utf-8") as handle:
         json.dump(document, handle, indent=2, default=str)
         handle.write("\n")
