@@ -22,6 +22,7 @@ from clustering import ALGORITHMS       # registries only: these imports are lig
 from embed import BACKENDS
 
 log = logging.getLogger("crop-cluster")
+CHAINING_SHARE = 0.25  # warn when one cosine cluster holds more than this share of the individuals
 
 
 class ConfigError(ValueError):
@@ -51,6 +52,16 @@ class RunConfig:
     save_embs: bool = False
     batch_size: Optional[int] = None
     num_workers: int = -1
+    max_cluster_size: int = 0
+    linkage: str = "ward"
+    distance_threshold: Optional[float] = None
+    n_clusters: Optional[int] = None
+    pca: int = 0
+    standardize: bool = False
+    min_cluster_size: Optional[int] = None
+    min_samples: Optional[int] = None
+    min_sim_to_centroid: Optional[float] = None
+    seed: int = 0
     progress: bool = True
     command: Tuple[str, ...] = field(default=(), compare=False)
 
@@ -74,8 +85,42 @@ class RunConfig:
             raise ConfigError(f"-x {self.num_classes}: the number of classes must be at least 1")
         if self.save_labels and not self.labels:
             raise ConfigError("-sl/--save_labels needs --labels FILE.csv (columns filename,label) or --labels folders")
+        self._check_clustering_options()
         if os.path.exists(self.out_folder) and not os.path.isdir(self.out_folder):
             raise ConfigError(f"-o {self.out_folder}: exists and is not a folder; choose another output folder")
+
+
+    def _check_clustering_options(self) -> None:
+        """Ranges of the clustering flags, and algorithm-specific flags given to an algorithm that ignores them."""
+        from clustering import LINKAGES
+
+        checks = [
+            (self.max_cluster_size < 0, f"--max_cluster_size {self.max_cluster_size}: use 0 (off) or a size >= 2"),
+            (self.max_cluster_size == 1, "--max_cluster_size 1 would leave every crop unclustered; use >= 2"),
+            (self.linkage not in LINKAGES, f"--linkage {self.linkage}: choose one of {', '.join(LINKAGES)}"),
+            (self.distance_threshold is not None and self.distance_threshold <= 0,
+             f"--distance_threshold {self.distance_threshold}: must be > 0"),
+            (self.n_clusters is not None and self.n_clusters < 1, f"--n_clusters {self.n_clusters}: must be >= 1"),
+            (self.pca < 0, f"--pca {self.pca}: use 0 (no PCA) or a number of components >= 1"),
+            (self.min_cluster_size is not None and self.min_cluster_size < 2,
+             f"--min_cluster_size {self.min_cluster_size}: a cluster has at least 2 members; use >= 2"),
+            (self.min_samples is not None and self.min_samples < 1, f"--min_samples {self.min_samples}: must be >= 1"),
+            (self.min_sim_to_centroid is not None and not -1.0 <= self.min_sim_to_centroid <= 1.0,
+             f"--min_sim_to_centroid {self.min_sim_to_centroid}: a cosine similarity lies in [-1, 1]"),
+        ]
+        for failed, message in checks:
+            if failed:
+                raise ConfigError(message)
+        specific = {"max_cluster_size": (self.max_cluster_size != 0, "cosine"),
+                    "linkage": (self.linkage != "ward", "agglomerative"),
+                    "distance_threshold": (self.distance_threshold is not None, "agglomerative"),
+                    "pca": (self.pca != 0, "agglomerative"), "standardize": (self.standardize, "agglomerative"),
+                    "n_clusters": (self.n_clusters is not None, "kmeans or agglomerative"),
+                    "min_samples": (self.min_samples is not None, "hdbscan")}
+        for flag, (given, algorithms) in specific.items():
+            if given and self.cluster not in algorithms.split(" or "):
+                raise ConfigError(f"--{flag} applies to -c {algorithms}, not to -c {self.cluster}; drop it or "
+                                  f"choose that algorithm")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep one representative per individual in the cluster folders (implies -gs)")
     add("-gs", "--gen_cluster_dirs", "--gen-cluster-dirs", action="store_true",
         help="copy images into OUT/clusters/<cluster>/ and OUT/clusters/not-clustered/ (originals untouched)")
-    add("-c", "--cluster", default="cosine", choices=list(ALGORITHMS), help="clustering algorithm; default cosine")
+    add("-c", "--cluster", default="cosine", choices=list(ALGORITHMS),
+        help="clustering algorithm: cosine (default; exact single linkage at -th), agglomerative, kmeans, hdbscan")
     add("-th", "--threshold", type=float,
         help="cosine similarity at or above which two crops are linked (default per model: "
              + ", ".join(f"{name} {info.default_threshold:.2f}" for name, info in BACKENDS.items())
@@ -128,6 +174,29 @@ def build_parser() -> argparse.ArgumentParser:
              "writes metrics.json")
     add("--metadata", metavar="FILE.csv",
         help="CSV with a filename column and any others (trap, ood_score, ...), merged into clusters.csv")
+    group = parser.add_argument_group("clustering options (see README, Clustering algorithms)")
+    group.add_argument("--max_cluster_size", "--max-cluster-size", type=int, default=0, metavar="N",
+                       help="cosine: split clusters of more than N individuals at their weakest links (chaining "
+                            "guard); default 0 = off")
+    group.add_argument("--linkage", default="ward", help="agglomerative: ward (default), average or complete")
+    group.add_argument("--distance_threshold", "--distance-threshold", type=float, metavar="D",
+                       help="agglomerative: stop merging at this linkage distance (ward: Euclidean in the feature "
+                            "space; average/complete: cosine distance)")
+    group.add_argument("--n_clusters", "--n-clusters", type=int, metavar="K",
+                       help="kmeans: k; agglomerative: number of clusters instead of --distance_threshold "
+                            "(default: -x when given)")
+    group.add_argument("--pca", type=int, default=0, metavar="N",
+                       help="agglomerative: reduce to N principal components first (default 0 = no PCA)")
+    group.add_argument("--standardize", action="store_true",
+                       help="agglomerative: standardise each dimension (StandardScaler) before PCA")
+    group.add_argument("--min_cluster_size", "--min-cluster-size", type=int, metavar="N",
+                       help="clusters with fewer than N individuals become -1 (default 2; hdbscan: its "
+                            "min_cluster_size, default 5)")
+    group.add_argument("--min_samples", "--min-samples", type=int, metavar="N",
+                       help="hdbscan: neighbourhood size for core points (default: --min_cluster_size)")
+    group.add_argument("--min_sim_to_centroid", "--min-sim-to-centroid", type=float, metavar="S",
+                       help="members whose cosine similarity to their cluster's centroid is below S become -1")
+    group.add_argument("--seed", type=int, default=0, help="random seed for kmeans, PCA and hdbscan (default 0)")
     add("--batch_size", "--batch-size", type=int, help="images per model call (default 32 on CPU, 128 on GPU)")
     add("--num_workers", "--num-workers", type=int, default=-1,
         help="processes decoding images (default: 0 on 2-core CPUs, up to 8 with a GPU)")
@@ -144,7 +213,11 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> RunConfig
         meta_folder=args.meta_folder, time_format=args.time_format, metadata=args.metadata, labels=args.labels,
         save_labels=args.save_labels, num_classes=args.num_classes, dedup=args.dedup,
         gen_cluster_dirs=args.gen_cluster_dirs or args.dedup, save_embs=args.save_embs, batch_size=args.batch_size,
-        num_workers=args.num_workers, progress=not args.quiet, command=tuple(argv))
+        num_workers=args.num_workers, max_cluster_size=args.max_cluster_size, linkage=args.linkage,
+        distance_threshold=args.distance_threshold, n_clusters=args.n_clusters, pca=args.pca,
+        standardize=args.standardize, min_cluster_size=args.min_cluster_size, min_samples=args.min_samples,
+        min_sim_to_centroid=args.min_sim_to_centroid, seed=args.seed, progress=not args.quiet,
+        command=tuple(argv))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -260,7 +333,9 @@ def _reuse_rows(cfg: RunConfig, skipped: List[Tuple[str, str]], timer: _Timer, r
     readable = groups.first >= 0
     first[np.asarray(present, dtype=np.int64)[readable]] = np.asarray(present, dtype=np.int64)[groups.first[readable]]
     run_info.update(device="none (embeddings reused)", model=stored.model, reused_embeddings=cfg.embeddings)
-    return _Rows(filenames=filenames, embedding=stored.embedding[rows], individual=_individual_ids(first),
+    in_order = rows.size == len(stored.filenames) and bool((rows == np.arange(rows.size)).all())
+    embedding = stored.embedding if in_order else stored.embedding[rows]       # no second copy of N x d
+    return _Rows(filenames=filenames, embedding=embedding, individual=_individual_ids(first),
                  representative=first == np.arange(len(filenames)), model=stored.model)
 
 
@@ -275,22 +350,61 @@ def _default_threshold(cfg: RunConfig, model: str) -> float:
     return BACKENDS[name].default_threshold
 
 
-def _cluster_rows(cfg: RunConfig, rows: _Rows, threshold: float):
-    """Cluster the representatives; returns per-row (cluster int64, cluster_size int64, sim_to_centroid float32)."""
+def _cluster_params(cfg: RunConfig, threshold: float, device: str):
+    """ClusterParams as resolved for this run: algorithm-dependent defaults filled in from -x and the algorithm."""
+    from clustering import ClusterParams
+
+    n_clusters = cfg.n_clusters
+    if n_clusters is None and cfg.cluster in ("kmeans", "agglomerative") and cfg.distance_threshold is None:
+        n_clusters = cfg.num_classes
+    min_cluster_size = cfg.min_cluster_size or (5 if cfg.cluster == "hdbscan" else 2)
+    return ClusterParams(threshold=threshold, max_cluster_size=cfg.max_cluster_size, linkage=cfg.linkage,
+                         distance_threshold=cfg.distance_threshold, n_clusters=n_clusters, pca=cfg.pca,
+                         standardize=cfg.standardize, min_cluster_size=min_cluster_size, min_samples=cfg.min_samples,
+                         device=device, seed=cfg.seed)
+
+
+def _cluster_rows(cfg: RunConfig, rows: _Rows, threshold: float) -> Dict:
+    """Cluster the representatives, apply the post-filters and number the clusters.
+
+    Returns per-row arrays cluster (int64), cluster_size (int64), sim_to_centroid (float32), the per-individual
+    cluster ids `rep_cluster`, and `info` (algorithm, parameters and what the algorithm reported) for run.json.
+    """
     import numpy as np
 
-    from clustering import run_algorithm
+    from clustering import ALGORITHMS, run_algorithm
     from clustering.components import number_clusters
-    from clustering.postprocess import centroid_similarity
+    from clustering.postprocess import centroid_similarity, drop_far_members, drop_small_groups
+    from embed.device import resolve_device
 
+    device = resolve_device(cfg.device) if cfg.cluster in ("cosine", "kmeans") else "cpu"
+    params = _cluster_params(cfg, threshold, device)
     reps = np.flatnonzero(rows.representative)          # one row per individual, in individual-id order
-    groups = run_algorithm(cfg.cluster, rows.embedding[reps], threshold)
+    vectors = rows.embedding if reps.size == len(rows.filenames) else rows.embedding[reps]
+    result = run_algorithm(cfg.cluster, vectors, params)
+    groups = result.groups
+    if cfg.min_sim_to_centroid is not None:
+        groups = drop_far_members(vectors, groups, cfg.min_sim_to_centroid)
+    groups = drop_small_groups(groups, params.min_cluster_size)
     rep_cluster = number_clusters(groups, [rows.filenames[i] for i in reps])
     cluster = rep_cluster[rows.individual]
     sizes = np.bincount(rep_cluster[rep_cluster >= 0], minlength=1)
     cluster_size = np.where(cluster >= 0, sizes[np.maximum(cluster, 0)], 1)
-    rep_similarity = centroid_similarity(rows.embedding[reps], rep_cluster)
-    return cluster, cluster_size, rep_similarity[rows.individual], rep_cluster
+    rep_similarity = centroid_similarity(vectors, rep_cluster)
+    used = {name: getattr(params, name) for name in ALGORITHMS[cfg.cluster].uses}
+    info = {"algorithm": cfg.cluster, "parameters": used, "min_cluster_size": params.min_cluster_size,
+            "min_sim_to_centroid": cfg.min_sim_to_centroid, "device": device, **result.info}
+    return {"cluster": cluster, "cluster_size": cluster_size, "sim_to_centroid": rep_similarity[rows.individual],
+            "rep_cluster": rep_cluster, "info": info}
+
+
+def _warn_if_chaining(cfg: RunConfig, counts: Dict) -> None:
+    """A giant cluster usually means single linkage chained; say what to do about it."""
+    if cfg.cluster == "cosine" and not cfg.max_cluster_size and counts["individuals"] >= 20 \
+            and counts["largest_cluster_share"] > CHAINING_SHARE:
+        log.warning("the largest cluster holds %.0f%% of all individuals (%d): single linkage may have chained "
+                    "different kinds together; raise -th or cap clusters with --max_cluster_size N",
+                    100 * counts["largest_cluster_share"], counts["largest_cluster"])
 
 
 def _extra_columns(cfg: RunConfig, filenames: List[str], run_info: Dict):
@@ -343,14 +457,16 @@ def run(cfg: RunConfig) -> Dict:
 
     threshold = _default_threshold(cfg, rows.model)
     with timer.stage("cluster"):
-        cluster, cluster_size, similarity, rep_cluster = _cluster_rows(cfg, rows, threshold)
+        clusters = _cluster_rows(cfg, rows, threshold)
+    cluster, rep_cluster = clusters["cluster"], clusters["rep_cluster"]
     with timer.stage("metadata"):
         extra, labels = _extra_columns(cfg, rows.filenames, run_info)
 
     with timer.stage("write"):
         table = order_columns(pd.concat([pd.DataFrame({
-            "filename": rows.filenames, "cluster": cluster, "cluster_size": cluster_size,
-            "sim_to_centroid": similarity, "individual": rows.individual, "representative": rows.representative,
+            "filename": rows.filenames, "cluster": cluster, "cluster_size": clusters["cluster_size"],
+            "sim_to_centroid": clusters["sim_to_centroid"], "individual": rows.individual,
+            "representative": rows.representative, "dist_to_centroid": 1.0 - clusters["sim_to_centroid"],
         }), extra], axis=1))
         write_csv(table, os.path.join(cfg.out_folder, "clusters.csv"))
         write_skipped(skipped, os.path.join(cfg.out_folder, "skipped.csv"))
@@ -376,16 +492,18 @@ def run(cfg: RunConfig) -> Dict:
               "individuals": int(rows.representative.sum()), **cluster_counts(rep_cluster, int(rep_cluster.size))}
     config = {k: v for k, v in asdict(cfg).items() if k not in ("command", "progress")}
     config.update(threshold=threshold, gen_cluster_dirs=cfg.gen_cluster_dirs)
+    _warn_if_chaining(cfg, counts)
     manifest = {"command": list(cfg.command), "parameters": config, **run_info, "counts": counts,
-                "dim": int(rows.embedding.shape[1]),
+                "clustering": clusters["info"], "dim": int(rows.embedding.shape[1]),
                 "timings_s": {**timer.seconds, "total": round(time.perf_counter() - started, 3)}}
     if metrics is not None:
         manifest["metrics"] = {level: {k: metrics[level][k] for k in ("ari", "ami", "pairwise_f1")}
                                for level in ("cluster", "individual")}
     write_manifest(os.path.join(cfg.out_folder, "run.json"), manifest)
     log.info("%d images -> %d individuals -> %d clusters (largest %d), %d individuals not clustered, %d skipped; "
-             "threshold %.3f; outputs in %s", counts["rows"], counts["individuals"], counts["clusters"],
-             counts["largest_cluster"], counts["singletons"], counts["skipped"], threshold, cfg.out_folder)
+             "%s; outputs in %s", counts["rows"], counts["individuals"], counts["clusters"],
+             counts["largest_cluster"], counts["singletons"], counts["skipped"],
+             f"threshold {threshold:.3f}" if cfg.cluster == "cosine" else f"-c {cfg.cluster}", cfg.out_folder)
     return manifest
 
 

@@ -1,30 +1,84 @@
-"""Clustering algorithms behind one registry; each maps embeddings (n, d) to group ids (n,), -1 = not clustered."""
+"""Clustering algorithms behind one registry; each maps embeddings (n, d) to group ids (n,), -1 = not clustered.
+
+Nothing heavy is imported here: the registry holds module names, so `cluster.py -h` stays instant.
+"""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Dict
+import importlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
-if TYPE_CHECKING:  # numpy is only needed once an algorithm runs; keeps `cluster.py -h` instant
+if TYPE_CHECKING:  # numpy is only needed once an algorithm runs
     import numpy as np
 
 
 class ClusteringError(ValueError):
-    """Clustering options that cannot work (unknown algorithm, threshold out of range)."""
+    """Clustering options that cannot work (unknown algorithm, bad parameter, input too large for the algorithm)."""
 
 
-def _cosine(embeddings: np.ndarray, threshold: float) -> np.ndarray:
-    from clustering.cosine import cluster_cosine
+@dataclass(frozen=True)
+class ClusterParams:
+    """Parameters of every algorithm; each algorithm reads the ones it uses (see ALGORITHMS[name].uses).
 
-    return cluster_cosine(embeddings, threshold)
+    threshold: cosine similarity for `cosine`. max_cluster_size: `cosine` chaining guard (0 = off).
+    linkage, distance_threshold, pca, standardize: `agglomerative`. n_clusters: k for `kmeans`, or a cluster count
+    for `agglomerative` instead of a distance threshold. min_cluster_size, min_samples: `hdbscan` (and
+    min_cluster_size is also the post-filter for every algorithm). device: 'cpu' or 'cuda:N'. seed: k-means and PCA.
+    """
+
+    threshold: float = 0.9
+    max_cluster_size: int = 0
+    linkage: str = "ward"
+    distance_threshold: Optional[float] = None
+    n_clusters: Optional[int] = None
+    pca: int = 0
+    standardize: bool = False
+    min_cluster_size: int = 2
+    min_samples: Optional[int] = None
+    device: str = "cpu"
+    seed: int = 0
 
 
-ALGORITHMS: Dict[str, Callable[..., "np.ndarray"]] = {"cosine": _cosine}
+@dataclass
+class ClusterResult:
+    """Group id per row, int64 (n,), arbitrary ids, -1 = noise; `info` goes to run.json (plain JSON values)."""
+
+    groups: "np.ndarray"
+    info: Dict[str, Any] = field(default_factory=dict)
 
 
-def run_algorithm(name: str, embeddings: np.ndarray, threshold: float) -> np.ndarray:
-    """Group ids (n,) from algorithm `name`; ClusteringError listing the valid names when it is unknown."""
+@dataclass(frozen=True)
+class AlgorithmInfo:
+    """Registry entry: the module and function implementing the algorithm, and the parameters it reads."""
+
+    module: str
+    function: str
+    uses: tuple
+    summary: str
+
+
+ALGORITHMS: Dict[str, AlgorithmInfo] = {
+    "cosine": AlgorithmInfo("clustering.cosine", "cluster_cosine", ("threshold", "max_cluster_size"),
+                            "exact single linkage at a cosine threshold (connected components of the ε-graph)"),
+    "agglomerative": AlgorithmInfo("clustering.agglomerative", "cluster_agglomerative",
+                                   ("linkage", "distance_threshold", "n_clusters", "pca", "standardize"),
+                                   "scikit-learn agglomerative (ward/average/complete) after optional "
+                                   "standardise + PCA; O(N^2) memory"),
+    "kmeans": AlgorithmInfo("clustering.kmeans", "cluster_kmeans", ("n_clusters", "seed"),
+                            "spherical k-means (faiss), trained on a sample, assigned in chunks"),
+    "hdbscan": AlgorithmInfo("clustering.density", "cluster_hdbscan", ("min_cluster_size", "min_samples", "seed"),
+                             "scikit-learn HDBSCAN after PCA to at most 50 dimensions; -1 = noise"),
+}
+
+LINKAGES = ("ward", "average", "complete")
+
+
+def run_algorithm(name: str, embeddings: "np.ndarray", params: ClusterParams) -> ClusterResult:
+    """Run algorithm `name` on float32 (n, d) L2-normalised embeddings; ClusteringError naming the valid choices."""
     if name not in ALGORITHMS:
         raise ClusteringError(f"unknown clustering algorithm '{name}'; available: {', '.join(ALGORITHMS)}")
-    if not -1.0 <= threshold <= 1.0:
-        raise ClusteringError(f"threshold {threshold} is not a cosine similarity; choose a value in [-1, 1], "
+    if not -1.0 <= params.threshold <= 1.0:
+        raise ClusteringError(f"threshold {params.threshold} is not a cosine similarity; choose a value in [-1, 1], "
                               f"typically 0.6 to 0.95")
-    return ALGORITHMS[name](embeddings, threshold)
+    info = ALGORITHMS[name]
+    return getattr(importlib.import_module(info.module), info.function)(embeddings, params)

@@ -3,12 +3,24 @@ from __future__ import annotations
 
 import numpy as np
 
-from clustering.forest import partition_at, spanning_forest
+from clustering import ClusterParams, ClusterResult
+from clustering.forest import Forest, partition_at, spanning_forest
+from clustering.guard import split_oversized
 
 
-def cluster_cosine(embeddings: np.ndarray, threshold: float, device: str = "cpu") -> np.ndarray:
-    """Group id per row, int64 (n,): rows joined by any chain of pairs with cosine similarity >= `threshold`.
+def cluster_cosine(embeddings: np.ndarray, params: ClusterParams, forest: Forest = None) -> ClusterResult:
+    """Group id per row, int64 (n,): rows joined by any chain of pairs with cosine similarity >= params.threshold.
 
     embeddings: float32 (n, d), L2-normalised. Exact over the whole input (no chunking), memory bounded by tiles.
+    forest: a spanning forest already built at a threshold <= params.threshold (reused, no similarity computed).
+    With params.max_cluster_size > 0, larger components are split at their weakest links (clustering.guard).
     """
-    return partition_at(spanning_forest(embeddings, threshold, device), threshold)
+    graph: dict = {}
+    if forest is None:
+        forest = spanning_forest(embeddings, params.threshold, params.device, stats=graph)
+    groups = partition_at(forest, params.threshold)
+    info = {"graph": {**graph, "forest_threshold": forest.threshold, "forest_edges": int(forest.sims.size)}}
+    if params.max_cluster_size:
+        groups, split = split_oversized(forest, groups, params.threshold, params.max_cluster_size)
+        info["chaining_guard"] = {"max_cluster_size": params.max_cluster_size, **split}
+    return ClusterResult(groups, info)

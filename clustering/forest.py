@@ -8,7 +8,7 @@ and each stage filters the forest (at most n - 1 edges) instead of recomputing s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, List
+from typing import Dict, Iterable, Iterator, List, Optional
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -58,10 +58,24 @@ def forest_from_edges(n: int, edge_blocks: Iterable[Edges], threshold: float, ma
 
 
 def spanning_forest(embeddings: np.ndarray, threshold: float, device: str = "cpu", precision: str = "auto",
-                    max_pending: int = 0) -> Forest:
-    """Maximum spanning forest of the pairs with cosine >= `threshold`; embeddings float32 (n, d), L2-normalised."""
+                    max_pending: int = 0, stats: Optional[Dict] = None) -> Forest:
+    """Maximum spanning forest of the pairs with cosine >= `threshold`; embeddings float32 (n, d), L2-normalised.
+
+    stats: filled with how the graph was computed (see `threshold_edges`) and the number of edges found.
+    """
     n = embeddings.shape[0]
-    return forest_from_edges(n, threshold_edges(embeddings, threshold, device, precision), threshold, max_pending)
+    blocks = threshold_edges(embeddings, threshold, device, precision, stats=stats)
+    if stats is not None:
+        blocks = _counted(blocks, stats)
+    return forest_from_edges(n, blocks, threshold, max_pending)
+
+
+def _counted(blocks: Iterable[Edges], stats: Dict) -> Iterator[Edges]:
+    """Pass edge blocks through, counting the edges into stats['edges']."""
+    stats["edges"] = 0
+    for block in blocks:
+        stats["edges"] += int(block[0].size)
+        yield block
 
 
 def component_ids(n: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:

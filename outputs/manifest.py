@@ -24,7 +24,8 @@ def versions() -> Dict[str, str]:
 
 
 def cluster_counts(clusters, individuals_total: int) -> Dict[str, Any]:
-    """Counts over the final labels: clusters, singletons (individuals not clustered), largest cluster and its share.
+    """Counts over the final labels: clusters, singletons (individuals not clustered), largest cluster and its share,
+    and the number of clusters per size band (`cluster_size_histogram`, individuals per cluster).
 
     clusters: int64 per representative (one entry per individual), -1 = not clustered.
     """
@@ -34,7 +35,25 @@ def cluster_counts(clusters, individuals_total: int) -> Dict[str, Any]:
     sizes = np.bincount(clustered) if clustered.size else np.zeros(0, dtype=np.int64)
     largest = int(sizes.max()) if sizes.size else 0
     return {"clusters": int(sizes.size), "singletons": int((clusters < 0).sum()), "largest_cluster": largest,
-            "largest_cluster_share": round(largest / individuals_total, 6) if individuals_total else 0.0}
+            "largest_cluster_share": round(largest / individuals_total, 6) if individuals_total else 0.0,
+            "cluster_size_histogram": size_histogram(sizes)}
+
+
+def size_histogram(sizes: np.ndarray) -> dict:
+    """Number of clusters per size band ('2', '3-4', '5-9', '10-19', '20-49', ...) for run.json; empty bands left out.
+
+    sizes: members per cluster (int array).
+    """
+    bounds, decade = [2, 3, 5], 10
+    while bounds[-1] <= (int(sizes.max()) if sizes.size else 0):
+        bounds += [decade, 2 * decade, 5 * decade]
+        decade *= 10
+    histogram = {}
+    for low, high in zip(bounds, bounds[1:]):
+        count = int(((sizes >= low) & (sizes < high)).sum())
+        if count:
+            histogram[str(low) if high == low + 1 else f"{low}-{high - 1}"] = count
+    return histogram
 
 
 def write_manifest(path: str, manifest: Dict[str, Any]) -> None:

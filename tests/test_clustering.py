@@ -1,15 +1,17 @@
-"""Exact threshold clustering equals connected components of the brute-force graph; numbering and centroids."""
+"""The cosine engine: exact ε-graph (every tile precision), spanning forest, chaining guard, numbering, centroids."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from scipy.sparse.csgraph import connected_components
 
-from clustering import ClusteringError, run_algorithm
+from clustering import ClusteringError, ClusterParams, run_algorithm
 from clustering.components import number_clusters
-from clustering.forest import forest_from_edges, partition_at
-from clustering.graph import threshold_edges
-from clustering.postprocess import centroid_similarity
+from clustering.forest import forest_from_edges, partition_at, spanning_forest
+from clustering.graph import plan_graph, threshold_edges
+from clustering.guard import split_oversized
+from clustering.postprocess import centroid_similarity, drop_far_members, drop_small_groups
+from outputs.manifest import size_histogram
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
@@ -29,6 +31,10 @@ def brute_force_components(x: np.ndarray, threshold: float) -> np.ndarray:
     return connected_components(adjacency, directed=False)[1]
 
 
+def cosine(x: np.ndarray, threshold: float, **params) -> np.ndarray:
+    return run_algorithm("cosine", x, ClusterParams(threshold=threshold, **params)).groups
+
+
 def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
     """True when a and b group the items identically (ids may differ)."""
     pairs = set(zip(a.tolist(), b.tolist()))
@@ -39,7 +45,7 @@ def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
     (400, 16, 40, 0.25, 0.9), (1500, 32, 100, 0.35, 0.8), (800, 8, 5, 0.6, 0.95), (300, 24, 300, 0.1, 0.5)])
 def test_partition_equals_brute_force_components(n, d, groups, noise, threshold):
     x = grouped_vectors(n, d, groups, noise, seed=n)
-    assert same_partition(run_algorithm("cosine", x, threshold), brute_force_components(x, threshold))
+    assert same_partition(cosine(x, threshold), brute_force_components(x, threshold))
 
 
 def test_small_blocks_and_edge_compaction_give_the_same_partition():
@@ -55,7 +61,7 @@ def test_groups_far_apart_in_input_order_are_one_cluster():
     x = unit_rows(rng.normal(size=(12_000, 16)))
     x[-1] = x[0]
     x[6_000] = unit_rows(x[0:1] + 0.01)[0]
-    groups = run_algorithm("cosine", x, 0.99)
+    groups = cosine(x, 0.99)
     assert groups[0] == groups[-1] == groups[6_000]
 
 
@@ -72,14 +78,14 @@ def test_every_pair_is_yielded_once_with_its_similarity():
 
 def test_raising_the_threshold_only_splits_clusters():
     x = grouped_vectors(600, 16, 20, 0.5, seed=7)
-    loose, strict = run_algorithm("cosine", x, 0.7), run_algorithm("cosine", x, 0.85)
+    loose, strict = cosine(x, 0.7), cosine(x, 0.85)
     for group in np.unique(strict):
         assert len(np.unique(loose[strict == group])) == 1
 
 
 def test_empty_and_single_inputs():
-    assert run_algorithm("cosine", np.zeros((0, 4), np.float32), 0.9).shape == (0,)
-    assert run_algorithm("cosine", unit_rows(np.ones((1, 4))), 0.9).tolist() == [0]
+    assert cosine(np.zeros((0, 4), np.float32), 0.9).shape == (0,)
+    assert cosine(unit_rows(np.ones((1, 4))), 0.9).tolist() == [0]
 
 
 def test_number_clusters_orders_by_size_then_first_name_and_drops_singletons():
@@ -100,7 +106,123 @@ def test_centroid_similarity():
 
 def test_unknown_algorithm_and_bad_threshold():
     x = unit_rows(np.ones((2, 3)))
-    with pytest.raises(ClusteringError, match="available: cosine"):
-        run_algorithm("nope", x, 0.9)
+    with pytest.raises(ClusteringError, match="available: cosine, agglomerative, kmeans, hdbscan"):
+        run_algorithm("nope", x, ClusterParams())
     with pytest.raises(ClusteringError, match=r"\[-1, 1\]"):
-        run_algorithm("cosine", x, 1.5)
+        cosine(x, 1.5)
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "float16"])
+def test_low_precision_tiles_rescored_in_float32_give_the_exact_graph(precision):
+    """The GPU path (fp16/bf16 tiles + float32 re-scoring within the margin), run on the CPU: same edges and sims."""
+    x = grouped_vectors(900, 24, 12, 0.45, seed=11)   # dense groups: some tiles are re-scored by one product
+    full = x @ x.T
+    for threshold in (0.5, 0.8, 0.93):
+        stats = {}
+        blocks = list(threshold_edges(x, threshold, precision=precision, tile_rows=100, tile_cols=160, stats=stats))
+        rows, cols, sims = (np.concatenate(parts) for parts in zip(*blocks))
+        expected = {tuple(pair) for pair in np.argwhere(np.triu(full >= threshold, k=1)).tolist()}
+        near_threshold = {tuple(pair) for pair in np.argwhere(np.abs(full - threshold) < 1e-6).tolist()}
+        assert set(zip(rows.tolist(), cols.tolist())) ^ expected <= near_threshold
+        np.testing.assert_allclose(sims, full[rows, cols], atol=2e-6)
+        assert stats["precision"] == precision
+        assert stats["tile_counts"]["tiles"] == sum(len(range(r0, 900, 160)) for r0 in range(0, 900, 100))
+
+
+def test_dense_graphs_switch_to_float32_tiles():
+    x = unit_rows(np.ones((600, 8)) + np.random.default_rng(0).normal(scale=0.01, size=(600, 8)))
+    stats = {}
+    edges = sum(block[0].size for block in threshold_edges(x, 0.9, precision="bfloat16", tile_rows=100,
+                                                               tile_cols=100, stats=stats))
+    assert edges == 600 * 599 // 2
+    counts = stats["tile_counts"]
+    assert counts["tiles_rescored_by_product"] >= 4 and counts["tiles_float32"] > 0
+
+
+def test_cpu_plans_float32_tiles_and_rejects_unknown_precision():
+    assert plan_graph(10, 4, "cpu").precision == "float32"
+    with pytest.raises(ValueError, match="unknown graph precision"):
+        plan_graph(10, 4, "cpu", "int8")
+
+
+def test_partition_is_invariant_to_input_order():
+    x = grouped_vectors(800, 16, 40, 0.45, seed=13)
+    order = np.random.default_rng(2).permutation(800)
+    shuffled = cosine(x[order], 0.8)
+    restored = np.empty_like(shuffled)
+    restored[order] = shuffled
+    assert same_partition(restored, cosine(x, 0.8))
+
+
+def test_one_forest_answers_every_higher_threshold_exactly():
+    x = grouped_vectors(700, 16, 25, 0.5, seed=17)
+    forest = spanning_forest(x, 0.6)
+    assert forest.sims.size <= 699 and np.all(np.diff(forest.sims) <= 0)
+    for threshold in (0.6, 0.7, 0.75, 0.85, 0.95):
+        assert same_partition(partition_at(forest, threshold), brute_force_components(x, threshold))
+    with pytest.raises(ValueError, match="cannot answer the lower threshold"):
+        partition_at(forest, 0.5)
+
+
+def chain(n: int, step: float) -> np.ndarray:
+    """n unit vectors on an arc, neighbours `step` radians apart; the link strengths vary along the chain."""
+    angles = np.cumsum(np.r_[0, step * (1 + 0.3 * np.sin(np.arange(n - 1)))])
+    return unit_rows(np.stack([np.cos(angles), np.sin(angles), np.zeros(n)], axis=1))
+
+
+def split_chain_top_down(links: np.ndarray, start: int, stop: int, cap: int) -> list:
+    """Reference: nodes start..stop-1 of a chain (links[k] joins k and k+1); cut the weakest link while > cap."""
+    if stop - start <= cap:
+        return [(start, stop)]
+    weakest = start + int(np.argmin(links[start:stop - 1]))
+    return split_chain_top_down(links, start, weakest + 1, cap) + split_chain_top_down(links, weakest + 1, stop, cap)
+
+
+def test_chaining_guard_splits_only_oversized_clusters_at_their_weakest_links():
+    x = np.concatenate([chain(40, 0.05), unit_rows(np.array([[0, 0, 1.0], [0, 0.05, 1.0], [0.05, 0, 1.0]]))])
+    threshold = float(np.cos(0.08))
+    plain = cosine(x, threshold)
+    assert np.unique(plain[:40]).size == 1                       # one 40-member chain
+    capped = cosine(x, threshold, max_cluster_size=10)
+    assert np.bincount(capped).max() <= 10
+    assert np.unique(capped[40:]).size == 1                      # the small cluster is untouched
+    links = np.einsum("ij,ij->i", x[:39], x[1:40])
+    expected = np.zeros(40, dtype=np.int64)
+    for part, (start, stop) in enumerate(split_chain_top_down(links, 0, 40, 10)):
+        expected[start:stop] = part
+    assert same_partition(capped[:40], expected)
+
+
+def test_chaining_guard_equals_a_stricter_threshold_when_that_splits_evenly():
+    x = grouped_vectors(300, 16, 6, 0.2, seed=3)
+    loose = 0.0
+    strict = cosine(x, 0.5)
+    forest = spanning_forest(x, loose)
+    groups, summary = split_oversized(forest, partition_at(forest, loose), loose, int(np.bincount(strict).max()))
+    assert same_partition(groups, strict)
+    assert summary["components_split"] == 1 and summary["parts"] == np.unique(strict).size
+
+
+def test_post_filters():
+    groups = np.array([0, 0, 0, 1, 1, -1, 2])
+    assert drop_small_groups(groups, 3).tolist() == [0, 0, 0, -1, -1, -1, -1]
+    x = unit_rows(np.array([[1, 0], [1, 0.05], [1, -0.05], [0.2, 1], [0, 1], [1, 1], [5, 5]], dtype=np.float64))
+    far = drop_far_members(x, np.array([0, 0, 0, 0, 1, -1, 1]), 0.9)
+    assert far.tolist() == [0, 0, 0, -1, 1, -1, 1]
+
+
+def test_size_histogram_bands():
+    sizes = np.array([2, 2, 3, 4, 5, 9, 10, 19, 20, 49, 50, 99, 100, 1000, 4000])
+    assert size_histogram(sizes) == {"2": 2, "3-4": 2, "5-9": 2, "10-19": 2, "20-49": 2, "50-99": 2, "100-199": 1,
+                                     "1000-1999": 1, "2000-4999": 1}
+    assert size_histogram(np.zeros(0, dtype=np.int64)) == {}
+
+
+@pytest.mark.gpu
+def test_cpu_and_gpu_builders_agree():
+    x = grouped_vectors(5000, 64, 200, 0.4, seed=23)
+    for threshold in (0.6, 0.85):
+        cpu = spanning_forest(x, threshold, "cpu")
+        gpu = spanning_forest(x, threshold, "cuda:0")
+        assert same_partition(partition_at(cpu, threshold), partition_at(gpu, threshold))
+        np.testing.assert_allclose(np.sort(cpu.sims), np.sort(gpu.sims), atol=1e-5)
