@@ -22,6 +22,7 @@ from clustering import ALGORITHMS       # registries only: these imports are lig
 from embed import BACKENDS
 
 log = logging.getLogger("crop-cluster")
+REPORT_MAX_ROWS = 20_000  # report.html is written by default up to this many rows; --report forces it
 
 
 class ConfigError(ValueError):
@@ -52,10 +53,13 @@ class RunConfig:
     batch_size: Optional[int] = None
     num_workers: int = -1
     progress: bool = True
+    report: Optional[bool] = None       # None: write report.html when there are at most 20 000 rows
+    review: Optional[str] = None
+    sweep: Optional[str] = None
     command: Tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
-        if not self.inputs and not self.embeddings:
+        if not self.inputs and not self.embeddings and not self.review:
             raise ConfigError("nothing to cluster: give -i INPUT (files, folders, globs, .txt lists) or "
                               "--embeddings OUT/embeddings.pkl from a previous run")
         if self.embed not in BACKENDS:
@@ -131,6 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
     add("--batch_size", "--batch-size", type=int, help="images per model call (default 32 on CPU, 128 on GPU)")
     add("--num_workers", "--num-workers", type=int, default=-1,
         help="processes decoding images (default: 0 on 2-core CPUs, up to 8 with a GPU)")
+    add("--report", action="store_true", default=None,
+        help="write OUT/report.html, a review page with thumbnails (default: on up to 20 000 rows)")
+    add("--no_report", "--no-report", dest="report", action="store_false", help="do not write report.html")
+    add("--review", metavar="review.csv",
+        help="apply a review exported from report.html: merged groups, dissolved clusters and a group column in "
+             "clusters.csv; reuses OUT/embeddings.pkl (or --embeddings) and the reviewed run's threshold")
+    add("--sweep", metavar="START:STOP:STEP",
+        help="also score every threshold START, START+STEP, ..., STOP from one similarity graph: writes sweep.csv, "
+             "sweep.png and a recommended threshold in run.json, e.g. 0.70:0.95:0.01")
     add("-q", "--quiet", action="store_true", help="only warnings and errors; no progress bars")
     add("-v", "--verbose", action="store_true", help="debug messages")
     return parser
@@ -138,13 +151,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> RunConfig:
     """RunConfig from parsed arguments (raises ConfigError for combinations that cannot work)."""
+    embeddings = args.embeddings
+    if args.review and not embeddings and not args.input:  # review the run in the output folder: no re-embedding
+        embeddings = os.path.join(args.out_folder, "embeddings.pkl")
     return RunConfig(
         out_folder=args.out_folder, inputs=tuple(args.input), embed=args.embed, from_pretrained=args.from_pretrained,
-        device=args.device, cluster=args.cluster, threshold=args.threshold, embeddings=args.embeddings,
+        device=args.device, cluster=args.cluster, threshold=args.threshold, embeddings=embeddings,
         meta_folder=args.meta_folder, time_format=args.time_format, metadata=args.metadata, labels=args.labels,
         save_labels=args.save_labels, num_classes=args.num_classes, dedup=args.dedup,
         gen_cluster_dirs=args.gen_cluster_dirs or args.dedup, save_embs=args.save_embs, batch_size=args.batch_size,
-        num_workers=args.num_workers, progress=not args.quiet, command=tuple(argv))
+        num_workers=args.num_workers, progress=not args.quiet, report=args.report, review=args.review,
+        sweep=args.sweep, command=tuple(argv))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -269,6 +286,13 @@ def _default_threshold(cfg: RunConfig, model: str) -> float:
 
     if cfg.threshold is not None:
         return cfg.threshold
+    if cfg.review:  # the clusters of the reviewed run: its threshold, from the run.json beside its embeddings
+        from outputs.review import reviewed_threshold
+
+        previous = reviewed_threshold(os.path.dirname(cfg.embeddings) if cfg.embeddings else cfg.out_folder)
+        if previous is not None:
+            log.info("--review: using the reviewed run's threshold %.3f", previous)
+            return previous
     name = cfg.embed if not cfg.embeddings else backend_of_model(model)
     if name is None:
         raise ConfigError(f"no default threshold for model '{model}' in {cfg.embeddings}; give -th explicitly")
@@ -293,13 +317,35 @@ def _cluster_rows(cfg: RunConfig, rows: _Rows, threshold: float):
     return cluster, cluster_size, rep_similarity[rows.individual], rep_cluster
 
 
+def _review_rows(cfg: RunConfig, rows: _Rows, rep_cluster):
+    """Apply --review to the clusters; returns per-row (cluster, cluster_size, sim_to_centroid, group name) and the
+    new per-individual clusters, renumbered 0..K-1 by decreasing size."""
+    import numpy as np
+
+    from clustering.components import number_clusters
+    from clustering.postprocess import centroid_similarity
+    from outputs.review import apply_review, read_review
+
+    review = read_review(cfg.review, int(rep_cluster.max(initial=-1)) + 1)
+    merged, rep_group = apply_review(review, rep_cluster)
+    reps = np.flatnonzero(rows.representative)
+    rep_cluster = number_clusters(merged, [rows.filenames[i] for i in reps])
+    log.info("--review %s: %d groups named, %d clusters dissolved -> %d clusters", cfg.review,
+             len(set(review.groups.values())), len(review.dissolved), int(rep_cluster.max(initial=-1)) + 1)
+    cluster = rep_cluster[rows.individual]
+    sizes = np.bincount(rep_cluster[rep_cluster >= 0], minlength=1)
+    cluster_size = np.where(cluster >= 0, sizes[np.maximum(cluster, 0)], 1)
+    similarity = centroid_similarity(rows.embedding[reps], rep_cluster)[rows.individual]
+    return cluster, cluster_size, similarity, rep_cluster, [rep_group[i] for i in rows.individual]
+
+
 def _extra_columns(cfg: RunConfig, filenames: List[str], run_info: Dict):
     """Metadata and label columns for clusters.csv; returns (DataFrame (n, k), labels list or None)."""
     from inputs.metadata import metadata_columns
     from outputs.table import CONTRACT_COLUMNS
 
     meta = metadata_columns(filenames, cfg.time_format, cfg.meta_folder, cfg.metadata,
-                            reserved=[*CONTRACT_COLUMNS, "label"])
+                            reserved=[*CONTRACT_COLUMNS, "label", "group"])
     run_info.update(meta.counts)
     for warning in meta.warnings:
         log.warning("%s", warning)
@@ -344,8 +390,13 @@ def run(cfg: RunConfig) -> Dict:
     threshold = _default_threshold(cfg, rows.model)
     with timer.stage("cluster"):
         cluster, cluster_size, similarity, rep_cluster = _cluster_rows(cfg, rows, threshold)
+    if cfg.review:
+        with timer.stage("review"):
+            cluster, cluster_size, similarity, rep_cluster, group = _review_rows(cfg, rows, rep_cluster)
     with timer.stage("metadata"):
         extra, labels = _extra_columns(cfg, rows.filenames, run_info)
+    if cfg.review:
+        extra.insert(0, "group", group)
 
     with timer.stage("write"):
         table = order_columns(pd.concat([pd.DataFrame({
@@ -366,6 +417,11 @@ def run(cfg: RunConfig) -> Dict:
 
             keep = rows.representative if cfg.dedup else np.ones(len(rows.filenames), dtype=bool)
             write_cluster_folders(cfg.out_folder, rows.filenames, cluster, keep)
+    if cfg.report or (cfg.report is None and len(table) <= REPORT_MAX_ROWS):
+        with timer.stage("report"):
+            from outputs.report import write_report
+
+            run_info["report_timings_s"] = write_report(cfg.out_folder, table, rows.embedding, threshold, rows.model)
     metrics = None
     if labels is not None:
         with timer.stage("evaluate"):
@@ -420,9 +476,10 @@ def _user_errors() -> tuple:
     from inputs.table import TableError
     from inputs.timestamps import TimeFormatError
     from outputs.embeddings import EmbeddingsFileError
+    from outputs.review import ReviewError
 
     return (ConfigError, InputError, EmbedError, ClusteringError, EmbeddingsFileError, TableError, NoLabelsError,
-            TimeFormatError, SidecarError, MetadataError)
+            TimeFormatError, SidecarError, MetadataError, ReviewError)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
