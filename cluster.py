@@ -393,6 +393,10 @@ def run(cfg: RunConfig) -> Dict:
     if cfg.review:
         with timer.stage("review"):
             cluster, cluster_size, similarity, rep_cluster, group = _review_rows(cfg, rows, rep_cluster)
+    with timer.stage("silhouette"):
+        from evaluate.metrics import silhouette
+
+        run_info["quality"] = silhouette(rows.embedding[rows.representative], rep_cluster)
     with timer.stage("metadata"):
         extra, labels = _extra_columns(cfg, rows.filenames, run_info)
     if cfg.review:
@@ -425,7 +429,7 @@ def run(cfg: RunConfig) -> Dict:
     metrics = None
     if labels is not None:
         with timer.stage("evaluate"):
-            metrics = _evaluate(cfg, labels, cluster, rows.individual)
+            metrics = _evaluate(cfg, labels, cluster, rows.individual, run_info["quality"])
 
     counts = {"inputs": n_inputs, "embedded": int(rows.representative.sum()) if not cfg.embeddings else 0,
               "rows": len(rows.filenames), "skipped": len(skipped),
@@ -445,14 +449,14 @@ def run(cfg: RunConfig) -> Dict:
     return manifest
 
 
-def _evaluate(cfg: RunConfig, labels, cluster, individual) -> Dict:
+def _evaluate(cfg: RunConfig, labels, cluster, individual, quality: Dict) -> Dict:
     """metrics.json from the true labels; returns the metrics document."""
     import json
 
     from evaluate.metrics import evaluate_run
     from outputs.atomic import atomic_open
 
-    metrics = evaluate_run(labels, cluster, individual, cfg.num_classes)
+    metrics = {**evaluate_run(labels, cluster, individual, cfg.num_classes), "label_free": quality}
     with atomic_open(os.path.join(cfg.out_folder, "metrics.json"), "w", encoding="utf-8") as handle:
         json.dump(metrics, handle, indent=2)
         handle.write("\n")

@@ -148,3 +148,15 @@ def test_review_errors_exit_2(crops, tmp_path, fake_backend, caplog):
     assert "cluster 99 does not exist" in caplog.text and "Traceback" not in caplog.text
     assert cluster.main(["-o", str(tmp_path / "empty"), "--review", str(bad), "-q"]) == 2
     assert "embeddings.pkl: no such file" in caplog.text
+
+
+def test_silhouette_recorded_with_and_without_labels(crops, tmp_path, fake_backend):
+    out = tmp_path / "out"
+    assert cluster.main(["-i", str(crops), "-o", str(out), "-e", fake_backend, "-q", "--no-report"]) == 0
+    quality = json.loads((out / "run.json").read_text())["quality"]
+    assert -1 <= quality["silhouette"] <= 1 and quality["rows_scored"] == quality["clustered_rows"] == 12
+    labels = tmp_path / "labels.csv"
+    labels.write_text("filename,label\n" + "".join(f"c{c}_v{v}.png,c{c}\n" for c in range(3) for v in range(4)))
+    assert cluster.main(["--embeddings", str(out / "embeddings.pkl"), "-o", str(out), "-q", "--labels", str(labels),
+                         "--no-report"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["label_free"] == quality
