@@ -1,51 +1,9 @@
-"""Connected components of a graph given as a stream of edge blocks, and the cluster numbering of the outputs."""
+"""Cluster numbering of the outputs: 0..K-1 by decreasing size, -1 for singletons."""
 from __future__ import annotations
 
-from typing import Iterable, List, Sequence
+from typing import Sequence
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
-
-from clustering.graph import Edges
-
-
-def _component_ids(n: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    graph = coo_matrix((np.ones(rows.size, dtype=np.int8), (rows, cols)), shape=(n, n)).tocsr()
-    return connected_components(graph, directed=False)[1].astype(np.int64)
-
-
-def _spanning_star(labels: np.ndarray):
-    """Edges (node -> first node of its component) that connect exactly like the graph that produced `labels`."""
-    n = labels.size
-    first = np.full(labels.max() + 1, n, dtype=np.int64)
-    np.minimum.at(first, labels, np.arange(n, dtype=np.int64))
-    roots = first[labels]
-    keep = roots != np.arange(n)
-    return roots[keep], np.flatnonzero(keep)
-
-
-def components_from_edges(n: int, edge_blocks: Iterable[Edges], max_pending: int = 0) -> np.ndarray:
-    """Component id per node, int64 (n,), for the undirected graph whose edges arrive in `edge_blocks`.
-
-    Pending edges are folded into a spanning star (at most n - 1 edges) whenever more than `max_pending`
-    (default max(4n, 2^22)) accumulate, so memory stays O(n + block) even when clusters are dense.
-    """
-    limit = max_pending or max(4 * n, 1 << 22)
-    pending_rows: List[np.ndarray] = []
-    pending_cols: List[np.ndarray] = []
-    count = 0
-    for rows, cols, _ in edge_blocks:
-        pending_rows.append(rows)
-        pending_cols.append(cols)
-        count += rows.size
-        if count > limit:
-            labels = _component_ids(n, np.concatenate(pending_rows), np.concatenate(pending_cols))
-            star_rows, star_cols = _spanning_star(labels)
-            pending_rows, pending_cols, count = [star_rows], [star_cols], star_rows.size
-    if not pending_rows:
-        return np.arange(n, dtype=np.int64)
-    return _component_ids(n, np.concatenate(pending_rows), np.concatenate(pending_cols))
 
 
 def number_clusters(groups: np.ndarray, names: Sequence[str]) -> np.ndarray:

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from clustering.components import components_from_edges
-from clustering.graph import threshold_edges
+from clustering.forest import partition_at, spanning_forest
 
 
-def cluster_cosine(embeddings: np.ndarray, threshold: float) -> np.ndarray:
+def cluster_cosine(embeddings: np.ndarray, threshold: float, device: str = "cpu") -> np.ndarray:
     """Group id per row, int64 (n,): rows joined by any chain of pairs with cosine similarity >= `threshold`.
 
-    embeddings: float32 (n, d), L2-normalised. Exact over the whole input (no chunking), memory bounded by blocks.
+    embeddings: float32 (n, d), L2-normalised. Exact over the whole input (no chunking), memory bounded by tiles.
     """
-    return components_from_edges(embeddings.shape[0], threshold_edges(embeddings, threshold))
+    return partition_at(spanning_forest(embeddings, threshold, device), threshold)

@@ -6,7 +6,8 @@ import pytest
 from scipy.sparse.csgraph import connected_components
 
 from clustering import ClusteringError, run_algorithm
-from clustering.components import components_from_edges, number_clusters
+from clustering.components import number_clusters
+from clustering.forest import forest_from_edges, partition_at
 from clustering.graph import threshold_edges
 from clustering.postprocess import centroid_similarity
 
@@ -44,8 +45,8 @@ def test_partition_equals_brute_force_components(n, d, groups, noise, threshold)
 def test_small_blocks_and_edge_compaction_give_the_same_partition():
     x = grouped_vectors(700, 12, 30, 0.4, seed=1)
     expected = brute_force_components(x, 0.85)
-    got = components_from_edges(700, threshold_edges(x, 0.85, block_rows=37, block_cols=53), max_pending=20)
-    assert same_partition(got, expected)
+    forest = forest_from_edges(700, threshold_edges(x, 0.85, tile_rows=37, tile_cols=53), 0.85, max_pending=20)
+    assert same_partition(partition_at(forest, 0.85), expected)
 
 
 def test_groups_far_apart_in_input_order_are_one_cluster():
@@ -60,7 +61,7 @@ def test_groups_far_apart_in_input_order_are_one_cluster():
 
 def test_every_pair_is_yielded_once_with_its_similarity():
     x = grouped_vectors(200, 8, 10, 0.3, seed=5)
-    rows, cols, sims = (np.concatenate(parts) for parts in zip(*threshold_edges(x, 0.7, block_rows=16, block_cols=40)))
+    rows, cols, sims = (np.concatenate(parts) for parts in zip(*threshold_edges(x, 0.7, tile_rows=16, tile_cols=40)))
     assert (rows < cols).all()
     assert len(set(zip(rows.tolist(), cols.tolist()))) == rows.size
     full = x @ x.T

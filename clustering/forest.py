@@ -1,0 +1,79 @@
+"""Maximum spanning forest of the ε-graph: one graph pass serves every threshold at or above the one it was built at.
+
+The components of {pairs with cosine >= t} equal the components of {forest edges with similarity >= t} for every
+t >= the forest's threshold (a maximum spanning forest keeps, for each cut, its strongest crossing edge). So the
+graph is computed once, at the lowest threshold any stage needs (near-duplicates, clustering, a threshold sweep),
+and each stage filters the forest (at most n - 1 edges) instead of recomputing similarities.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, List
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
+
+from clustering.graph import Edges, threshold_edges
+
+
+@dataclass(frozen=True)
+class Forest:
+    """A maximum spanning forest over n nodes: edges (rows[k], cols[k]) with float32 cosine sims[k], sorted by
+    decreasing similarity; exact for every threshold >= `threshold`."""
+
+    n: int
+    rows: np.ndarray
+    cols: np.ndarray
+    sims: np.ndarray
+    threshold: float
+
+
+def _maximum_spanning_forest(n: int, rows: np.ndarray, cols: np.ndarray, sims: np.ndarray) -> Edges:
+    """The strongest acyclic subset of the given unique undirected edges (Kruskal on weights 2 - sim > 0)."""
+    weights = 2.0 - sims.astype(np.float64)
+    tree = minimum_spanning_tree(coo_matrix((weights, (rows, cols)), shape=(n, n)).tocsr()).tocoo()
+    return tree.row.astype(np.int64), tree.col.astype(np.int64), (2.0 - tree.data).astype(np.float32)
+
+
+def forest_from_edges(n: int, edge_blocks: Iterable[Edges], threshold: float, max_pending: int = 0) -> Forest:
+    """Fold a stream of unique edge blocks into a maximum spanning forest.
+
+    Pending edges are folded into the forest whenever more than `max_pending` (default max(4n, 2^22)) accumulate,
+    so memory stays O(n + one block) even when clusters are dense.
+    """
+    limit = max_pending or max(4 * n, 1 << 22)
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+    parts: List[Edges] = [empty]
+    pending = 0
+    for block in edge_blocks:
+        parts.append(block)
+        pending += block[0].size
+        if pending > limit:
+            parts = [_maximum_spanning_forest(n, *(np.concatenate(column) for column in zip(*parts)))]
+            pending = 0
+    rows, cols, sims = _maximum_spanning_forest(n, *(np.concatenate(column) for column in zip(*parts)))
+    order = np.lexsort((cols, rows, -sims))
+    return Forest(n, rows[order], cols[order], sims[order], float(threshold))
+
+
+def spanning_forest(embeddings: np.ndarray, threshold: float, device: str = "cpu", precision: str = "auto",
+                    max_pending: int = 0) -> Forest:
+    """Maximum spanning forest of the pairs with cosine >= `threshold`; embeddings float32 (n, d), L2-normalised."""
+    n = embeddings.shape[0]
+    return forest_from_edges(n, threshold_edges(embeddings, threshold, device, precision), threshold, max_pending)
+
+
+def component_ids(n: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Connected component id per node, int64 (n,), of the undirected graph with the given edges."""
+    graph = coo_matrix((np.ones(rows.size, dtype=np.int8), (rows, cols)), shape=(n, n)).tocsr()
+    return connected_components(graph, directed=False)[1].astype(np.int64)
+
+
+def partition_at(forest: Forest, threshold: float) -> np.ndarray:
+    """Component id per node, int64 (n,), of the graph of pairs with cosine >= `threshold` (>= forest.threshold)."""
+    if threshold < forest.threshold:
+        raise ValueError(f"the forest was built at {forest.threshold}; it cannot answer the lower threshold "
+                         f"{threshold}")
+    keep = forest.sims >= threshold
+    return component_ids(forest.n, forest.rows[keep], forest.cols[keep])
