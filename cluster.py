@@ -78,6 +78,12 @@ class RunConfig:
             raise ConfigError(f"-x {self.num_classes}: the number of classes must be at least 1")
         if self.save_labels and not self.labels:
             raise ConfigError("-sl/--save_labels needs --labels FILE.csv (columns filename,label) or --labels folders")
+        if self.sweep is not None:
+            from evaluate.sweep import parse_sweep
+
+            if self.cluster != "cosine":
+                raise ConfigError(f"--sweep scores cosine thresholds; use it with -c cosine, not -c {self.cluster}")
+            parse_sweep(self.sweep)
         if os.path.exists(self.out_folder) and not os.path.isdir(self.out_folder):
             raise ConfigError(f"-o {self.out_folder}: exists and is not a folder; choose another output folder")
 
@@ -430,6 +436,9 @@ def run(cfg: RunConfig) -> Dict:
     if labels is not None:
         with timer.stage("evaluate"):
             metrics = _evaluate(cfg, labels, cluster, rows.individual, run_info["quality"])
+    if cfg.sweep:
+        with timer.stage("sweep"):
+            run_info["sweep"] = _sweep(cfg, rows, labels)
 
     counts = {"inputs": n_inputs, "embedded": int(rows.representative.sum()) if not cfg.embeddings else 0,
               "rows": len(rows.filenames), "skipped": len(skipped),
@@ -467,6 +476,20 @@ def _evaluate(cfg: RunConfig, labels, cluster, individual, quality: Dict) -> Dic
     return metrics
 
 
+def _sweep(cfg: RunConfig, rows: _Rows, labels) -> Dict:
+    """--sweep: sweep.csv and sweep.png in the output folder; returns the run.json entry with the recommendation."""
+    from evaluate.sweep import parse_sweep, recommend, sweep_table
+    from evaluate.sweep_plot import plot_sweep
+    from outputs.table import write_csv
+
+    table = sweep_table(rows.embedding[rows.representative], parse_sweep(cfg.sweep), rows.individual, labels)
+    threshold, rule = recommend(table)
+    write_csv(table, os.path.join(cfg.out_folder, "sweep.csv"))
+    plot_sweep(table, threshold, os.path.join(cfg.out_folder, "sweep.png"))
+    log.info("sweep %s: recommended threshold %g (%s); curves in sweep.csv and sweep.png", cfg.sweep, threshold, rule)
+    return {"spec": cfg.sweep, "thresholds": len(table), "recommended_threshold": threshold, "rule": rule}
+
+
 # ----------------------------------------------------------------------------------------------------------------
 
 def _user_errors() -> tuple:
@@ -474,6 +497,7 @@ def _user_errors() -> tuple:
     from clustering import ClusteringError
     from embed import EmbedError
     from evaluate.metrics import NoLabelsError
+    from evaluate.sweep import SweepError
     from inputs.collect import InputError
     from inputs.metadata import MetadataError
     from inputs.sidecars import SidecarError
@@ -483,7 +507,8 @@ def _user_errors() -> tuple:
     from outputs.review import ReviewError
 
     return (ConfigError, InputError, EmbedError, ClusteringError, EmbeddingsFileError, TableError, NoLabelsError,
-            TimeFormatError, SidecarError, MetadataError, ReviewError)
+            TimeFormatError, SidecarError, MetadataError, ReviewError,
+            SweepError)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
