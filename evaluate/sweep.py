@@ -8,7 +8,7 @@ Recommendation (`recommend`):
 - with labels: the threshold with the highest ARI (ties: the highest such threshold — clean clusters are easier to
   merge by hand than mixed ones to split);
 - without labels: the threshold maximising n_clusters x (1 - singleton_fraction) — many groups while most
-  individuals stay in one — among thresholds with no cluster holding more than half of the individuals (ties: the
+  individuals stay in one — among thresholds with no cluster holding more than a quarter of the individuals (ties: the
   highest). Lower thresholds chain clusters together (fewer clusters), higher ones leave individuals alone (more
   singletons); check the curves in sweep.png before trusting it.
 """
@@ -24,7 +24,7 @@ from evaluate.metrics import partition_metrics
 
 LABEL_COLUMNS = ("ari", "ami", "pairwise_precision", "pairwise_recall", "pairwise_f1")
 MAX_STEPS = 1000
-MAX_LARGEST_SHARE = 0.5  # without labels, a threshold whose largest cluster holds more individuals is chaining
+MAX_LARGEST_SHARE = 0.25  # without labels, a threshold whose largest cluster holds more individuals is chaining
 
 
 class SweepError(ValueError):

@@ -69,7 +69,7 @@ def test_sweep_table_and_recommendation():
 
 def test_recommend_without_labels_avoids_one_giant_cluster():
     table = pd.DataFrame({"threshold": [0.5, 0.6, 0.7, 0.8, 0.9], "n_clusters": [1, 1, 4, 4, 2],
-                          "singleton_fraction": [0, 0, 0.1, 0.2, 0.8], "largest_cluster_share": [1, 1, .3, .2, .1]})
+                          "singleton_fraction": [0, 0, 0.1, 0.2, 0.8], "largest_cluster_share": [1, 1, .2, .2, .1]})
     assert recommend(table)[0] == 0.7   # 4 clusters, 90 % clustered; not the 1-cluster thresholds
     table["n_clusters"] = 1
     assert recommend(table)[0] == 0.9   # nothing usable: the highest threshold
