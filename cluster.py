@@ -23,6 +23,7 @@ from embed import BACKENDS
 
 log = logging.getLogger("crop-cluster")
 CHAINING_SHARE = 0.25  # warn when one cosine cluster holds more than this share of the individuals
+REPORT_MAX_ROWS = 20_000  # report.html is written by default up to this many rows; --report forces it
 
 
 class ConfigError(ValueError):
@@ -63,10 +64,13 @@ class RunConfig:
     min_sim_to_centroid: Optional[float] = None
     seed: int = 0
     progress: bool = True
+    report: Optional[bool] = None       # None: write report.html when there are at most 20 000 rows
+    review: Optional[str] = None
+    sweep: Optional[str] = None
     command: Tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
-        if not self.inputs and not self.embeddings:
+        if not self.inputs and not self.embeddings and not self.review:
             raise ConfigError("nothing to cluster: give -i INPUT (files, folders, globs, .txt lists) or "
                               "--embeddings OUT/embeddings.pkl from a previous run")
         if self.embed not in BACKENDS:
@@ -86,6 +90,12 @@ class RunConfig:
         if self.save_labels and not self.labels:
             raise ConfigError("-sl/--save_labels needs --labels FILE.csv (columns filename,label) or --labels folders")
         self._check_clustering_options()
+        if self.sweep is not None:
+            from evaluate.sweep import parse_sweep
+
+            if self.cluster != "cosine":
+                raise ConfigError(f"--sweep scores cosine thresholds; use it with -c cosine, not -c {self.cluster}")
+            parse_sweep(self.sweep)
         if os.path.exists(self.out_folder) and not os.path.isdir(self.out_folder):
             raise ConfigError(f"-o {self.out_folder}: exists and is not a folder; choose another output folder")
 
@@ -200,6 +210,15 @@ def build_parser() -> argparse.ArgumentParser:
     add("--batch_size", "--batch-size", type=int, help="images per model call (default 32 on CPU, 128 on GPU)")
     add("--num_workers", "--num-workers", type=int, default=-1,
         help="processes decoding images (default: 0 on 2-core CPUs, up to 8 with a GPU)")
+    add("--report", action="store_true", default=None,
+        help="write OUT/report.html, a review page with thumbnails (default: on up to 20 000 rows)")
+    add("--no_report", "--no-report", dest="report", action="store_false", help="do not write report.html")
+    add("--review", metavar="review.csv",
+        help="apply a review exported from report.html: merged groups, dissolved clusters and a group column in "
+             "clusters.csv; reuses OUT/embeddings.pkl (or --embeddings) and the reviewed run's threshold")
+    add("--sweep", metavar="START:STOP:STEP",
+        help="also score every threshold START, START+STEP, ..., STOP from one similarity graph: writes sweep.csv, "
+             "sweep.png and a recommended threshold in run.json, e.g. 0.70:0.95:0.01")
     add("-q", "--quiet", action="store_true", help="only warnings and errors; no progress bars")
     add("-v", "--verbose", action="store_true", help="debug messages")
     return parser
@@ -207,17 +226,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> RunConfig:
     """RunConfig from parsed arguments (raises ConfigError for combinations that cannot work)."""
+    embeddings = args.embeddings
+    if args.review and not embeddings and not args.input:  # review the run in the output folder: no re-embedding
+        embeddings = os.path.join(args.out_folder, "embeddings.pkl")
     return RunConfig(
         out_folder=args.out_folder, inputs=tuple(args.input), embed=args.embed, from_pretrained=args.from_pretrained,
-        device=args.device, cluster=args.cluster, threshold=args.threshold, embeddings=args.embeddings,
+        device=args.device, cluster=args.cluster, threshold=args.threshold, embeddings=embeddings,
         meta_folder=args.meta_folder, time_format=args.time_format, metadata=args.metadata, labels=args.labels,
         save_labels=args.save_labels, num_classes=args.num_classes, dedup=args.dedup,
         gen_cluster_dirs=args.gen_cluster_dirs or args.dedup, save_embs=args.save_embs, batch_size=args.batch_size,
         num_workers=args.num_workers, max_cluster_size=args.max_cluster_size, linkage=args.linkage,
         distance_threshold=args.distance_threshold, n_clusters=args.n_clusters, pca=args.pca,
         standardize=args.standardize, min_cluster_size=args.min_cluster_size, min_samples=args.min_samples,
-        min_sim_to_centroid=args.min_sim_to_centroid, seed=args.seed, progress=not args.quiet,
-        command=tuple(argv))
+        min_sim_to_centroid=args.min_sim_to_centroid, seed=args.seed, progress=not args.quiet, report=args.report,
+        review=args.review, sweep=args.sweep, command=tuple(argv))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -344,6 +366,13 @@ def _default_threshold(cfg: RunConfig, model: str) -> float:
 
     if cfg.threshold is not None:
         return cfg.threshold
+    if cfg.review:  # the clusters of the reviewed run: its threshold, from the run.json beside its embeddings
+        from outputs.review import reviewed_threshold
+
+        previous = reviewed_threshold(os.path.dirname(cfg.embeddings) if cfg.embeddings else cfg.out_folder)
+        if previous is not None:
+            log.info("--review: using the reviewed run's threshold %.3f", previous)
+            return previous
     name = cfg.embed if not cfg.embeddings else backend_of_model(model)
     if name is None:
         raise ConfigError(f"no default threshold for model '{model}' in {cfg.embeddings}; give -th explicitly")
@@ -358,10 +387,15 @@ def _cluster_params(cfg: RunConfig, threshold: float, device: str):
     if n_clusters is None and cfg.cluster in ("kmeans", "agglomerative") and cfg.distance_threshold is None:
         n_clusters = cfg.num_classes
     min_cluster_size = cfg.min_cluster_size or (5 if cfg.cluster == "hdbscan" else 2)
+    graph_threshold = None
+    if cfg.sweep:  # one graph pass for the clustering and the sweep
+        from evaluate.sweep import parse_sweep
+
+        graph_threshold = float(parse_sweep(cfg.sweep).min())
     return ClusterParams(threshold=threshold, max_cluster_size=cfg.max_cluster_size, linkage=cfg.linkage,
                          distance_threshold=cfg.distance_threshold, n_clusters=n_clusters, pca=cfg.pca,
                          standardize=cfg.standardize, min_cluster_size=min_cluster_size, min_samples=cfg.min_samples,
-                         device=device, seed=cfg.seed)
+                         device=device, seed=cfg.seed, graph_threshold=graph_threshold)
 
 
 def _cluster_rows(cfg: RunConfig, rows: _Rows, threshold: float) -> Dict:
@@ -374,7 +408,7 @@ def _cluster_rows(cfg: RunConfig, rows: _Rows, threshold: float) -> Dict:
 
     from clustering import ALGORITHMS, run_algorithm
     from clustering.components import number_clusters
-    from clustering.postprocess import centroid_similarity, drop_far_members, drop_small_groups
+    from clustering.postprocess import drop_far_members, drop_small_groups
     from embed.device import resolve_device
 
     device = resolve_device(cfg.device) if cfg.cluster in ("cosine", "kmeans") else "cpu"
@@ -387,15 +421,23 @@ def _cluster_rows(cfg: RunConfig, rows: _Rows, threshold: float) -> Dict:
         groups = drop_far_members(vectors, groups, cfg.min_sim_to_centroid)
     groups = drop_small_groups(groups, params.min_cluster_size)
     rep_cluster = number_clusters(groups, [rows.filenames[i] for i in reps])
-    cluster = rep_cluster[rows.individual]
-    sizes = np.bincount(rep_cluster[rep_cluster >= 0], minlength=1)
-    cluster_size = np.where(cluster >= 0, sizes[np.maximum(cluster, 0)], 1)
-    rep_similarity = centroid_similarity(vectors, rep_cluster)
     used = {name: getattr(params, name) for name in ALGORITHMS[cfg.cluster].uses}
     info = {"algorithm": cfg.cluster, "parameters": used, "min_cluster_size": params.min_cluster_size,
             "min_sim_to_centroid": cfg.min_sim_to_centroid, "device": device, **result.info}
-    return {"cluster": cluster, "cluster_size": cluster_size, "sim_to_centroid": rep_similarity[rows.individual],
-            "rep_cluster": rep_cluster, "info": info}
+    return {**_per_row(rows, vectors, rep_cluster), "info": info, "forest": result.forest}
+
+
+def _per_row(rows: _Rows, vectors, rep_cluster) -> Dict:
+    """Per-row cluster (int64), cluster_size (int64) and sim_to_centroid (float32) from the per-individual clusters
+    `rep_cluster` (int64, -1 = not clustered) and the representatives' embeddings `vectors` (float32 (I, d))."""
+    import numpy as np
+
+    from clustering.postprocess import centroid_similarity
+
+    cluster = rep_cluster[rows.individual]
+    sizes = np.bincount(rep_cluster[rep_cluster >= 0], minlength=1)
+    return {"cluster": cluster, "cluster_size": np.where(cluster >= 0, sizes[np.maximum(cluster, 0)], 1),
+            "sim_to_centroid": centroid_similarity(vectors, rep_cluster)[rows.individual], "rep_cluster": rep_cluster}
 
 
 def _warn_if_chaining(cfg: RunConfig, counts: Dict) -> None:
@@ -407,13 +449,32 @@ def _warn_if_chaining(cfg: RunConfig, counts: Dict) -> None:
                     100 * counts["largest_cluster_share"], counts["largest_cluster"])
 
 
+def _review_rows(cfg: RunConfig, rows: _Rows, clusters: Dict):
+    """Apply --review to the clusters of `_cluster_rows`; returns (the same per-row dict with merged/dissolved
+    clusters renumbered 0..K-1 by decreasing size, group name per row)."""
+    import numpy as np
+
+    from clustering.components import number_clusters
+    from outputs.review import apply_review, read_review
+
+    rep_cluster = clusters["rep_cluster"]
+    review = read_review(cfg.review, int(rep_cluster.max(initial=-1)) + 1)
+    merged, rep_group = apply_review(review, rep_cluster)
+    reps = np.flatnonzero(rows.representative)
+    rep_cluster = number_clusters(merged, [rows.filenames[i] for i in reps])
+    log.info("--review %s: %d groups named, %d clusters dissolved -> %d clusters", cfg.review,
+             len(set(review.groups.values())), len(review.dissolved), int(rep_cluster.max(initial=-1)) + 1)
+    reviewed = {**clusters, **_per_row(rows, rows.embedding[reps], rep_cluster)}
+    return reviewed, [rep_group[i] for i in rows.individual]
+
+
 def _extra_columns(cfg: RunConfig, filenames: List[str], run_info: Dict):
     """Metadata and label columns for clusters.csv; returns (DataFrame (n, k), labels list or None)."""
     from inputs.metadata import metadata_columns
     from outputs.table import CONTRACT_COLUMNS
 
     meta = metadata_columns(filenames, cfg.time_format, cfg.meta_folder, cfg.metadata,
-                            reserved=[*CONTRACT_COLUMNS, "label"])
+                            reserved=[*CONTRACT_COLUMNS, "label", "group"])
     run_info.update(meta.counts)
     for warning in meta.warnings:
         log.warning("%s", warning)
@@ -458,9 +519,18 @@ def run(cfg: RunConfig) -> Dict:
     threshold = _default_threshold(cfg, rows.model)
     with timer.stage("cluster"):
         clusters = _cluster_rows(cfg, rows, threshold)
+    if cfg.review:
+        with timer.stage("review"):
+            clusters, group = _review_rows(cfg, rows, clusters)
     cluster, rep_cluster = clusters["cluster"], clusters["rep_cluster"]
+    with timer.stage("silhouette"):
+        from evaluate.metrics import silhouette
+
+        run_info["quality"] = silhouette(rows.embedding[rows.representative], rep_cluster)
     with timer.stage("metadata"):
         extra, labels = _extra_columns(cfg, rows.filenames, run_info)
+    if cfg.review:
+        extra.insert(0, "group", group)
 
     with timer.stage("write"):
         table = order_columns(pd.concat([pd.DataFrame({
@@ -482,10 +552,18 @@ def run(cfg: RunConfig) -> Dict:
 
             keep = rows.representative if cfg.dedup else np.ones(len(rows.filenames), dtype=bool)
             write_cluster_folders(cfg.out_folder, rows.filenames, cluster, keep)
+    if cfg.report or (cfg.report is None and len(table) <= REPORT_MAX_ROWS):
+        with timer.stage("report"):
+            from outputs.report import write_report
+
+            run_info["report_timings_s"] = write_report(cfg.out_folder, table, rows.embedding, threshold, rows.model)
     metrics = None
     if labels is not None:
         with timer.stage("evaluate"):
-            metrics = _evaluate(cfg, labels, cluster, rows.individual)
+            metrics = _evaluate(cfg, labels, cluster, rows.individual, run_info["quality"])
+    if cfg.sweep:
+        with timer.stage("sweep"):
+            run_info["sweep"] = _sweep(cfg, rows, labels, clusters["forest"])
 
     counts = {"inputs": n_inputs, "embedded": int(rows.representative.sum()) if not cfg.embeddings else 0,
               "rows": len(rows.filenames), "skipped": len(skipped),
@@ -507,14 +585,14 @@ def run(cfg: RunConfig) -> Dict:
     return manifest
 
 
-def _evaluate(cfg: RunConfig, labels, cluster, individual) -> Dict:
+def _evaluate(cfg: RunConfig, labels, cluster, individual, quality: Dict) -> Dict:
     """metrics.json from the true labels; returns the metrics document."""
     import json
 
     from evaluate.metrics import evaluate_run
     from outputs.atomic import atomic_open
 
-    metrics = evaluate_run(labels, cluster, individual, cfg.num_classes)
+    metrics = {**evaluate_run(labels, cluster, individual, cfg.num_classes), "label_free": quality}
     with atomic_open(os.path.join(cfg.out_folder, "metrics.json"), "w", encoding="utf-8") as handle:
         json.dump(metrics, handle, indent=2)
         handle.write("\n")
@@ -525,6 +603,21 @@ def _evaluate(cfg: RunConfig, labels, cluster, individual) -> Dict:
     return metrics
 
 
+def _sweep(cfg: RunConfig, rows: _Rows, labels, forest) -> Dict:
+    """--sweep: sweep.csv and sweep.png in the output folder; returns the run.json entry with the recommendation.
+    forest: the clustering's spanning forest (built down to the sweep's lowest threshold), reused."""
+    from evaluate.sweep import parse_sweep, recommend, sweep_table
+    from evaluate.sweep_plot import plot_sweep
+    from outputs.table import write_csv
+
+    table = sweep_table(rows.embedding[rows.representative], parse_sweep(cfg.sweep), rows.individual, labels, forest)
+    threshold, rule = recommend(table)
+    write_csv(table, os.path.join(cfg.out_folder, "sweep.csv"))
+    plot_sweep(table, threshold, os.path.join(cfg.out_folder, "sweep.png"))
+    log.info("sweep %s: recommended threshold %g (%s); curves in sweep.csv and sweep.png", cfg.sweep, threshold, rule)
+    return {"spec": cfg.sweep, "thresholds": len(table), "recommended_threshold": threshold, "rule": rule}
+
+
 # ----------------------------------------------------------------------------------------------------------------
 
 def _user_errors() -> tuple:
@@ -532,15 +625,18 @@ def _user_errors() -> tuple:
     from clustering import ClusteringError
     from embed import EmbedError
     from evaluate.metrics import NoLabelsError
+    from evaluate.sweep import SweepError
     from inputs.collect import InputError
     from inputs.metadata import MetadataError
     from inputs.sidecars import SidecarError
     from inputs.table import TableError
     from inputs.timestamps import TimeFormatError
     from outputs.embeddings import EmbeddingsFileError
+    from outputs.review import ReviewError
 
     return (ConfigError, InputError, EmbedError, ClusteringError, EmbeddingsFileError, TableError, NoLabelsError,
-            TimeFormatError, SidecarError, MetadataError)
+            TimeFormatError, SidecarError, MetadataError, ReviewError,
+            SweepError)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

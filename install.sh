@@ -2,7 +2,8 @@
 # Create or update .venv in the repository root with everything crop-cluster needs.
 #
 #   bash install.sh          runtime dependencies (CUDA torch + faiss-gpu when nvidia-smi works, CPU otherwise)
-#   bash install.sh --dev    the same plus the test tools
+#   bash install.sh --dev    the same plus the test tools (and Chromium for the report's browser test, via apt-get
+#                            when it is missing and we are root; otherwise a note says how to get it)
 #   bash install.sh --cpu    force the CPU build even on a machine with an NVIDIA driver
 #
 # Idempotent: when nothing changed since the last successful run, it returns in about a second.
@@ -34,6 +35,18 @@ else
     extras=cpu      # faiss-cpu
 fi
 [ "$dev" = 1 ] && extras="$extras,dev"
+
+# The report's browser test needs Chromium; it is skipped without it.
+if [ "$dev" = 1 ] && ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "install.sh: installing Chromium (apt-get) for the report's browser test"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium \
+            >/dev/null || echo "install.sh: could not install Chromium; the browser test will be skipped" >&2
+    else
+        echo "install.sh: note: Chromium not found; the report's browser test will be skipped" \
+             "(install it with: sudo apt-get install chromium)"
+    fi
+fi
 
 # The stamp records what was installed; a second run with the same inputs skips pip entirely.
 stamp_file=.venv/.crop-cluster-install

@@ -24,6 +24,8 @@ class ClusterParams:
     linkage, distance_threshold, pca, standardize: `agglomerative`. n_clusters: k for `kmeans`, or a cluster count
     for `agglomerative` instead of a distance threshold. min_cluster_size, min_samples: `hdbscan` (and
     min_cluster_size is also the post-filter for every algorithm). device: 'cpu' or 'cuda:N'. seed: k-means and PCA.
+    graph_threshold: `cosine` builds its graph at min(threshold, graph_threshold), so that a later stage (a threshold
+    sweep) reuses the result's forest instead of computing similarities again.
     """
 
     threshold: float = 0.9
@@ -37,14 +39,17 @@ class ClusterParams:
     min_samples: Optional[int] = None
     device: str = "cpu"
     seed: int = 0
+    graph_threshold: Optional[float] = None
 
 
 @dataclass
 class ClusterResult:
-    """Group id per row, int64 (n,), arbitrary ids, -1 = noise; `info` goes to run.json (plain JSON values)."""
+    """Group id per row, int64 (n,), arbitrary ids, -1 = noise; `info` goes to run.json (plain JSON values);
+    `forest`: the spanning forest `cosine` built (clustering.forest.Forest), for reuse by later stages."""
 
     groups: "np.ndarray"
     info: Dict[str, Any] = field(default_factory=dict)
+    forest: Any = None
 
 
 @dataclass(frozen=True)

@@ -4,23 +4,23 @@ from __future__ import annotations
 import numpy as np
 
 from clustering import ClusterParams, ClusterResult
-from clustering.forest import Forest, partition_at, spanning_forest
+from clustering.forest import partition_at, spanning_forest
 from clustering.guard import split_oversized
 
 
-def cluster_cosine(embeddings: np.ndarray, params: ClusterParams, forest: Forest = None) -> ClusterResult:
+def cluster_cosine(embeddings: np.ndarray, params: ClusterParams) -> ClusterResult:
     """Group id per row, int64 (n,): rows joined by any chain of pairs with cosine similarity >= params.threshold.
 
     embeddings: float32 (n, d), L2-normalised. Exact over the whole input (no chunking), memory bounded by tiles.
-    forest: a spanning forest already built at a threshold <= params.threshold (reused, no similarity computed).
+    The graph is built at min(threshold, params.graph_threshold) and its forest returned for reuse.
     With params.max_cluster_size > 0, larger components are split at their weakest links (clustering.guard).
     """
     graph: dict = {}
-    if forest is None:
-        forest = spanning_forest(embeddings, params.threshold, params.device, stats=graph)
+    low = params.threshold if params.graph_threshold is None else min(params.threshold, params.graph_threshold)
+    forest = spanning_forest(embeddings, low, params.device, stats=graph)
     groups = partition_at(forest, params.threshold)
     info = {"graph": {**graph, "forest_threshold": forest.threshold, "forest_edges": int(forest.sims.size)}}
     if params.max_cluster_size:
         groups, split = split_oversized(forest, groups, params.threshold, params.max_cluster_size)
         info["chaining_guard"] = {"max_cluster_size": params.max_cluster_size, **split}
-    return ClusterResult(groups, info)
+    return ClusterResult(groups, info, forest)

@@ -125,3 +125,24 @@ def evaluate_run(
         "cluster": partition_metrics(true_labels, cluster_labels),
         "individual": partition_metrics(true_labels, individual_ids),
     }
+
+
+def silhouette(embeddings: np.ndarray, clusters: np.ndarray, sample: int = 5000, seed: int = 0) -> dict:
+    """Label-free cohesion/separation: mean cosine silhouette of the clustered rows (-1 rows left out).
+
+    embeddings: float32 (n, d), L2-normalised, one row per individual; clusters: int (n,), -1 = not clustered.
+    At most `sample` clustered rows are scored, drawn with a fixed `seed`, so the cost stays bounded
+    (O(sample^2 d)) and reruns agree. Returns {"silhouette": float in [-1, 1] or None when fewer than 2 clusters
+    (or no row outside a cluster's own members) exist, "rows_scored": int, "clustered_rows": int}.
+    """
+    clustered = np.flatnonzero(np.asarray(clusters) >= 0)
+    rows = clustered
+    if rows.size > sample:
+        rows = np.sort(np.random.default_rng(seed).choice(clustered, size=sample, replace=False))
+    labels = np.asarray(clusters)[rows]
+    n_labels = np.unique(labels).size
+    value = None
+    if 2 <= n_labels <= rows.size - 1:
+        value = round(float(skm.silhouette_score(embeddings[rows], labels, metric="cosine")), DECIMALS)
+    return {"silhouette": value, "rows_scored": int(rows.size) if value is not None else 0,
+            "clustered_rows": int(clustered.size)}

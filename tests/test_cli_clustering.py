@@ -113,3 +113,22 @@ def test_bad_clustering_options_exit_2_naming_the_flag(embeddings, tmp_path, cap
     code = cluster.main([str(a) for a in ("--embeddings", embeddings, "-o", tmp_path / "bad", *args)])
     assert code == 2
     assert message in caplog.text
+
+
+def test_sweep_and_clustering_share_one_graph_pass(embeddings, tmp_path, monkeypatch):
+    import clustering.cosine
+    import clustering.forest
+
+    built = []
+    original = clustering.forest.spanning_forest
+
+    def counted(x, t, *args, **kwargs):
+        built.append(t)
+        return original(x, t, *args, **kwargs)
+
+    monkeypatch.setattr(clustering.forest, "spanning_forest", counted)
+    monkeypatch.setattr(clustering.cosine, "spanning_forest", counted)
+    _, manifest = run(embeddings, tmp_path / "out", "-th", "0.95", "--sweep", "0.80:0.99:0.01")
+    assert built == [0.8]
+    assert manifest["clustering"]["graph"]["forest_threshold"] == 0.8
+    assert manifest["sweep"]["thresholds"] == 20

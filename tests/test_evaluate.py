@@ -174,3 +174,29 @@ def test_evaluate_run_structure():
 def test_evaluate_run_without_any_label():
     with pytest.raises(NoLabelsError, match=r"matched none of the 2 input files.*exact filename.*basename"):
         evaluate_run([None, None], np.array([0, 0]), np.array([0, 1]), None)
+
+
+# ---------------------------------------------------------------- label-free silhouette
+
+def test_silhouette_matches_sklearn_and_ignores_unclustered_rows():
+    from evaluate.metrics import silhouette
+
+    rng = np.random.default_rng(1)
+    points = rng.normal(size=(60, 5)).astype(np.float32)
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    clusters = rng.integers(-1, 3, 60)
+    result = silhouette(points, clusters)
+    kept = clusters >= 0
+    assert result["silhouette"] == round(skm.silhouette_score(points[kept], clusters[kept], metric="cosine"), 6)
+    assert result["rows_scored"] == result["clustered_rows"] == int(kept.sum())
+    sampled = silhouette(points, clusters, sample=20, seed=3)
+    assert sampled["rows_scored"] == 20 and sampled == silhouette(points, clusters, sample=20, seed=3)
+    assert -1 <= sampled["silhouette"] <= 1
+
+
+def test_silhouette_undefined_with_one_cluster():
+    from evaluate.metrics import silhouette
+
+    points = np.eye(4, dtype=np.float32)
+    assert silhouette(points, np.array([0, 0, -1, -1]))["silhouette"] is None
+    assert silhouette(points, np.full(4, -1))["silhouette"] is None

@@ -1,0 +1,41 @@
+"""report.html: a self-contained, offline review page of one run (thumbnails in OUT/report/)."""
+from __future__ import annotations
+
+import os
+import time
+from typing import Dict
+
+import numpy as np
+import pandas as pd
+
+FOLDER = "report"
+
+
+def write_report(out_folder: str, table: pd.DataFrame, embedding: np.ndarray, threshold: float,
+                 model: str) -> Dict[str, float]:
+    """Write OUT/report.html and its thumbnails OUT/report/*.jpg for the rows of clusters.csv.
+
+    table: clusters.csv's rows; embedding: float32 (n, d), row i = table row i. Returns seconds per step
+    (thumbnails, map, html) for run.json.
+    """
+    from outputs.report.html import report_document, write_html
+    from outputs.report.projection import project_2d
+    from outputs.report.thumbnails import make_thumbnails
+
+    seconds: Dict[str, float] = {}
+    start = time.perf_counter()
+    reps = np.flatnonzero(table["representative"].to_numpy(dtype=bool))
+    names = make_thumbnails(table["filename"].astype(str).to_numpy()[reps].tolist(), os.path.join(out_folder, FOLDER))
+    thumbnails = [None if name is None else f"{FOLDER}/{name}" for name in names]
+    seconds["thumbnails"] = round(time.perf_counter() - start, 3)
+    start = time.perf_counter()
+    coordinates, method = project_2d(embedding[reps])
+    seconds["map"] = round(time.perf_counter() - start, 3)
+    start = time.perf_counter()
+    title = os.path.basename(os.path.normpath(os.path.abspath(out_folder)))
+    document = report_document(table, thumbnails, coordinates,
+                               {"title": title, "threshold": round(float(threshold), 6), "model": model,
+                                "map_method": method})
+    write_html(os.path.join(out_folder, "report.html"), document)
+    seconds["html"] = round(time.perf_counter() - start, 3)
+    return seconds

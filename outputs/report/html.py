@@ -1,0 +1,101 @@
+"""report.html: the page's data document and the self-contained page built from template.html.
+
+All data travels in one JSON `<script type="application/json">` block, escaped so that no value can close the
+block or inject markup; the page's script builds the DOM with textContent/properties only (never innerHTML).
+"""
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import math
+import os
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from outputs.atomic import atomic_open
+
+TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "template.html")
+CONTRACT = ("filename", "cluster", "cluster_size", "sim_to_centroid", "individual", "representative")
+
+
+def script_json(document) -> str:
+    """JSON text safe inside a <script> element: '<', '>', '&' and the JS line separators are \\u-escaped."""
+    text = json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    for raw, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
+                         ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(raw, escaped)
+    return text
+
+
+def _number(value) -> Optional[float]:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else round(float(value), 4)
+
+
+def _text(value) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
+def run_key(filenames: Sequence[str], clusters: np.ndarray) -> str:
+    """Identity of a partition (16 hex): the review state in the browser is stored under it, so reopening a report
+    of the same clusters finds its review again and a report of other clusters starts empty."""
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update("\0".join(filenames).encode("utf-8", "surrogateescape"))
+    digest.update(np.ascontiguousarray(clusters, dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def report_document(table: pd.DataFrame, thumbnails: Sequence[Optional[str]], coordinates: np.ndarray,
+                    info: Dict) -> Dict:
+    """The page's data: one item per individual (its representative row), clusters largest first, the map.
+
+    table: clusters.csv's rows (contract columns first, then metadata columns shown as tooltips).
+    thumbnails: per representative row (in table order), path relative to the page or None.
+    coordinates: int (I, 2), 0..1000, per representative row. info: title, threshold, model, map_method.
+    """
+    reps = np.flatnonzero(table["representative"].to_numpy(dtype=bool))
+    individual = table["individual"].to_numpy(dtype=np.int64)
+    counts = np.bincount(individual, minlength=int(individual.max(initial=-1)) + 1)
+    columns: List[str] = [c for c in table.columns if c not in CONTRACT]
+    meta = table[columns].iloc[reps].astype(object).to_numpy()
+    filenames = table["filename"].astype(str).to_numpy()
+    cluster = table["cluster"].to_numpy(dtype=np.int64)
+    similarity = table["sim_to_centroid"].to_numpy(dtype=np.float64)
+    items = []
+    for k, row in enumerate(reps):
+        items.append({"f": filenames[row], "t": thumbnails[k],
+                      "u": Path(os.path.abspath(filenames[row])).as_uri(), "s": _number(similarity[row]),
+                      "n": int(counts[individual[row]]), "c": int(cluster[row]),
+                      "m": [_text(v) for v in meta[k]]})
+    rep_cluster = cluster[reps]
+    clusters = []
+    for cid in [*range(int(rep_cluster.max(initial=-1)) + 1), -1]:
+        members = np.flatnonzero(rep_cluster == cid)
+        if members.size == 0:
+            continue
+        if cid >= 0:
+            members = members[np.argsort(-similarity[reps[members]], kind="stable")]
+        else:
+            members = members[np.argsort(filenames[reps[members]], kind="stable")]
+        clusters.append({"id": cid, "size": int(members.size), "rows": int(counts[individual[reps[members]]].sum()),
+                         "cohesion": _number(similarity[reps[members]].mean()) if cid >= 0 else None,
+                         "members": members.tolist()})
+    return {"run": {"id": run_key(list(filenames), cluster), "title": info["title"], "rows": int(len(table)),
+                    "individuals": int(reps.size), "clusters": int(rep_cluster.max(initial=-1)) + 1,
+                    "not_clustered": int((rep_cluster < 0).sum()), "threshold": info["threshold"],
+                    "model": info["model"], "map_method": info["map_method"]},
+            "columns": columns, "items": items, "clusters": clusters,
+            "map": {"x": coordinates[:, 0].tolist(), "y": coordinates[:, 1].tolist()}}
+
+
+def write_html(path: str, document: Dict) -> None:
+    """Fill template.html with the (escaped) title and data document and write it atomically."""
+    with open(TEMPLATE, encoding="utf-8") as handle:
+        page = handle.read()
+    page = page.replace("{{TITLE}}", html.escape(document["run"]["title"]))
+    page = page.replace("{{DATA}}", script_json(document))
+    with atomic_open(path, "w", encoding="utf-8") as handle:
+        handle.write(page)

@@ -1,0 +1,162 @@
+"""report.html (data document, escaping, thumbnails, default on/off) and --review (validation, merge, dissolve)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import cluster
+from conftest import PALETTE, draw_crop
+from outputs.report.html import script_json
+from outputs.review import Review, ReviewError, apply_review, read_review
+
+
+@pytest.fixture
+def crops(tmp_path) -> Path:
+    """3 colours x 4 views, a byte-identical copy, a lone crop, and a crop whose name is markup."""
+    root = tmp_path / "crops"
+    for colour in range(3):
+        for view in range(4):
+            draw_crop(root / f"c{colour}_v{view}.png", PALETTE[colour], seed=10 * colour + view)
+    (root / "copy_of_c0_v0.png").write_bytes((root / "c0_v0.png").read_bytes())
+    draw_crop(root / "<b>x.png", PALETTE[5], seed=99)
+    return root
+
+
+def report_data(out: Path) -> dict:
+    page = (out / "report.html").read_text(encoding="utf-8")
+    block = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', page, re.S).group(1)
+    return json.loads(block)
+
+
+def digests(folder: Path) -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_script_json_cannot_close_the_block():
+    text = script_json({"f": "</script><b>x</b>&\u2028"})
+    assert "<" not in text and ">" not in text and "&" not in text and "\u2028" not in text
+    assert json.loads(text) == {"f": "</script><b>x</b>&\u2028"}
+
+
+def test_report_is_written_by_default_and_self_contained(crops, tmp_path, fake_backend):
+    before = digests(crops)
+    out = tmp_path / "out"
+    assert cluster.main(["-i", str(crops), "-o", str(out), "-e", fake_backend, "-q"]) == 0
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "<b>x.png" not in page and "<b>" not in page           # the markup name is escaped in the JSON block
+    assert not re.search(r'(src|href)="https?:', page) and "http://" not in page.replace("http-equiv", "")
+    data = report_data(out)
+    table = pd.read_csv(out / "clusters.csv")
+    # one item per individual; the copy is collapsed onto its representative with a count of 2
+    assert len(data["items"]) == table.representative.sum() == len(table) - 1
+    assert sorted(item["n"] for item in data["items"])[-1] == 2
+    assert any(item["f"].endswith("<b>x.png") for item in data["items"])
+    # clusters largest first, -1 last, members by decreasing similarity to the centroid
+    ids = [c["id"] for c in data["clusters"]]
+    assert ids == sorted(i for i in ids if i >= 0) + [-1]
+    sizes = [c["size"] for c in data["clusters"] if c["id"] >= 0]
+    assert sizes == sorted(sizes, reverse=True)
+    for block in data["clusters"]:
+        sims = [data["items"][i]["s"] for i in block["members"]]
+        if block["id"] >= 0:
+            assert sims == sorted(sims, reverse=True) and block["cohesion"] == pytest.approx(np.mean(sims), abs=1e-3)
+        assert all(data["items"][i]["c"] == block["id"] for i in block["members"])
+    # thumbnails: small JPEGs under OUT/report/, one per individual; originals untouched
+    thumbs = [item["t"] for item in data["items"]]
+    assert all(t and t.startswith("report/") for t in thumbs) and len(set(thumbs)) == len(thumbs)
+    from PIL import Image
+
+    with Image.open(out / thumbs[0]) as image:
+        assert image.format == "JPEG" and max(image.size) <= 128
+    assert sorted(p.name for p in (out / "report").iterdir()) == sorted(Path(t).name for t in thumbs)
+    assert len(data["map"]["x"]) == len(data["items"]) and data["run"]["map_method"] in ("pca", "umap")
+    assert digests(crops) == before
+
+
+def test_no_report_flag_and_thumbnails_reused(crops, tmp_path, fake_backend):
+    out = tmp_path / "out"
+    assert cluster.main(["-i", str(crops), "-o", str(out), "-e", fake_backend, "-q", "--no-report"]) == 0
+    assert not (out / "report.html").exists()
+    assert cluster.main(["--embeddings", str(out / "embeddings.pkl"), "-o", str(out), "-q", "--report"]) == 0
+    first = {p.name: p.stat().st_mtime_ns for p in (out / "report").iterdir()}
+    assert cluster.main(["--embeddings", str(out / "embeddings.pkl"), "-o", str(out), "-q", "-th", "0.999"]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "report").iterdir()} == first
+
+
+# ---------------------------------------------------------------- review.csv
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("text, message", [
+    ("cluster,note\n0,x\n", r"missing column\(s\) group.*cluster,group,note"),
+    ("cluster,group,note\n7,moths,\n", r"cluster 7 does not exist in this run \(clusters 0..2\)"),
+    ("cluster,group,note\nabc,moths,\n", r"line 2: cluster 'abc' is not a cluster number"),
+    ("cluster,group,note\n1,a,\n1,b,\n", r"line 3: cluster 1 is listed twice"),
+])
+def test_read_review_rejects_bad_files(tmp_path, text, message):
+    path = write(tmp_path / "review.csv", text)
+    with pytest.raises(ReviewError, match=re.escape(str(path)) + ".*" + message):
+        read_review(str(path), 3)
+
+
+def test_read_review_missing_file(tmp_path):
+    with pytest.raises(ReviewError, match="no such file.*Export review"):
+        read_review(str(tmp_path / "nope.csv"), 3)
+
+
+def test_apply_review_merges_and_dissolves():
+    review = Review(groups={1: "moths", 3: "moths", 0: "flies"}, dissolved=(2,), notes={})
+    clusters = np.array([0, 1, 2, 3, -1, 1, 4])
+    merged, group = apply_review(review, clusters)
+    assert merged.tolist() == [0, 1, -1, 1, -1, 1, 4]
+    assert group == ["flies", "moths", "", "moths", "", "moths", ""]
+
+
+def test_review_round_trip_through_the_cli(crops, tmp_path, fake_backend):
+    out = tmp_path / "out"
+    assert cluster.main(["-i", str(crops), "-o", str(out), "-e", fake_backend, "-q", "-th", "0.95"]) == 0
+    before = pd.read_csv(out / "clusters.csv")
+    assert sorted(before.cluster.unique()) == [-1, 0, 1, 2]
+    review = write(tmp_path / "review.csv", 'cluster,group,note\n0,"red, and green",x\n1,"red, and green",\n2,-1,bad\n')
+    # the reviewed run's folder: its embeddings and its threshold (0.95) are reused, nothing is embedded
+    assert cluster.main(["-o", str(out), "--review", str(review), "-q"]) == 0
+    after = pd.read_csv(out / "clusters.csv", keep_default_na=False)
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["parameters"]["threshold"] == 0.95 and manifest["counts"]["embedded"] == 0
+    assert list(after.columns[:8]) == [*before.columns[:7], "group"]  # contract, dist_to_centroid, group
+    merged = before.cluster.isin([0, 1]).to_numpy()
+    assert after.cluster[merged].nunique() == 1 and (after.group[merged] == "red, and green").all()
+    assert (after.cluster[merged] == 0).all() and (after.cluster_size[merged] == 8).all()
+    assert (after.cluster[(before.cluster == 2).to_numpy()] == -1).all()
+    assert (after.group[~merged] == "").all()
+
+
+def test_review_errors_exit_2(crops, tmp_path, fake_backend, caplog):
+    out = tmp_path / "out"
+    assert cluster.main(["-i", str(crops), "-o", str(out), "-e", fake_backend, "-q"]) == 0
+    bad = write(tmp_path / "review.csv", "cluster,group,note\n99,x,\n")
+    assert cluster.main(["-o", str(out), "--review", str(bad), "-q"]) == 2
+    assert "cluster 99 does not exist" in caplog.text and "Traceback" not in caplog.text
+    assert cluster.main(["-o", str(tmp_path / "empty"), "--review", str(bad), "-q"]) == 2
+    assert "embeddings.pkl: no such file" in caplog.text
+
+
+def test_silhouette_recorded_with_and_without_labels(crops, tmp_path, fake_backend):
+    out = tmp_path / "out"
+    assert cluster.main(["-i", str(crops), "-o", str(out), "-e", fake_backend, "-q", "--no-report"]) == 0
+    quality = json.loads((out / "run.json").read_text())["quality"]
+    assert -1 <= quality["silhouette"] <= 1 and quality["rows_scored"] == quality["clustered_rows"] == 12
+    labels = tmp_path / "labels.csv"
+    labels.write_text("filename,label\n" + "".join(f"c{c}_v{v}.png,c{c}\n" for c in range(3) for v in range(4)))
+    assert cluster.main(["--embeddings", str(out / "embeddings.pkl"), "-o", str(out), "-q", "--labels", str(labels),
+                         "--no-report"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["label_free"] == quality
