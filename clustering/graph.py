@@ -1,13 +1,14 @@
 """Exact ε-graph over L2-normalised embeddings: every pair i < j whose cosine similarity is >= a threshold.
 
-One tiled builder serves the CPU and the GPU (torch, device chosen by `-d`). Tiles of the upper triangle are
-multiplied in float32 on the CPU (the BLAS on every core) and in fp16 on tensor cores on CUDA; with fp16 (or bf16,
-on request) every pair within `margin` of the threshold or above it is re-scored in float32, so the edges and their
-similarities are those of float32 arithmetic whatever the tile precision (up to float32 rounding, ~1e-7, of pairs
-lying exactly at the threshold, which depends on the summation order in any implementation). The margin is a
-proven bound on the low-precision error for unit vectors: inputs rounded with unit roundoff u give a dot product
-error <= (2u + u^2) * sum|x_i y_i| <= 2u + u^2, and rounding the output adds <= u (bf16: u = 2^-8 -> 0.0118 <= 0.02;
-fp16: u = 2^-11 -> 0.0015 <= 0.01). Memory is bounded by one tile whatever N: never an N x N matrix.
+Tiles of the upper triangle only are multiplied with torch (device chosen by `-d`) in the fastest precision the
+device has: fp16 on CUDA tensor cores, bf16 on CPUs with AVX512-BF16 or AMX, float32 elsewhere. With fp16/bf16,
+every pair within `margin` of the threshold or above it is re-scored in float32, so the edges and their similarities
+are those of float32 arithmetic whatever the tile precision (up to float32 rounding, ~1e-7, of pairs lying exactly
+at the threshold, which depends on the summation order in any implementation). The margin is a proven bound on the
+low-precision error for unit vectors: inputs rounded with unit roundoff u give a dot product error
+<= (2u + u^2) * sum|x_i y_i| <= 2u + u^2, and rounding the output adds <= u (bf16: u = 2^-8 -> 0.0118 <= 0.02;
+fp16: u = 2^-11 -> 0.0015 <= 0.01). On the CPU the tiles are scanned by compiled kernels (clustering.scan); on CUDA
+by torch ops. Memory is bounded by one tile whatever N: never an N x N matrix.
 """
 from __future__ import annotations
 
@@ -22,10 +23,13 @@ Edges = Tuple[np.ndarray, np.ndarray, np.ndarray]  # rows int64, cols int64 (row
 MARGIN = {"float32": 0.0, "bfloat16": 0.02, "float16": 0.01}
 CPU_TILE = (4096, 8192)            # 32 Mi products per tile: 64-128 MiB of scores and masks
 GPU_TILE_ROWS = 16384
-# Above this share of a tile's products, re-scoring candidates one by one (a gather of 2 x d floats each) costs more
-# than one float32 product of the whole tile (measured: ~2 us per candidate on a 2-core CPU; HBM gathers are cheap).
+# torch path: above this share of a tile's products, re-scoring candidates one by one (a gather of 2 x d floats each)
+# costs more than one float32 product of the whole tile (~2 us per candidate on a 2-core CPU; HBM gathers are cheap).
 RESCORE_GATHER_SHARE = {"cpu": 0.003, "cuda": 0.015}
-SWITCH_AFTER_TILES = 4             # then drop the fast pass when most tiles needed a float32 product anyway
+# CPU path: the compiled scan re-scores a candidate in ~30 ns against ~3 ns per bf16 product, so bf16 tiles pay off
+# while fewer than ~10 % of the products are candidates.
+CPU_DENSE_SHARE = 0.1
+SWITCH_AFTER_TILES = 4             # then drop the fast pass when most tiles were dense
 
 
 @dataclass(frozen=True)
@@ -39,18 +43,30 @@ class GraphPlan:
     tile_cols: int
 
 
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU multiplies bf16 natively (x86 AVX512-BF16 or AMX; read from /proc/cpuinfo on Linux)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return bool(set(line.split(":", 1)[1].split()) & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
 def plan_graph(n: int, d: int, device: str = "cpu", precision: str = "auto") -> GraphPlan:
     """Choose tile precision and shape for n vectors of dimension d on `device` ('cpu' or 'cuda:N').
 
-    precision: 'auto' (fp16 on CUDA, float32 on the CPU) or one of MARGIN's keys. On a CPU, bf16 tiles (AVX512-BF16)
-    multiply 2-3x faster, but re-scoring their candidates costs more than it saves unless the graph is very sparse,
-    so float32 is the CPU default (bench/clustering.py measures both).
+    precision: 'auto' (fp16 on CUDA; bf16 on CPUs that multiply it natively, 2-3x faster than float32 there; else
+    float32) or one of MARGIN's keys (the CPU path has no float16: CPUs multiply it slowly).
     CUDA tiles are sized to a quarter of the free GPU memory (fp16 scores + masks, ~8 bytes per product).
     """
     if precision == "auto":
-        precision = "float16" if device.startswith("cuda") else "float32"
-    if precision not in MARGIN:
-        raise ValueError(f"unknown graph precision '{precision}'; use auto, {', '.join(MARGIN)}")
+        precision = "float16" if device.startswith("cuda") else ("bfloat16" if cpu_has_fast_bf16() else "float32")
+    if precision not in MARGIN or (device == "cpu" and precision == "float16"):
+        choices = ", ".join(p for p in MARGIN if device != "cpu" or p != "float16")
+        raise ValueError(f"unknown graph precision '{precision}' on {device}; use auto, {choices}")
     if device.startswith("cuda"):
         import torch
 
@@ -80,52 +96,90 @@ def threshold_edges(embeddings: np.ndarray, threshold: float, device: str = "cpu
 
     embeddings: float32 (n, d), rows L2-normalised (the margin argument needs unit rows). Every qualifying pair is
     yielded exactly once; sims are float32 dot products. tile_rows/tile_cols override the planned tile shape.
-    With a low-precision plan, candidates are re-scored one by one while they are few; a tile with more than
-    RESCORE_GATHER_SHARE of its products as candidates is re-scored by one float32 product instead, and once most
-    tiles need that, the remaining tiles are computed in float32 directly (dense graphs gain nothing from the fast
-    pass). `stats`, when given, receives the plan and how the tiles were scored (for run.json).
+    `stats`, when given, receives the plan and how the tiles were scored (for run.json).
     """
-    import torch
-
     x32 = np.ascontiguousarray(embeddings, dtype=np.float32)
     n, d = x32.shape
     plan = plan_graph(n, d, device, precision)
-    rows_per_tile, cols_per_tile = tile_rows or plan.tile_rows, tile_cols or plan.tile_cols
-    gather_share = RESCORE_GATHER_SHARE["cuda" if plan.device.startswith("cuda") else "cpu"]
-    exact = torch.from_numpy(x32).to(plan.device)
-    fast = exact if plan.precision == "float32" else exact.to(getattr(torch, plan.precision))
-    counts = {"tiles": 0, "tiles_float32": 0, "tiles_rescored_by_product": 0}
+    plan = GraphPlan(plan.device, plan.precision, plan.margin, tile_rows or plan.tile_rows,
+                     tile_cols or plan.tile_cols)
+    counts = {"tiles": 0, "tiles_float32": 0, "tiles_dense": 0}
     if stats is not None:
         stats.update(device=plan.device, precision=plan.precision, rescore_margin=plan.margin,
-                     tile=[rows_per_tile, cols_per_tile], tile_counts=counts)
+                     tile=[plan.tile_rows, plan.tile_cols], tile_counts=counts)
+    tiles = _cpu_tiles if plan.device == "cpu" else _torch_tiles
+    yield from tiles(x32, threshold, plan, counts)
+
+
+def _tile_starts(n: int, plan: GraphPlan) -> Iterator[Tuple[int, int, int, int]]:
+    """(r0, r1, c0, c1) of every tile of the upper triangle, row blocks of plan.tile_rows x plan.tile_cols."""
+    for r0 in range(0, n, plan.tile_rows):
+        for c0 in range(r0, n, plan.tile_cols):
+            yield r0, min(r0 + plan.tile_rows, n), c0, min(c0 + plan.tile_cols, n)
+
+
+def _use_fast_pass(counts: Dict) -> bool:
+    """False once most of the first tiles were dense (the fast pass then only adds work)."""
+    return not (counts["tiles"] > SWITCH_AFTER_TILES and counts["tiles_dense"] > 0.5 * (counts["tiles"] - 1))
+
+
+def _cpu_tiles(x32: np.ndarray, threshold: float, plan: GraphPlan, counts: Dict) -> Iterator[Edges]:
+    """CPU: torch matrix products (oneDNN, every core), scanned by the compiled kernels of clustering.scan."""
+    import torch
+
+    from clustering.scan import bf16_floor_key, scan_bf16_tile, scan_float32_tile
+
+    exact = torch.from_numpy(x32)
+    low_precision = plan.precision == "bfloat16"
+    fast = exact.to(torch.bfloat16) if low_precision else exact
+    floor_key = bf16_floor_key(threshold - plan.margin)
+    with torch.inference_mode():
+        for r0, r1, c0, c1 in _tile_starts(x32.shape[0], plan):
+            counts["tiles"] += 1
+            low_precision = low_precision and _use_fast_pass(counts)
+            if low_precision:
+                bits = (fast[r0:r1] @ fast[c0:c1].T).view(torch.int16).numpy()
+                rows, cols, sims, candidates = scan_bf16_tile(bits, x32[r0:r1], x32[c0:c1], floor_key, threshold,
+                                                              r0, c0)
+                counts["tiles_dense"] += candidates > CPU_DENSE_SHARE * bits.size
+            else:
+                counts["tiles_float32"] += 1
+                rows, cols, sims = scan_float32_tile((exact[r0:r1] @ exact[c0:c1].T).numpy(), threshold, r0, c0)
+            if rows.size:
+                yield rows, cols, sims
+
+
+def _torch_tiles(x32: np.ndarray, threshold: float, plan: GraphPlan, counts: Dict) -> Iterator[Edges]:
+    """CUDA (and any torch device): tiles scored with torch ops; low-precision candidates are re-scored one by one
+    while they are few, by one float32 product of the tile when they are many (RESCORE_GATHER_SHARE)."""
+    import torch
+
+    gather_share = RESCORE_GATHER_SHARE["cuda" if plan.device.startswith("cuda") else "cpu"]
+    exact = torch.from_numpy(x32).to(plan.device)
     low_precision = plan.precision != "float32"
+    fast = exact.to(getattr(torch, plan.precision)) if low_precision else exact
     with torch.inference_mode(), _exact_float32_matmul():
-        for r0 in range(0, n, rows_per_tile):
-            r1 = min(r0 + rows_per_tile, n)
-            for c0 in range(r0, n, cols_per_tile):
-                c1 = min(c0 + cols_per_tile, n)
-                counts["tiles"] += 1
-                if low_precision and counts["tiles"] > SWITCH_AFTER_TILES \
-                        and counts["tiles_rescored_by_product"] > 0.5 * (counts["tiles"] - 1):
-                    low_precision = False
-                source = fast if low_precision else exact
-                scores = source[r0:r1] @ source[c0:c1].T
-                floor = threshold - plan.margin if low_precision else threshold
-                local_rows, local_cols = torch.nonzero(scores >= floor, as_tuple=True)
-                if c0 < r1:  # the tile touches the diagonal: keep the strict upper triangle only
-                    upper = local_rows + r0 < local_cols + c0
-                    local_rows, local_cols = local_rows[upper], local_cols[upper]
-                if not low_precision:
-                    counts["tiles_float32"] += 1
-                    sims = scores[local_rows, local_cols]
-                elif local_rows.numel() > gather_share * scores.numel():
-                    counts["tiles_rescored_by_product"] += 1
-                    sims = (exact[r0:r1] @ exact[c0:c1].T)[local_rows, local_cols]
-                else:
-                    sims = (exact[r0 + local_rows] * exact[c0 + local_cols]).sum(dim=1)
-                keep = sims >= threshold
-                local_rows, local_cols, sims = local_rows[keep], local_cols[keep], sims[keep]
-                if local_rows.numel():
-                    yield (local_rows.cpu().numpy().astype(np.int64) + r0,
-                           local_cols.cpu().numpy().astype(np.int64) + c0,
-                           sims.float().cpu().numpy())
+        for r0, r1, c0, c1 in _tile_starts(x32.shape[0], plan):
+            counts["tiles"] += 1
+            low_precision = low_precision and _use_fast_pass(counts)
+            source = fast if low_precision else exact
+            scores = source[r0:r1] @ source[c0:c1].T
+            floor = threshold - plan.margin if low_precision else threshold
+            local_rows, local_cols = torch.nonzero(scores >= floor, as_tuple=True)
+            if c0 < r1:  # the tile touches the diagonal: keep the strict upper triangle only
+                upper = local_rows + r0 < local_cols + c0
+                local_rows, local_cols = local_rows[upper], local_cols[upper]
+            if not low_precision:
+                counts["tiles_float32"] += 1
+                sims = scores[local_rows, local_cols]
+            elif local_rows.numel() > gather_share * scores.numel():
+                counts["tiles_dense"] += 1
+                sims = (exact[r0:r1] @ exact[c0:c1].T)[local_rows, local_cols]
+            else:
+                sims = (exact[r0 + local_rows] * exact[c0 + local_cols]).sum(dim=1)
+            keep = sims >= threshold
+            local_rows, local_cols, sims = local_rows[keep], local_cols[keep], sims[keep]
+            if local_rows.numel():
+                yield (local_rows.cpu().numpy().astype(np.int64) + r0,
+                       local_cols.cpu().numpy().astype(np.int64) + c0,
+                       sims.float().cpu().numpy())

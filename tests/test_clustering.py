@@ -8,9 +8,11 @@ from scipy.sparse.csgraph import connected_components
 from clustering import ClusteringError, ClusterParams, run_algorithm
 from clustering.components import number_clusters
 from clustering.forest import forest_from_edges, partition_at, spanning_forest
-from clustering.graph import plan_graph, threshold_edges
+from clustering.graph import (MARGIN, GraphPlan, _cpu_tiles, _torch_tiles, cpu_has_fast_bf16, plan_graph,
+                              threshold_edges)
 from clustering.guard import split_oversized
 from clustering.postprocess import centroid_similarity, drop_far_members, drop_small_groups
+from clustering.scan import bf16_floor_key
 from outputs.manifest import size_histogram
 
 
@@ -112,37 +114,74 @@ def test_unknown_algorithm_and_bad_threshold():
         cosine(x, 1.5)
 
 
-@pytest.mark.parametrize("precision", ["bfloat16", "float16"])
-def test_low_precision_tiles_rescored_in_float32_give_the_exact_graph(precision):
-    """The GPU path (fp16/bf16 tiles + float32 re-scoring within the margin), run on the CPU: same edges and sims."""
-    x = grouped_vectors(900, 24, 12, 0.45, seed=11)   # dense groups: some tiles are re-scored by one product
+def edge_set(blocks) -> tuple:
+    rows, cols, sims = (np.concatenate(parts) for parts in zip(*blocks))
+    assert (rows < cols).all()
+    return set(zip(rows.tolist(), cols.tolist())), rows, cols, sims
+
+
+def assert_exact_graph(blocks, x: np.ndarray, threshold: float) -> None:
+    """Edges = brute-force pairs >= threshold (up to pairs within 1e-6 of it), sims = float32 dot products."""
     full = x @ x.T
-    for threshold in (0.5, 0.8, 0.93):
-        stats = {}
-        blocks = list(threshold_edges(x, threshold, precision=precision, tile_rows=100, tile_cols=160, stats=stats))
-        rows, cols, sims = (np.concatenate(parts) for parts in zip(*blocks))
-        expected = {tuple(pair) for pair in np.argwhere(np.triu(full >= threshold, k=1)).tolist()}
-        near_threshold = {tuple(pair) for pair in np.argwhere(np.abs(full - threshold) < 1e-6).tolist()}
-        assert set(zip(rows.tolist(), cols.tolist())) ^ expected <= near_threshold
-        np.testing.assert_allclose(sims, full[rows, cols], atol=2e-6)
-        assert stats["precision"] == precision
-        assert stats["tile_counts"]["tiles"] == sum(len(range(r0, 900, 160)) for r0 in range(0, 900, 100))
+    got, rows, cols, sims = edge_set(blocks)
+    expected = {tuple(pair) for pair in np.argwhere(np.triu(full >= threshold, k=1)).tolist()}
+    near_threshold = {tuple(pair) for pair in np.argwhere(np.abs(full - threshold) < 1e-6).tolist()}
+    assert got ^ expected <= near_threshold
+    assert len(got) == rows.size                                   # every pair once
+    np.testing.assert_allclose(sims, full[rows, cols], atol=2e-6)
 
 
-def test_dense_graphs_switch_to_float32_tiles():
-    x = unit_rows(np.ones((600, 8)) + np.random.default_rng(0).normal(scale=0.01, size=(600, 8)))
+@pytest.mark.parametrize("precision", ["bfloat16", "float32"])
+@pytest.mark.parametrize("threshold", [-0.2, 0.5, 0.8, 0.93])
+def test_cpu_tiles_give_the_exact_graph(precision, threshold):
+    """bf16 tiles re-scored in float32 by the compiled scan, and float32 tiles: the brute-force edges and sims."""
+    x = grouped_vectors(900, 24, 12, 0.45, seed=11)
     stats = {}
-    edges = sum(block[0].size for block in threshold_edges(x, 0.9, precision="bfloat16", tile_rows=100,
-                                                               tile_cols=100, stats=stats))
-    assert edges == 600 * 599 // 2
-    counts = stats["tile_counts"]
-    assert counts["tiles_rescored_by_product"] >= 4 and counts["tiles_float32"] > 0
+    blocks = list(threshold_edges(x, threshold, precision=precision, tile_rows=100, tile_cols=160, stats=stats))
+    assert_exact_graph(blocks, x, threshold)
+    assert stats["precision"] == precision and stats["device"] == "cpu"
+    assert stats["tile_counts"]["tiles"] == sum(len(range(r0, 900, 160)) for r0 in range(0, 900, 100))
 
 
-def test_cpu_plans_float32_tiles_and_rejects_unknown_precision():
-    assert plan_graph(10, 4, "cpu").precision == "float32"
-    with pytest.raises(ValueError, match="unknown graph precision"):
+@pytest.mark.parametrize("precision", ["float16", "bfloat16", "float32"])
+def test_torch_tiles_the_gpu_path_give_the_exact_graph(precision):
+    """The CUDA code path (torch ops, fp16/bf16 candidates re-scored one by one or by a float32 product), on the CPU."""
+    x = grouped_vectors(900, 24, 12, 0.45, seed=11)
+    for threshold in (0.5, 0.93):
+        counts = {"tiles": 0, "tiles_float32": 0, "tiles_dense": 0}
+        plan = GraphPlan("cpu", precision, MARGIN[precision], 100, 160)
+        assert_exact_graph(list(_torch_tiles(x, threshold, plan, counts)), x, threshold)
+
+
+@pytest.mark.parametrize("path", ["cpu", "torch"])
+def test_dense_graphs_drop_the_fast_pass(path):
+    x = unit_rows(np.ones((600, 8)) + np.random.default_rng(0).normal(scale=0.01, size=(600, 8)))
+    counts = {"tiles": 0, "tiles_float32": 0, "tiles_dense": 0}
+    plan = GraphPlan("cpu", "bfloat16", MARGIN["bfloat16"], 100, 100)
+    tiles = _cpu_tiles if path == "cpu" else _torch_tiles
+    assert sum(block[0].size for block in tiles(x, 0.9, plan, counts)) == 600 * 599 // 2
+    assert counts["tiles_dense"] >= 4 and counts["tiles_float32"] > 0
+
+
+def test_bf16_candidate_floor_is_conservative():
+    import torch
+
+    for value in (-0.75, -0.0101, 0.0, 0.3, 0.88, 0.8999, 0.98):
+        key = bf16_floor_key(value)
+        grid = torch.arange(-1.0, 1.0, 1e-4, dtype=torch.float32).to(torch.bfloat16)
+        bits = grid.view(torch.int16).numpy().astype(np.int64) & 0xFFFF
+        keys = np.where(bits < 0x8000, bits ^ 0x8000, (~bits) & 0xFFFF)
+        values = grid.float().numpy()
+        assert (keys[values >= value] >= key).all()                  # nothing at or above the value is missed
+        assert (values[keys >= key] >= value - 0.01).all()           # and the floor is tight
+
+
+def test_cpu_plans_and_rejects_unknown_precision():
+    assert plan_graph(10, 4, "cpu").precision == ("bfloat16" if cpu_has_fast_bf16() else "float32")
+    with pytest.raises(ValueError, match="unknown graph precision 'int8'"):
         plan_graph(10, 4, "cpu", "int8")
+    with pytest.raises(ValueError, match="'float16' on cpu; use auto, float32, bfloat16"):
+        plan_graph(10, 4, "cpu", "float16")
 
 
 def test_partition_is_invariant_to_input_order():
