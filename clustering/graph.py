@@ -23,6 +23,7 @@ Edges = Tuple[np.ndarray, np.ndarray, np.ndarray]  # rows int64, cols int64 (row
 MARGIN = {"float32": 0.0, "bfloat16": 0.02, "float16": 0.01}
 CPU_TILE = (4096, 8192)            # 32 Mi products per tile: 64-128 MiB of scores and masks
 GPU_TILE_ROWS = 16384
+MAX_TILE_PRODUCTS = 2**31 - 1      # torch.nonzero on CUDA indexes with 32-bit integers
 # torch path: above this share of a tile's products, re-scoring candidates one by one (a gather of 2 x d floats each)
 # costs more than one float32 product of the whole tile (~2 us per candidate on a 2-core CPU; HBM gathers are cheap).
 RESCORE_GATHER_SHARE = {"cpu": 0.003, "cuda": 0.015}
@@ -60,7 +61,8 @@ def plan_graph(n: int, d: int, device: str = "cpu", precision: str = "auto") -> 
 
     precision: 'auto' (fp16 on CUDA; bf16 on CPUs that multiply it natively, 2-3x faster than float32 there; else
     float32) or one of MARGIN's keys (the CPU path has no float16: CPUs multiply it slowly).
-    CUDA tiles are sized to a quarter of the free GPU memory (fp16 scores + masks, ~8 bytes per product).
+    CUDA tiles are sized to a quarter of the free GPU memory (fp16 scores + masks, ~8 bytes per product) and at most
+    2^31 - 1 products.
     """
     if precision == "auto":
         precision = "float16" if device.startswith("cuda") else ("bfloat16" if cpu_has_fast_bf16() else "float32")
@@ -72,7 +74,7 @@ def plan_graph(n: int, d: int, device: str = "cpu", precision: str = "auto") -> 
 
         free, _ = torch.cuda.mem_get_info(torch.device(device))
         rows = min(GPU_TILE_ROWS, max(n, 1))
-        cols = int(max(1024, min(max(n, 1), (free // 4) // (8 * rows))))
+        cols = int(max(1024, min(max(n, 1), (free // 4) // (8 * rows), MAX_TILE_PRODUCTS // rows)))
         return GraphPlan(device, precision, MARGIN[precision], rows, cols)
     return GraphPlan(device, precision, MARGIN[precision], *CPU_TILE)
 

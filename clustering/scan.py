@@ -40,20 +40,35 @@ def _dot(a, b) -> float:
     return total
 
 
+@nb.njit(cache=True, inline="always")
+def _is_candidate(bits: int, floor_key: int, floor_bits: int) -> bool:
+    """bf16 score (int16 bits) >= the floor; a plain signed compare when the floor is positive (bf16 bits of
+    positive numbers order like int16 and negatives are negative int16), the order key otherwise."""
+    if floor_bits >= 0:
+        return bits >= floor_bits
+    return _bf16_key(np.int32(bits) & 0xFFFF) >= floor_key
+
+
 @nb.njit(parallel=True, cache=True, fastmath=True)
 def scan_bf16_tile(bits, rows32, cols32, floor_key: int, threshold: float, r0: int, c0: int):
     """Pairs with float32 similarity >= threshold among the candidates of a bf16 tile, and the candidate count.
 
     bits: int16 (R, C), the bf16 scores' bit patterns; rows32: float32 (R, d) and cols32: float32 (C, d), the
-    tile's unit vectors, used to re-score every candidate (bf16 key >= floor_key) exactly.
+    tile's unit vectors, used to re-score every candidate (bf16 key >= floor_key) exactly. The first pass only
+    counts (a vectorised compare when the floor is positive), the second fills the outputs.
     """
     n_rows, n_cols = bits.shape
+    floor_bits = floor_key - 0x8000 if floor_key >= 0x8000 else -1   # int16 bits of the floor when positive
     counts = np.zeros(n_rows, dtype=np.int64)
     for i in nb.prange(n_rows):
+        row = bits[i]
         found = 0
-        for j in range(max(0, i + r0 - c0 + 1), n_cols):
-            if _bf16_key(np.int32(bits[i, j]) & 0xFFFF) >= floor_key:
-                found += 1
+        if floor_bits >= 0:
+            for j in range(max(0, i + r0 - c0 + 1), n_cols):
+                found += row[j] >= floor_bits
+        else:
+            for j in range(max(0, i + r0 - c0 + 1), n_cols):
+                found += _bf16_key(np.int32(row[j]) & 0xFFFF) >= floor_key
         counts[i] = found
     offsets = np.zeros(n_rows + 1, dtype=np.int64)
     offsets[1:] = np.cumsum(counts)
@@ -62,26 +77,29 @@ def scan_bf16_tile(bits, rows32, cols32, floor_key: int, threshold: float, r0: i
     out_sims = np.empty(offsets[-1], dtype=np.float32)
     keep = np.zeros(offsets[-1], dtype=np.bool_)
     for i in nb.prange(n_rows):
+        row = bits[i]
         k = offsets[i]
-        for j in range(max(0, i + r0 - c0 + 1), n_cols):
-            if _bf16_key(np.int32(bits[i, j]) & 0xFFFF) >= floor_key:
+        j = max(0, i + r0 - c0 + 1)
+        while k < offsets[i + 1]:                     # stop at the row's last candidate
+            if _is_candidate(row[j], floor_key, floor_bits):
                 similarity = _dot(rows32[i], cols32[j])
                 out_rows[k], out_cols[k], out_sims[k] = r0 + i, c0 + j, similarity
                 keep[k] = similarity >= threshold
                 k += 1
+            j += 1
     return out_rows[keep], out_cols[keep], out_sims[keep], offsets[-1]
 
 
 @nb.njit(parallel=True, cache=True)
 def scan_float32_tile(scores, threshold: float, r0: int, c0: int) -> Pairs:
-    """Pairs with score >= threshold in a float32 tile (R, C) of exact similarities."""
+    """Pairs with score >= threshold in a float32 tile (R, C) of exact similarities (count, then fill)."""
     n_rows, n_cols = scores.shape
     counts = np.zeros(n_rows, dtype=np.int64)
     for i in nb.prange(n_rows):
+        row = scores[i]
         found = 0
         for j in range(max(0, i + r0 - c0 + 1), n_cols):
-            if scores[i, j] >= threshold:
-                found += 1
+            found += row[j] >= threshold
         counts[i] = found
     offsets = np.zeros(n_rows + 1, dtype=np.int64)
     offsets[1:] = np.cumsum(counts)
@@ -89,9 +107,12 @@ def scan_float32_tile(scores, threshold: float, r0: int, c0: int) -> Pairs:
     out_cols = np.empty(offsets[-1], dtype=np.int64)
     out_sims = np.empty(offsets[-1], dtype=np.float32)
     for i in nb.prange(n_rows):
+        row = scores[i]
         k = offsets[i]
-        for j in range(max(0, i + r0 - c0 + 1), n_cols):
-            if scores[i, j] >= threshold:
-                out_rows[k], out_cols[k], out_sims[k] = r0 + i, c0 + j, scores[i, j]
+        j = max(0, i + r0 - c0 + 1)
+        while k < offsets[i + 1]:
+            if row[j] >= threshold:
+                out_rows[k], out_cols[k], out_sims[k] = r0 + i, c0 + j, row[j]
                 k += 1
+            j += 1
     return out_rows, out_cols, out_sims
