@@ -91,10 +91,8 @@ def link_individuals(embeddings: np.ndarray, exact_first: np.ndarray, filenames:
         _, sequence = np.unique(np.asarray([os.path.dirname(name) for name in filenames], dtype=object),
                                 return_inverse=True)
         gates = TrackGates(params.track_max_seconds, params.track_max_distance, params.track_min_similarity)
-        timed = np.zeros(n, dtype=bool)
-        timed[distinct] = True                    # exact copies follow their original; track distinct crops
-        proposed = track_links(embeddings, np.where(timed, seconds, np.nan), frame, sequence.astype(np.int64),
-                               boxes, gates, lambda a, b: union.link(a, b, "track") or union.same(a, b))
+        proposed = track_links(embeddings, seconds, frame, sequence.astype(np.int64), boxes, gates,
+                               lambda a, b: union.link(a, b, "track") or union.same(a, b))
 
     root = union.labels()
     _, first_seen = np.unique(root, return_index=True)
