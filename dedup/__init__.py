@@ -16,8 +16,8 @@ class LinkDefaults:
 
 
 BACKEND_DEFAULTS = {
-    "lite0": LinkDefaults(dedup_threshold=0.94, track_min_similarity=0.55),
-    "dino": LinkDefaults(dedup_threshold=0.95, track_min_similarity=0.60),
+    "lite0": LinkDefaults(dedup_threshold=0.93, track_min_similarity=0.65),
+    "dino": LinkDefaults(dedup_threshold=0.95, track_min_similarity=0.70),
 }
 TRACK_MAX_SECONDS = 30.0    # BiodivX links crops < 30 s apart on similarity alone
 TRACK_MAX_DISTANCE = 2.0    # box sizes between box centres of consecutive crops of one track
