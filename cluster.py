@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from clustering import ALGORITHMS       # registries only: these imports are light, so -h stays instant
+from dedup import BACKEND_DEFAULTS as LINK_DEFAULTS, TRACK_MAX_DISTANCE, TRACK_MAX_SECONDS
 from embed import BACKENDS
 
 log = logging.getLogger("crop-cluster")
@@ -67,6 +68,11 @@ class RunConfig:
     report: Optional[bool] = None       # None: write report.html when there are at most 20 000 rows
     review: Optional[str] = None
     sweep: Optional[str] = None
+    filters: Tuple[str, ...] = ()
+    dedup_threshold: Optional[float] = None      # None: the backend's calibrated default
+    track_max_seconds: Optional[float] = None
+    track_max_distance: Optional[float] = None
+    track_min_similarity: Optional[float] = None
     command: Tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
@@ -90,6 +96,7 @@ class RunConfig:
         if self.save_labels and not self.labels:
             raise ConfigError("-sl/--save_labels needs --labels FILE.csv (columns filename,label) or --labels folders")
         self._check_clustering_options()
+        self._check_individual_options()
         if self.sweep is not None:
             from evaluate.sweep import parse_sweep
 
@@ -99,6 +106,33 @@ class RunConfig:
         if os.path.exists(self.out_folder) and not os.path.isdir(self.out_folder):
             raise ConfigError(f"-o {self.out_folder}: exists and is not a folder; choose another output folder")
 
+
+    def _check_individual_options(self) -> None:
+        """Ranges of the linking flags, flags that need timestamps or boxes, and --filter syntax."""
+        checks = [
+            (self.dedup_threshold is not None and not 0.0 < self.dedup_threshold <= 1.0,
+             f"--dedup_threshold {self.dedup_threshold}: a cosine similarity in (0, 1]; near-duplicates sit near "
+             f"the top (0.9 to 0.99)"),
+            (self.track_max_seconds is not None and self.track_max_seconds < 0,
+             f"--track_max_seconds {self.track_max_seconds}: use 0 (no tracking) or a number of seconds"),
+            (self.track_max_seconds is not None and not self.time_format,
+             "--track_max_seconds needs --time_format (tracks follow the timestamps in the file names)"),
+            (self.track_max_distance is not None and self.track_max_distance <= 0,
+             f"--track_max_distance {self.track_max_distance}: must be > 0 (in box sizes)"),
+            (self.track_max_distance is not None and not self.meta_folder,
+             "--track_max_distance needs -mf/--meta_folder (box positions come from the detector's sidecars)"),
+            (self.track_min_similarity is not None and not -1.0 <= self.track_min_similarity <= 1.0,
+             f"--track_min_similarity {self.track_min_similarity}: a cosine similarity lies in [-1, 1]"),
+            (bool(self.filters) and not self.metadata,
+             "--filter chooses crops by --metadata columns; add --metadata FILE.csv"),
+        ]
+        for failed, message in checks:
+            if failed:
+                raise ConfigError(message)
+        from inputs.filters import parse_filter
+
+        for expression in self.filters:
+            parse_filter(expression)
 
     def _check_clustering_options(self) -> None:
         """Ranges of the clustering flags, and algorithm-specific flags given to an algorithm that ignores them."""
@@ -219,6 +253,23 @@ def build_parser() -> argparse.ArgumentParser:
     add("--sweep", metavar="START:STOP:STEP",
         help="also score every threshold START, START+STEP, ..., STOP from one similarity graph: writes sweep.csv, "
              "sweep.png and a recommended threshold in run.json, e.g. 0.70:0.95:0.01")
+    links = parser.add_argument_group("individuals (see README, Individuals)")
+    links.add_argument("--dedup_threshold", "--dedup-threshold", type=float, metavar="T",
+                       help="near-duplicates: crops with cosine >= T are one individual (default per model: "
+                            + ", ".join(f"{name} {d.dedup_threshold:.2f}" for name, d in LINK_DEFAULTS.items()) + ")")
+    links.add_argument("--track_max_seconds", "--track-max-seconds", type=float, metavar="S",
+                       help="with --time_format: link the same insect across frames at most S seconds apart "
+                            f"(default {TRACK_MAX_SECONDS:g}; 0 = no tracking)")
+    links.add_argument("--track_max_distance", "--track-max-distance", type=float, metavar="D",
+                       help="with -mf: box centres of a tracked insect at most D box sizes apart "
+                            f"(default {TRACK_MAX_DISTANCE:g})")
+    links.add_argument("--track_min_similarity", "--track-min-similarity", type=float, metavar="S",
+                       help="cosine similarity a track link needs at least (default per model: "
+                            + ", ".join(f"{name} {d.track_min_similarity:.2f}" for name, d in LINK_DEFAULTS.items())
+                            + ")")
+    add("--filter", dest="filters", action="append", default=[], metavar="EXPR",
+        help="cluster only crops whose --metadata columns pass EXPR, e.g. \"ood_score > 0.4\" (COLUMN OP VALUE "
+             "joined by and/or; repeatable, all must hold); the others go to skipped.csv with the reason")
     add("-q", "--quiet", action="store_true", help="only warnings and errors; no progress bars")
     add("-v", "--verbose", action="store_true", help="debug messages")
     return parser
@@ -239,7 +290,9 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> RunConfig
         distance_threshold=args.distance_threshold, n_clusters=args.n_clusters, pca=args.pca,
         standardize=args.standardize, min_cluster_size=args.min_cluster_size, min_samples=args.min_samples,
         min_sim_to_centroid=args.min_sim_to_centroid, seed=args.seed, progress=not args.quiet, report=args.report,
-        review=args.review, sweep=args.sweep, command=tuple(argv))
+        review=args.review, sweep=args.sweep, filters=tuple(args.filters), dedup_threshold=args.dedup_threshold,
+        track_max_seconds=args.track_max_seconds, track_max_distance=args.track_max_distance,
+        track_min_similarity=args.track_min_similarity, command=tuple(argv))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -469,12 +522,13 @@ def _review_rows(cfg: RunConfig, rows: _Rows, clusters: Dict):
 
 
 def _extra_columns(cfg: RunConfig, filenames: List[str], run_info: Dict):
-    """Metadata and label columns for clusters.csv; returns (DataFrame (n, k), labels list or None)."""
+    """Metadata and label columns for clusters.csv; returns (MetadataColumns with the label column in its frame,
+    labels list or None)."""
     from inputs.metadata import metadata_columns
     from outputs.table import CONTRACT_COLUMNS
 
     meta = metadata_columns(filenames, cfg.time_format, cfg.meta_folder, cfg.metadata,
-                            reserved=[*CONTRACT_COLUMNS, "label", "group"])
+                            reserved=[*CONTRACT_COLUMNS, "label", "group", "linked_by"])
     run_info.update(meta.counts)
     for warning in meta.warnings:
         log.warning("%s", warning)
@@ -485,7 +539,73 @@ def _extra_columns(cfg: RunConfig, filenames: List[str], run_info: Dict):
         labels = read_labels(cfg.labels, filenames)
         if cfg.save_labels:
             meta.frame["label"] = labels
-    return meta.frame, labels
+    return meta, labels
+
+
+def _filter_mask(cfg: RunConfig, filenames: List[str], skipped: List[Tuple[str, str]]):
+    """--filter: bool (n,) of the files to cluster; the others are added to `skipped` with the reason."""
+    import numpy as np
+
+    if not cfg.filters:
+        return np.ones(len(filenames), dtype=bool)
+    from inputs.filters import evaluate, exclusion_reasons, parse_filter
+    from inputs.table import read_table
+
+    filters = [parse_filter(text) for text in cfg.filters]
+    frame = read_table(cfg.metadata, filenames).frame
+    keep = evaluate(filters, frame, cfg.metadata)
+    skipped.extend(zip([filenames[i] for i in np.flatnonzero(~keep)], exclusion_reasons(filters, frame, keep)))
+    log.info("--filter kept %d of %d images", int(keep.sum()), len(filenames))
+    return keep
+
+
+def _keep_rows(rows: _Rows, keep) -> _Rows:
+    """The rows where `keep` (bool (n,)) holds; exact-duplicate individuals renumbered, the first kept copy of each
+    its representative."""
+    import numpy as np
+
+    if keep.all():
+        return rows
+    _, first, individual = np.unique(rows.individual[keep], return_index=True, return_inverse=True)
+    representative = np.zeros(individual.size, dtype=bool)
+    representative[first] = True
+    return _Rows([name for name, k in zip(rows.filenames, keep) if k], rows.embedding[keep],
+                 individual.astype(np.int64), representative, rows.model)
+
+
+def _link_rows(cfg: RunConfig, rows: _Rows, meta, threshold: float, run_info: Dict):
+    """Individuals from exact, near-duplicate and track links (dedup/individuals.py); returns (rows with the new
+    individual and representative, linked_by per row). meta: MetadataColumns of the rows."""
+    import dataclasses
+
+    import numpy as np
+
+    from dedup.individuals import LinkParams, link_individuals
+    from embed import backend_of_model
+    from embed.device import resolve_device
+
+    name = cfg.embed if not cfg.embeddings else backend_of_model(rows.model)
+    defaults = LINK_DEFAULTS.get(name)
+    dedup_threshold = cfg.dedup_threshold or (defaults.dedup_threshold if defaults else None)
+    if dedup_threshold is None:
+        log.info("no calibrated near-duplicate threshold for model %s: only exact duplicates and tracks are linked "
+                 "(give --dedup_threshold to link near-duplicates)", rows.model)
+    params = LinkParams(
+        dedup_threshold=dedup_threshold,
+        track_max_seconds=TRACK_MAX_SECONDS if cfg.track_max_seconds is None else cfg.track_max_seconds,
+        track_max_distance=cfg.track_max_distance or TRACK_MAX_DISTANCE,
+        track_min_similarity=(cfg.track_min_similarity if cfg.track_min_similarity is not None
+                              else defaults.track_min_similarity if defaults else threshold),
+        device=resolve_device(cfg.device))
+    exact_first = np.flatnonzero(rows.representative)[rows.individual]
+    found = link_individuals(rows.embedding, exact_first, rows.filenames, meta.sources, meta.seconds, meta.boxes,
+                             params)
+    run_info["individuals"] = {"parameters": dataclasses.asdict(params), **found.counts}
+    log.info("%d images -> %d individuals (linked: %d exact, %d near-duplicate, %d track)", len(rows.filenames),
+             found.counts["individuals"], found.counts["linked_exact"], found.counts["linked_near"],
+             found.counts["linked_track"])
+    return dataclasses.replace(rows, individual=found.individual, representative=found.representative), \
+        found.linked_by
 
 
 def run(cfg: RunConfig) -> Dict:
@@ -505,10 +625,12 @@ def run(cfg: RunConfig) -> Dict:
 
     if cfg.embeddings:
         rows = _reuse_rows(cfg, skipped, timer, run_info)
+        rows = _keep_rows(rows, _filter_mask(cfg, rows.filenames, skipped))
         n_inputs = len(rows.filenames) + len(skipped)
     else:
         with timer.stage("collect"):
             files = _collect(cfg, skipped)
+            files = [name for name, keep in zip(files, _filter_mask(cfg, files, skipped)) if keep]
         n_inputs = len(files) + len(skipped)
         rows = _embed_rows(cfg, files, skipped, timer, run_info)
     if not rows.filenames:
@@ -516,7 +638,12 @@ def run(cfg: RunConfig) -> Dict:
         raise ConfigError(f"none of the {n_inputs} inputs could be used; the reasons are in "
                           f"{os.path.join(cfg.out_folder, 'skipped.csv')}")
 
+    n_embedded = int(rows.representative.sum()) if not cfg.embeddings else 0
     threshold = _default_threshold(cfg, rows.model)
+    with timer.stage("metadata"):
+        meta, labels = _extra_columns(cfg, rows.filenames, run_info)
+    with timer.stage("individuals"):
+        rows, linked_by = _link_rows(cfg, rows, meta, threshold, run_info)
     with timer.stage("cluster"):
         clusters = _cluster_rows(cfg, rows, threshold)
     if cfg.review:
@@ -527,8 +654,7 @@ def run(cfg: RunConfig) -> Dict:
         from evaluate.metrics import silhouette
 
         run_info["quality"] = silhouette(rows.embedding[rows.representative], rep_cluster)
-    with timer.stage("metadata"):
-        extra, labels = _extra_columns(cfg, rows.filenames, run_info)
+    extra = meta.frame
     if cfg.review:
         extra.insert(0, "group", group)
 
@@ -537,6 +663,7 @@ def run(cfg: RunConfig) -> Dict:
             "filename": rows.filenames, "cluster": cluster, "cluster_size": clusters["cluster_size"],
             "sim_to_centroid": clusters["sim_to_centroid"], "individual": rows.individual,
             "representative": rows.representative, "dist_to_centroid": 1.0 - clusters["sim_to_centroid"],
+            "linked_by": linked_by,
         }), extra], axis=1))
         write_csv(table, os.path.join(cfg.out_folder, "clusters.csv"))
         write_skipped(skipped, os.path.join(cfg.out_folder, "skipped.csv"))
@@ -565,7 +692,7 @@ def run(cfg: RunConfig) -> Dict:
         with timer.stage("sweep"):
             run_info["sweep"] = _sweep(cfg, rows, labels, clusters["forest"])
 
-    counts = {"inputs": n_inputs, "embedded": int(rows.representative.sum()) if not cfg.embeddings else 0,
+    counts = {"inputs": n_inputs, "embedded": n_embedded,
               "rows": len(rows.filenames), "skipped": len(skipped),
               "individuals": int(rows.representative.sum()), **cluster_counts(rep_cluster, int(rep_cluster.size))}
     config = {k: v for k, v in asdict(cfg).items() if k not in ("command", "progress")}
@@ -627,6 +754,7 @@ def _user_errors() -> tuple:
     from evaluate.metrics import NoLabelsError
     from evaluate.sweep import SweepError
     from inputs.collect import InputError
+    from inputs.filters import FilterError
     from inputs.metadata import MetadataError
     from inputs.sidecars import SidecarError
     from inputs.table import TableError
@@ -636,7 +764,7 @@ def _user_errors() -> tuple:
 
     return (ConfigError, InputError, EmbedError, ClusteringError, EmbeddingsFileError, TableError, NoLabelsError,
             TimeFormatError, SidecarError, MetadataError, ReviewError,
-            SweepError)
+            SweepError, FilterError)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
+import numpy as np
 import pandas as pd
 
 BOX_COLUMNS = ("box_x1", "box_y1", "box_x2", "box_y2")
@@ -19,9 +20,17 @@ class MetadataError(ValueError):
 
 @dataclass
 class MetadataColumns:
-    """frame: DataFrame (n, k) in run order; counts: numbers for run.json; warnings: one line each, for the log."""
+    """frame: DataFrame (n, k) in run order; counts: numbers for run.json; warnings: one line each, for the log.
+
+    For linking individuals: seconds float64 (n,) POSIX seconds (NaN unknown or no --time_format); sources: the
+    source-image id of each crop named crop_<image>_CROPNUMBER_<n>_... (None otherwise), with or without -mf;
+    boxes float64 (n, 4) x1, y1, x2, y2 in source pixels (NaN rows unknown or no -mf).
+    """
 
     frame: pd.DataFrame
+    seconds: np.ndarray
+    sources: List[Optional[str]]
+    boxes: np.ndarray
     counts: Dict[str, int] = field(default_factory=dict)
     warnings: List[str] = field(default_factory=list)
 
@@ -32,11 +41,17 @@ def metadata_columns(filenames: Sequence[str], time_format: Optional[str] = None
 
     reserved: column names the caller writes itself; a table column with such a name raises MetadataError.
     """
-    result = MetadataColumns(pd.DataFrame(index=range(len(filenames))))
+    from inputs.sidecars import parse_crop_name
+
+    n = len(filenames)
+    result = MetadataColumns(pd.DataFrame(index=range(n)), seconds=np.full(n, np.nan),
+                             sources=[(parse_crop_name(name) or (None,))[0] for name in filenames],
+                             boxes=np.full((n, 4), np.nan))
     if time_format:
         from inputs.timestamps import parse_timestamps
 
         stamps = parse_timestamps(filenames, time_format)
+        result.seconds = stamps.seconds
         text = pd.to_datetime(stamps.seconds, unit="s", utc=True).strftime("%Y-%m-%dT%H:%M:%S")
         result.frame["timestamp"] = pd.Series(text).where(~pd.isna(stamps.seconds), "")
         result.counts["timestamps_unmatched"] = stamps.n_unmatched
@@ -47,6 +62,7 @@ def metadata_columns(filenames: Sequence[str], time_format: Optional[str] = None
         from inputs.sidecars import read_boxes
 
         boxes = read_boxes(filenames, meta_folder)
+        result.boxes = boxes.boxes
         result.frame["frame"] = [frame or "" for frame in boxes.frame]
         for k, name in enumerate(BOX_COLUMNS):
             result.frame[name] = boxes.boxes[:, k]

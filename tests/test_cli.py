@@ -49,7 +49,7 @@ def test_end_to_end_writes_the_contracted_outputs(crops, tmp_path, fake_backend)
     out = tmp_path / "out"
     assert run_cli("-i", crops, "-o", out, "-e", fake_backend, "-q") == 0
     table, manifest = read_outputs(out)
-    assert list(table.columns) == CONTRACT_COLUMNS + ["dist_to_centroid"]
+    assert list(table.columns) == CONTRACT_COLUMNS + ["dist_to_centroid", "linked_by"]
     assert len(table) == 17  # 15 views + copy + lone; broken.jpg is skipped
     skipped = pd.read_csv(out / "skipped.csv")
     assert list(skipped.columns) == ["filename", "reason"]
@@ -69,6 +69,7 @@ def test_end_to_end_writes_the_contracted_outputs(crops, tmp_path, fake_backend)
     assert (copy.individual, copy.cluster) == (original.individual, original.cluster)
     assert original.representative and not copy.representative
     assert table.representative.sum() == table.individual.nunique() == 16
+    assert table.linked_by.fillna("").tolist().count("exact") == 1 and copy.linked_by == "exact"
     embeddings = pickle.loads((out / "embeddings.pkl").read_bytes())
     assert embeddings["filename"] == table.filename.tolist()
     assert embeddings["embedding"].dtype == np.float32 and embeddings["embedding"].shape == (17, embeddings["dim"])

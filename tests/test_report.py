@@ -132,7 +132,7 @@ def test_review_round_trip_through_the_cli(crops, tmp_path, fake_backend):
     after = pd.read_csv(out / "clusters.csv", keep_default_na=False)
     manifest = json.loads((out / "run.json").read_text())
     assert manifest["parameters"]["threshold"] == 0.95 and manifest["counts"]["embedded"] == 0
-    assert list(after.columns[:8]) == [*before.columns[:7], "group"]  # contract, dist_to_centroid, group
+    assert list(after.columns[:9]) == [*before.columns[:8], "group"]  # contract, dist_to_centroid, linked_by, group
     merged = before.cluster.isin([0, 1]).to_numpy()
     assert after.cluster[merged].nunique() == 1 and (after.group[merged] == "red, and green").all()
     assert (after.cluster[merged] == 0).all() and (after.cluster_size[merged] == 8).all()

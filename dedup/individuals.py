@@ -1,0 +1,135 @@
+"""Individuals: crops of one physical insect, linked by three rules applied in order, each recorded in `linked_by`.
+
+1. exact: byte-identical files (dedup/exact.py; they share one embedding);
+2. near:  cosine >= the near-duplicate threshold (dedup/near.py), most similar pairs first;
+3. track: the same insect across nearby frames of one folder (dedup/track.py), when timestamps are known.
+
+Crops cut from one source frame are never one individual (`dedup/union.py` refuses such links; exact copies
+excepted). A crop's frame is its source-image id (`crop_<image>_CROPNUMBER_<n>_...` names, as in the sidecars);
+for other names, crops with the same timestamp in the same folder count as one frame; without either, a crop's
+frame is unknown and never conflicts. Near-duplicate links come from the spanning forest of the similarity graph:
+where a same-frame conflict refuses a forest edge, a weaker non-forest pair between the two sides is not tried.
+
+The representative is the best crop of each individual (dedup/representative.py); `linked_by` is the rule of the
+link by which a crop joins the tree of accepted links rooted at its representative ('' for representatives).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from dedup import TRACK_MAX_DISTANCE, TRACK_MAX_SECONDS
+from dedup.union import RULES, FrameUnion
+
+
+@dataclass(frozen=True)
+class LinkParams:
+    """dedup_threshold: near-duplicate cosine, None = no near-duplicate linking; track_max_seconds: time gate in
+    seconds, 0 = no tracking; track_max_distance: box-centre gate in box sizes; track_min_similarity: cosine gate."""
+
+    dedup_threshold: Optional[float]
+    track_max_seconds: float = TRACK_MAX_SECONDS
+    track_max_distance: float = TRACK_MAX_DISTANCE
+    track_min_similarity: float = 0.5
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class Individuals:
+    """individual: int64 (n,) ids 0..I-1 in order of first appearance; representative: bool (n,), one per
+    individual; linked_by: n strings ('', 'exact', 'near', 'track'); counts: for run.json."""
+
+    individual: np.ndarray
+    representative: np.ndarray
+    linked_by: List[str]
+    counts: Dict[str, int] = field(default_factory=dict)
+
+
+def frame_ids(filenames: Sequence[str], frames: Sequence[Optional[str]], seconds: np.ndarray) -> np.ndarray:
+    """int64 (n,) source-frame id per crop (equal ids = one frame), -1 unknown; rules in the module docstring."""
+    keys = []
+    for name, frame, second in zip(filenames, frames, seconds):
+        if frame is not None:
+            keys.append(("image", frame))
+        elif np.isfinite(second):
+            keys.append(("time", os.path.dirname(name), float(second)))
+        else:
+            keys.append(None)
+    ids: Dict[tuple, int] = {}
+    return np.fromiter((-1 if key is None else ids.setdefault(key, len(ids)) for key in keys), dtype=np.int64,
+                       count=len(keys))
+
+
+def link_individuals(embeddings: np.ndarray, exact_first: np.ndarray, filenames: Sequence[str],
+                     frames: Sequence[Optional[str]], seconds: np.ndarray, boxes: np.ndarray,
+                     params: LinkParams) -> Individuals:
+    """Link the n crops into individuals.
+
+    embeddings: float32 (n, d) L2-normalised, row i = filenames[i]; exact_first: int64 (n,) the first row with the
+    same file content (exact_first[i] == i for distinct contents); frames: source-image id per crop or None;
+    seconds: float64 (n,) POSIX seconds, NaN unknown; boxes: float64 (n, 4) x1, y1, x2, y2, NaN rows unknown.
+    """
+    from dedup.near import near_duplicate_edges
+    from dedup.representative import choose_representatives, quality_of
+    from dedup.track import TrackGates, track_links
+
+    n = len(filenames)
+    frame = frame_ids(filenames, frames, seconds)
+    union = FrameUnion(frame)
+    for row in np.flatnonzero(exact_first != np.arange(n)):
+        union.link(int(row), int(exact_first[row]), "exact", force=True)
+    distinct = np.flatnonzero(exact_first == np.arange(n))
+    if params.dedup_threshold is not None:
+        rows, cols, _ = near_duplicate_edges(embeddings[distinct], params.dedup_threshold, params.device)
+        for a, b in zip(distinct[rows], distinct[cols]):
+            union.link(int(a), int(b), "near")
+    proposed = 0
+    if params.track_max_seconds > 0 and np.isfinite(seconds).any():
+        _, sequence = np.unique(np.asarray([os.path.dirname(name) for name in filenames], dtype=object),
+                                return_inverse=True)
+        gates = TrackGates(params.track_max_seconds, params.track_max_distance, params.track_min_similarity)
+        proposed = track_links(embeddings, seconds, frame, sequence.astype(np.int64), boxes, gates,
+                               lambda a, b: union.link(a, b, "track") or union.same(a, b))
+
+    root = union.labels()
+    _, first_seen = np.unique(root, return_index=True)
+    rank = np.empty(first_seen.size, dtype=np.int64)
+    rank[np.argsort(first_seen)] = np.arange(first_seen.size)
+    individual = rank[np.unique(root, return_inverse=True)[1]]
+    sizes = np.bincount(individual)
+    scored = distinct[sizes[individual[distinct]] > 1]
+    representative = choose_representatives(individual, quality_of(filenames, scored))
+    linked_by = _linked_by(n, union.edges, representative)
+    counts = {f"linked_{rule}": linked_by.count(rule) for rule in RULES}
+    counts.update({f"refused_same_frame_{rule}": union.refused[rule] for rule in ("near", "track")},
+                  track_assignments=proposed, individuals=int(first_seen.size))
+    return Individuals(individual, representative, linked_by, counts)
+
+
+def _linked_by(n: int, edges: List[tuple], representative: np.ndarray) -> List[str]:
+    """Rule of the accepted link by which each crop is reached from its representative ('' for representatives).
+
+    The accepted links form a forest; a virtual node n joined to every representative makes it one tree, and one
+    breadth-first search from n gives every crop its predecessor."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import breadth_first_order
+
+    labels = [""] * n
+    if not edges:
+        return labels
+    a, b, code = (np.asarray(column, dtype=np.int64) for column in zip(*edges))
+    reps = np.flatnonzero(representative)
+    rows = np.concatenate([a, reps])
+    cols = np.concatenate([b, np.full(reps.size, n)])
+    data = np.concatenate([code + 1, np.zeros(reps.size, dtype=np.int64)])   # 0 = the virtual link
+    graph = coo_matrix((data + 1, (rows, cols)), shape=(n + 1, n + 1)).tocsr()
+    graph = graph + graph.T
+    _, predecessor = breadth_first_order(graph, n, directed=False, return_predecessors=True)
+    crops = np.flatnonzero(predecessor[:n] != n)
+    rule_codes = np.asarray(graph[crops, predecessor[crops]]).ravel() - 2
+    for crop, rule in zip(crops, rule_codes):
+        labels[crop] = RULES[rule]
+    return labels
