@@ -234,8 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--standardize", action="store_true",
                        help="agglomerative: standardise each dimension (StandardScaler) before PCA")
     group.add_argument("--min_cluster_size", "--min-cluster-size", type=int, metavar="N",
-                       help="clusters with fewer than N individuals become -1 (default 2; hdbscan: its "
-                            "min_cluster_size, default 5)")
+                       help="clusters with fewer than N individuals become -1 (default: no such filter, a cluster "
+                            "needs 2 crops; hdbscan: its min_cluster_size, default 5)")
     group.add_argument("--min_samples", "--min-samples", type=int, metavar="N",
                        help="hdbscan: neighbourhood size for core points (default: --min_cluster_size)")
     group.add_argument("--min_sim_to_centroid", "--min-sim-to-centroid", type=float, metavar="S",
@@ -317,13 +317,24 @@ class _Timer:
 @dataclass
 class _Rows:
     """The images that were read, in input order. embedding: float32 (n, d); individual: int64 (n,) 0..I-1;
-    representative: bool (n,), one True per individual."""
+    representative: bool (n,), one True per individual; distinct: bool (n,), the first row of each identical file
+    content (the rows whose embeddings differ)."""
 
     filenames: List[str]
     embedding: "object"
     individual: "object"
     representative: "object"
     model: str
+    distinct: "object"
+
+    def representative_rows(self):
+        """int64 (I,): the representative's row of each individual, in individual-id order."""
+        import numpy as np
+
+        chosen = np.flatnonzero(self.representative)
+        ordered = np.empty(chosen.size, dtype=np.int64)
+        ordered[self.individual[chosen]] = chosen
+        return ordered
 
 
 def _collect(cfg: RunConfig, skipped: List[Tuple[str, str]]) -> List[str]:
@@ -380,7 +391,8 @@ def _embed_rows(cfg: RunConfig, files: List[str], skipped: List[Tuple[str, str]]
     keep = np.flatnonzero(decoded_first >= 0)
     first = groups.first[keep]
     return _Rows(filenames=[files[i] for i in keep], embedding=result.embeddings[decoded_first[keep]],
-                 individual=_individual_ids(first), representative=first == keep, model=backend.model_id)
+                 individual=_individual_ids(first), representative=first == keep, model=backend.model_id,
+                 distinct=first == keep)
 
 
 def _reuse_rows(cfg: RunConfig, skipped: List[Tuple[str, str]], timer: _Timer, run_info: Dict) -> _Rows:
@@ -411,7 +423,8 @@ def _reuse_rows(cfg: RunConfig, skipped: List[Tuple[str, str]], timer: _Timer, r
     in_order = rows.size == len(stored.filenames) and bool((rows == np.arange(rows.size)).all())
     embedding = stored.embedding if in_order else stored.embedding[rows]       # no second copy of N x d
     return _Rows(filenames=filenames, embedding=embedding, individual=_individual_ids(first),
-                 representative=first == np.arange(len(filenames)), model=stored.model)
+                 representative=first == np.arange(len(filenames)), model=stored.model,
+                 distinct=first == np.arange(len(filenames)))
 
 
 def _default_threshold(cfg: RunConfig, model: str) -> float:
@@ -439,7 +452,7 @@ def _cluster_params(cfg: RunConfig, threshold: float, device: str):
     n_clusters = cfg.n_clusters
     if n_clusters is None and cfg.cluster in ("kmeans", "agglomerative") and cfg.distance_threshold is None:
         n_clusters = cfg.num_classes
-    min_cluster_size = cfg.min_cluster_size or (5 if cfg.cluster == "hdbscan" else 2)
+    min_cluster_size = cfg.min_cluster_size or (5 if cfg.cluster == "hdbscan" else 1)
     graph_threshold = None
     if cfg.sweep:  # one graph pass for the clustering and the sweep
         from evaluate.sweep import parse_sweep
@@ -452,7 +465,11 @@ def _cluster_params(cfg: RunConfig, threshold: float, device: str):
 
 
 def _cluster_rows(cfg: RunConfig, rows: _Rows, threshold: float) -> Dict:
-    """Cluster the representatives, apply the post-filters and number the clusters.
+    """Cluster the individuals, apply the post-filters and number the clusters.
+
+    `cosine` links individuals through every distinct crop of theirs (two individuals are linked when any of their
+    crops are: the poses of one insect bridge to others, as they did before the crops were grouped into
+    individuals); the other algorithms cluster one vector per individual, its representative's.
 
     Returns per-row arrays cluster (int64), cluster_size (int64), sim_to_centroid (float32), the per-individual
     cluster ids `rep_cluster`, and `info` (algorithm, parameters and what the algorithm reported) for run.json.
@@ -466,14 +483,19 @@ def _cluster_rows(cfg: RunConfig, rows: _Rows, threshold: float) -> Dict:
 
     device = resolve_device(cfg.device) if cfg.cluster in ("cosine", "kmeans") else "cpu"
     params = _cluster_params(cfg, threshold, device)
-    reps = np.flatnonzero(rows.representative)          # one row per individual, in individual-id order
-    vectors = rows.embedding if reps.size == len(rows.filenames) else rows.embedding[reps]
-    result = run_algorithm(cfg.cluster, vectors, params)
+    reps = rows.representative_rows()
+    in_order = reps.size == len(rows.filenames)          # every row its own individual: no copy of N x d
+    vectors = rows.embedding if in_order else rows.embedding[reps]
+    if ALGORITHMS[cfg.cluster].links_members and not in_order:
+        members = np.flatnonzero(rows.distinct)
+        result = run_algorithm(cfg.cluster, rows.embedding[members], params, item_of_row=rows.individual[members])
+    else:
+        result = run_algorithm(cfg.cluster, vectors, params)
     groups = result.groups
     if cfg.min_sim_to_centroid is not None:
         groups = drop_far_members(vectors, groups, cfg.min_sim_to_centroid)
     groups = drop_small_groups(groups, params.min_cluster_size)
-    rep_cluster = number_clusters(groups, [rows.filenames[i] for i in reps])
+    rep_cluster = number_clusters(groups, [rows.filenames[i] for i in reps], np.bincount(rows.individual))
     used = {name: getattr(params, name) for name in ALGORITHMS[cfg.cluster].uses}
     info = {"algorithm": cfg.cluster, "parameters": used, "min_cluster_size": params.min_cluster_size,
             "min_sim_to_centroid": cfg.min_sim_to_centroid, "device": device, **result.info}
@@ -513,8 +535,8 @@ def _review_rows(cfg: RunConfig, rows: _Rows, clusters: Dict):
     rep_cluster = clusters["rep_cluster"]
     review = read_review(cfg.review, int(rep_cluster.max(initial=-1)) + 1)
     merged, rep_group = apply_review(review, rep_cluster)
-    reps = np.flatnonzero(rows.representative)
-    rep_cluster = number_clusters(merged, [rows.filenames[i] for i in reps])
+    reps = rows.representative_rows()
+    rep_cluster = number_clusters(merged, [rows.filenames[i] for i in reps], np.bincount(rows.individual))
     log.info("--review %s: %d groups named, %d clusters dissolved -> %d clusters", cfg.review,
              len(set(review.groups.values())), len(review.dissolved), int(rep_cluster.max(initial=-1)) + 1)
     reviewed = {**clusters, **_per_row(rows, rows.embedding[reps], rep_cluster)}
@@ -570,7 +592,7 @@ def _keep_rows(rows: _Rows, keep) -> _Rows:
     representative = np.zeros(individual.size, dtype=bool)
     representative[first] = True
     return _Rows([name for name, k in zip(rows.filenames, keep) if k], rows.embedding[keep],
-                 individual.astype(np.int64), representative, rows.model)
+                 individual.astype(np.int64), representative, rows.model, distinct=representative)
 
 
 def _link_rows(cfg: RunConfig, rows: _Rows, meta, threshold: float, run_info: Dict):
@@ -653,7 +675,7 @@ def run(cfg: RunConfig) -> Dict:
     with timer.stage("silhouette"):
         from evaluate.metrics import silhouette
 
-        run_info["quality"] = silhouette(rows.embedding[rows.representative], rep_cluster)
+        run_info["quality"] = silhouette(rows.embedding[rows.representative_rows()], rep_cluster)
     extra = meta.frame
     if cfg.review:
         extra.insert(0, "group", group)
@@ -737,7 +759,8 @@ def _sweep(cfg: RunConfig, rows: _Rows, labels, forest) -> Dict:
     from evaluate.sweep_plot import plot_sweep
     from outputs.table import write_csv
 
-    table = sweep_table(rows.embedding[rows.representative], parse_sweep(cfg.sweep), rows.individual, labels, forest)
+    table = sweep_table(rows.embedding[rows.representative_rows()], parse_sweep(cfg.sweep), rows.individual, labels,
+                        forest)
     threshold, rule = recommend(table)
     write_csv(table, os.path.join(cfg.out_folder, "sweep.csv"))
     plot_sweep(table, threshold, os.path.join(cfg.out_folder, "sweep.png"))

@@ -54,17 +54,23 @@ class ClusterResult:
 
 @dataclass(frozen=True)
 class AlgorithmInfo:
-    """Registry entry: the module and function implementing the algorithm, and the parameters it reads."""
+    """Registry entry: the module and function implementing the algorithm, and the parameters it reads.
+
+    links_members: the algorithm takes every distinct crop of each item (individual) with `item_of_row` and links
+    items through any of their crops; the others take one vector per item.
+    """
 
     module: str
     function: str
     uses: tuple
     summary: str
+    links_members: bool = False
 
 
 ALGORITHMS: Dict[str, AlgorithmInfo] = {
     "cosine": AlgorithmInfo("clustering.cosine", "cluster_cosine", ("threshold", "max_cluster_size"),
-                            "exact single linkage at a cosine threshold (connected components of the ε-graph)"),
+                            "exact single linkage at a cosine threshold (connected components of the ε-graph)",
+                            links_members=True),
     "agglomerative": AlgorithmInfo("clustering.agglomerative", "cluster_agglomerative",
                                    ("linkage", "distance_threshold", "n_clusters", "pca", "standardize"),
                                    "scikit-learn agglomerative (ward/average/complete) after optional "
@@ -78,12 +84,22 @@ ALGORITHMS: Dict[str, AlgorithmInfo] = {
 LINKAGES = ("ward", "average", "complete")
 
 
-def run_algorithm(name: str, embeddings: "np.ndarray", params: ClusterParams) -> ClusterResult:
-    """Run algorithm `name` on float32 (n, d) L2-normalised embeddings; ClusteringError naming the valid choices."""
+def run_algorithm(name: str, embeddings: "np.ndarray", params: ClusterParams,
+                  item_of_row: "Optional[np.ndarray]" = None) -> ClusterResult:
+    """Run algorithm `name` on float32 (m, d) L2-normalised embeddings; ClusteringError naming the valid choices.
+
+    item_of_row: int64 (m,) item id 0..n-1 of each row, for algorithms with `links_members` (groups are then per
+    item, (n,)); None = one row per item.
+    """
     if name not in ALGORITHMS:
         raise ClusteringError(f"unknown clustering algorithm '{name}'; available: {', '.join(ALGORITHMS)}")
     if not -1.0 <= params.threshold <= 1.0:
         raise ClusteringError(f"threshold {params.threshold} is not a cosine similarity; choose a value in [-1, 1], "
                               f"typically 0.6 to 0.95")
     info = ALGORITHMS[name]
-    return getattr(importlib.import_module(info.module), info.function)(embeddings, params)
+    function = getattr(importlib.import_module(info.module), info.function)
+    if item_of_row is None:
+        return function(embeddings, params)
+    if not info.links_members:
+        raise ValueError(f"-c {name} clusters one vector per item; it takes no item_of_row")
+    return function(embeddings, params, item_of_row=item_of_row)

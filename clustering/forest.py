@@ -78,6 +78,22 @@ def _counted(blocks: Iterable[Edges], stats: Dict) -> Iterator[Edges]:
         yield block
 
 
+def contract(forest: Forest, item_of_node: np.ndarray, n_items: int) -> Forest:
+    """The forest over items when the nodes of each item are merged (e.g. crops into individuals).
+
+    item_of_node: int64 (forest.n,) item id 0..n_items-1. At every threshold t >= forest.threshold, the partition
+    of the result equals the partition of {node pairs >= t} plus "same item" links, read per item: connectivity only
+    depends on the node forest's components, and the strongest link between two items is kept.
+    """
+    a, b = item_of_node[forest.rows], item_of_node[forest.cols]
+    between = a != b
+    low, high, sims = np.minimum(a, b)[between], np.maximum(a, b)[between], forest.sims[between]
+    _, strongest = np.unique(low * np.int64(n_items) + high, return_index=True)   # sims are sorted decreasing
+    rows, cols, sims = _maximum_spanning_forest(n_items, low[strongest], high[strongest], sims[strongest])
+    order = np.lexsort((cols, rows, -sims))
+    return Forest(n_items, rows[order], cols[order], sims[order], forest.threshold)
+
+
 def component_ids(n: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """Connected component id per node, int64 (n,), of the undirected graph with the given edges."""
     graph = coo_matrix((np.ones(rows.size, dtype=np.int8), (rows, cols)), shape=(n, n)).tocsr()

@@ -7,7 +7,7 @@ from scipy.sparse.csgraph import connected_components
 
 from clustering import ClusteringError, ClusterParams, run_algorithm
 from clustering.components import number_clusters
-from clustering.forest import forest_from_edges, partition_at, spanning_forest
+from clustering.forest import contract, forest_from_edges, partition_at, spanning_forest
 from clustering.graph import (MARGIN, GraphPlan, _cpu_tiles, _torch_tiles, cpu_has_fast_bf16, plan_graph,
                               threshold_edges)
 from clustering.guard import split_oversized
@@ -265,3 +265,38 @@ def test_cpu_and_gpu_builders_agree():
         gpu = spanning_forest(x, threshold, "cuda:0")
         assert same_partition(partition_at(cpu, threshold), partition_at(gpu, threshold))
         np.testing.assert_allclose(np.sort(cpu.sims), np.sort(gpu.sims), atol=1e-5)
+
+
+def test_contracted_forest_equals_the_node_graph_plus_item_links():
+    x = grouped_vectors(500, 12, 30, 0.5, seed=29)
+    item = np.random.default_rng(4).integers(0, 180, 500)
+    item = np.unique(item, return_inverse=True)[1]                     # every item 0..n-1 present
+    n_items = int(item.max()) + 1
+    forest = contract(spanning_forest(x, 0.6), item, n_items)
+    assert forest.n == n_items and forest.sims.size <= n_items - 1
+    for threshold in (0.6, 0.75, 0.9):
+        adjacency = np.triu((x @ x.T) >= threshold, k=1)
+        rows, cols = np.nonzero(adjacency)
+        item_graph = np.zeros((n_items, n_items), dtype=bool)
+        item_graph[item[rows], item[cols]] = True
+        expected = connected_components(item_graph, directed=False)[1]
+        assert same_partition(partition_at(forest, threshold), expected)
+
+
+def test_cosine_links_items_through_any_of_their_rows():
+    angles = np.radians([0.0, 10.0, -20.0, 60.0])                      # a1, a2 (one item), b, c
+    x = unit_rows(np.stack([np.cos(angles), np.sin(angles)], axis=1))
+    threshold = float(np.cos(np.radians(25)))                          # a1-b linked (20 deg), a2-b not (30 deg)
+    by_item = run_algorithm("cosine", x, ClusterParams(threshold=threshold), item_of_row=np.array([0, 0, 1, 2]))
+    assert by_item.groups.shape == (3,) and by_item.groups[0] == by_item.groups[1] != by_item.groups[2]
+    representatives_only = cosine(x[[1, 2, 3]], threshold)              # a2 stands for item 0: no bridge
+    assert np.unique(representatives_only).size == 3
+    with pytest.raises(ValueError, match="takes no item_of_row"):
+        run_algorithm("kmeans", x, ClusterParams(n_clusters=2), item_of_row=np.array([0, 0, 1, 2]))
+
+
+def test_one_individual_seen_in_several_crops_is_a_cluster():
+    groups = np.array([0, 1, 1, 2, 3])
+    names = ["a", "b", "c", "d", "e"]
+    crops = np.array([5, 1, 1, 1, 2])        # item 0: one insect in 5 crops; item 4 in 2; item 3 in one crop alone
+    assert number_clusters(groups, names, crops).tolist() == [1, 0, 0, -1, 2]
