@@ -2,7 +2,8 @@
 """Benchmark: exact cosine-threshold clustering against the baselines, side by side in one run.
 
     .venv/bin/python bench/clustering.py                       # N = 2e4 and 1e5, d = 384, t = 0.9, 3 repeats
-    .venv/bin/python bench/clustering.py --sizes 1000000 --dim 768 --methods ours_engine   # on a GPU machine
+    .venv/bin/python bench/clustering.py --sizes 1000000 --dim 768 --methods ours_engine ours_cli --device cuda:0 \
+        --output bench/results/clustering_gpu.json                                         # on a GPU machine
 
 Synthetic unit vectors in groups of known membership (group sizes 1..200, each group's spread drawn so that some
 groups stay whole at the threshold and some fall apart) are clustered by:
@@ -87,14 +88,15 @@ def biodivx_chunked(x: np.ndarray, threshold: float, chunk: int = BIODIVX_CHUNK)
     return labels
 
 
-def run_method(method: str, data: Path, threshold: float, out: Path) -> dict:
-    """Run one method on the vectors in `data` (.npy; the .pkl beside it for the CLI); labels saved to `out`."""
+def run_method(method: str, data: Path, threshold: float, out: Path, device: str = "cpu") -> dict:
+    """Run one method on the vectors in `data` (.npy; the .pkl beside it for the CLI); labels saved to `out`.
+    device: where `ours_*` build the graph ('cpu' or 'cuda:N')."""
     x = np.load(data)
     timings = {}
     if method == "ours_cli":
         start = time.perf_counter()
         subprocess.run([sys.executable, str(REPO / "cluster.py"), "--embeddings", str(data.with_suffix(".pkl")),
-                        "-o", str(out.parent / "cli_out"), "-th", str(threshold), "-d", "cpu", "--no_report", "-q"],
+                        "-o", str(out.parent / "cli_out"), "-th", str(threshold), "-d", device, "--no_report", "-q"],
                        check=True)
         timings["seconds"] = time.perf_counter() - start
         import pandas as pd
@@ -113,11 +115,15 @@ def run_method(method: str, data: Path, threshold: float, out: Path) -> dict:
         precision = "float32" if method.endswith("fp32") else "auto"
         if method.startswith("ours_engine"):
             stats = {}
-            spanning_forest(x[:256], threshold, "cpu", precision, stats=stats)
+            spanning_forest(x[:256], threshold, device, precision, stats=stats)
             timings["precision"] = stats["precision"]
         start = time.perf_counter()
         if method.startswith("ours_engine"):
-            labels = partition_at(spanning_forest(x, threshold, "cpu", precision), threshold)
+            labels = partition_at(spanning_forest(x, threshold, device, precision), threshold)
+            if device.startswith("cuda"):
+                import torch
+
+                torch.cuda.synchronize()
         elif method == "faiss":
             index = faiss.IndexFlatIP(x.shape[1])
             index.add(x)
@@ -184,7 +190,7 @@ def versions() -> dict:
     return found
 
 
-def bench_size(n: int, d: int, threshold: float, repeats: int, methods, work: Path) -> dict:
+def bench_size(n: int, d: int, threshold: float, repeats: int, methods, work: Path, device: str = "cpu") -> dict:
     from outputs.embeddings import write_embeddings
 
     x, truth = synthetic_groups(n, d, threshold, seed=n)
@@ -199,7 +205,7 @@ def bench_size(n: int, d: int, threshold: float, repeats: int, methods, work: Pa
         for method in runnable:
             out = work / f"labels_{method}_{n}.npy"
             result = subprocess.run([sys.executable, __file__, "--worker", method, "--data", str(data),
-                                     "--threshold", str(threshold), "--out", str(out)],
+                                     "--threshold", str(threshold), "--out", str(out), "--device", device],
                                     check=True, capture_output=True, text=True)
             runs[method].append(json.loads(result.stdout.strip().splitlines()[-1]))
             print(f"  N={n} repeat {repeat + 1}/{repeats} {method:18s} {runs[method][-1]['seconds']:8.2f} s "
@@ -237,7 +243,8 @@ def bench_size(n: int, d: int, threshold: float, repeats: int, methods, work: Pa
         ratios["biodivx_vs_ours_cli_speedup"] = round(summary["biodivx"]["median_seconds"]
                                                       / summary["ours_cli"]["median_seconds"], 2)
     ref_sizes = np.bincount(reference)
-    return {"n": n, "d": d, "threshold": threshold, "repeats": repeats, "true_groups": int(truth.max() + 1),
+    return {"n": n, "d": d, "threshold": threshold, "device": device, "repeats": repeats,
+            "true_groups": int(truth.max() + 1),
             "reference_clusters": int((ref_sizes >= 2).sum()), "methods": summary, "ratios": ratios}
 
 
@@ -248,20 +255,22 @@ def main() -> int:
     parser.add_argument("--threshold", type=float, default=0.9)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    parser.add_argument("--device", default="cpu", help="where ours_* build the graph: cpu (default) or cuda:N")
     parser.add_argument("--output", default=str(REPO / "bench" / "results" / "clustering.json"))
     parser.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(run_method(args.worker, Path(args.data), args.threshold, Path(args.out))))
+        print(json.dumps(run_method(args.worker, Path(args.data), args.threshold, Path(args.out), args.device)))
         return 0
     results = {"benchmark": "clustering", "date": time.strftime("%Y-%m-%d"), "machine": machine(),
                "versions": versions(), "sizes": []}
     with tempfile.TemporaryDirectory(prefix="bench-clustering-") as work:
         for n in args.sizes:
             print(f"N={n}, d={args.dim}, threshold {args.threshold}", flush=True)
-            results["sizes"].append(bench_size(n, args.dim, args.threshold, args.repeats, args.methods, Path(work)))
+            results["sizes"].append(bench_size(n, args.dim, args.threshold, args.repeats, args.methods, Path(work),
+                                              args.device))
             print(json.dumps(results["sizes"][-1]["ratios"], indent=1), flush=True)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

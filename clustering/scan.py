@@ -40,6 +40,15 @@ def _dot(a, b) -> float:
     return total
 
 
+@nb.njit(cache=True)
+def _allocate(counts):
+    """Row offsets (R + 1,) from the per-row pair counts (R,), and empty outputs for all the pairs."""
+    offsets = np.zeros(counts.size + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum(counts)
+    return (offsets, np.empty(offsets[-1], dtype=np.int64), np.empty(offsets[-1], dtype=np.int64),
+            np.empty(offsets[-1], dtype=np.float32))
+
+
 @nb.njit(cache=True, inline="always")
 def _is_candidate(bits: int, floor_key: int, floor_bits: int) -> bool:
     """bf16 score (int16 bits) >= the floor; a plain signed compare when the floor is positive (bf16 bits of
@@ -70,11 +79,7 @@ def scan_bf16_tile(bits, rows32, cols32, floor_key: int, threshold: float, r0: i
             for j in range(max(0, i + r0 - c0 + 1), n_cols):
                 found += _bf16_key(np.int32(row[j]) & 0xFFFF) >= floor_key
         counts[i] = found
-    offsets = np.zeros(n_rows + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum(counts)
-    out_rows = np.empty(offsets[-1], dtype=np.int64)
-    out_cols = np.empty(offsets[-1], dtype=np.int64)
-    out_sims = np.empty(offsets[-1], dtype=np.float32)
+    offsets, out_rows, out_cols, out_sims = _allocate(counts)
     keep = np.zeros(offsets[-1], dtype=np.bool_)
     for i in nb.prange(n_rows):
         row = bits[i]
@@ -101,11 +106,7 @@ def scan_float32_tile(scores, threshold: float, r0: int, c0: int) -> Pairs:
         for j in range(max(0, i + r0 - c0 + 1), n_cols):
             found += row[j] >= threshold
         counts[i] = found
-    offsets = np.zeros(n_rows + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum(counts)
-    out_rows = np.empty(offsets[-1], dtype=np.int64)
-    out_cols = np.empty(offsets[-1], dtype=np.int64)
-    out_sims = np.empty(offsets[-1], dtype=np.float32)
+    offsets, out_rows, out_cols, out_sims = _allocate(counts)
     for i in nb.prange(n_rows):
         row = scores[i]
         k = offsets[i]
