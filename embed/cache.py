@@ -215,7 +215,7 @@ def embed_with_cache(cache: EmbeddingCache, files: Sequence[str], digests: Seque
         cache.compact()
         seconds.update(fresh.seconds)
     else:
-        log.info("all %d embeddings found in the cache %s: no model loaded", len(files), cache.folder)
+        log.info("all %d distinct images are in the cache %s: no model loaded", len(files), cache.folder)
     dim = fresh.embeddings.shape[1] if fresh is not None and fresh.embeddings.size else lookup.vectors.shape[1]
     vectors = np.zeros((len(files), dim), dtype=np.float32)
     ok = lookup.found.copy()
