@@ -87,8 +87,9 @@ class RunConfig:
             raise ConfigError(f"--num_workers {self.num_workers}: use 0 (decode in the main process), a positive "
                               f"number, or -1 for the default")
         if self.cache_dir is not None and (self.embeddings or os.path.isfile(self.cache_dir)):
-            raise ConfigError(f"--cache_dir {self.cache_dir}: " + ("not used with --embeddings (nothing is embedded); "
-                              "drop one of them" if self.embeddings else "is a file; give a folder (created if needed)"))
+            raise ConfigError(f"--cache_dir {self.cache_dir}: " + (
+                "not used with --embeddings (nothing is embedded); drop one of them" if self.embeddings
+                else "is a file; give a folder (created if needed)"))
         if self.num_classes is not None and self.num_classes < 1:
             raise ConfigError(f"-x {self.num_classes}: the number of classes must be at least 1")
         if self.save_labels and not self.labels:
@@ -242,7 +243,8 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> RunConfig
         meta_folder=args.meta_folder, time_format=args.time_format, metadata=args.metadata, labels=args.labels,
         save_labels=args.save_labels, num_classes=args.num_classes, dedup=args.dedup,
         gen_cluster_dirs=args.gen_cluster_dirs or args.dedup, save_embs=args.save_embs, batch_size=args.batch_size,
-        num_workers=args.num_workers, cache_dir=args.cache_dir, max_cluster_size=args.max_cluster_size, linkage=args.linkage,
+        num_workers=args.num_workers, cache_dir=args.cache_dir, max_cluster_size=args.max_cluster_size,
+        linkage=args.linkage,
         distance_threshold=args.distance_threshold, n_clusters=args.n_clusters, pca=args.pca,
         standardize=args.standardize, min_cluster_size=args.min_cluster_size, min_samples=args.min_samples,
         min_sim_to_centroid=args.min_sim_to_centroid, seed=args.seed, progress=not args.quiet, report=args.report,
@@ -573,7 +575,8 @@ def run(cfg: RunConfig) -> Dict:
 
     cache_counts = run_info.get("embedding_cache", {})
     counts = {"inputs": n_inputs, "embedded": int(rows.representative.sum()) if not cfg.embeddings else 0,
-              "embeddings_computed": cache_counts.get("computed", 0), "embeddings_reused": cache_counts.get("reused", 0),
+              "embeddings_computed": cache_counts.get("computed", 0),
+              "embeddings_reused": cache_counts.get("reused", 0),
               "rows": len(rows.filenames), "skipped": len(skipped),
               "individuals": int(rows.representative.sum()), **cluster_counts(rep_cluster, int(rep_cluster.size))}
     config = {k: v for k, v in asdict(cfg).items() if k not in ("command", "progress")}

@@ -86,8 +86,8 @@ class Preprocess:
         """uint8 tensor (3, size, size) of the image at `path`; raises like `load_rgb`."""
         import torch
 
-        return torch.from_numpy(np.asarray(self.fit(load_rgb(path, (self.size, self.geometry)))).transpose(2, 0, 1)
-                                .copy())
+        pixels = np.asarray(self.fit(load_rgb(path, (self.size, self.geometry))))
+        return torch.from_numpy(pixels.transpose(2, 0, 1).copy())
 
     def fit(self, image: Image.Image) -> Image.Image:
         """RGB image -> RGB image of size x size with this geometry."""
