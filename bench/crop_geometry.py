@@ -4,7 +4,7 @@
     .venv/bin/python bench/crop_geometry.py         (about half a minute on 2 cores; wrap timings in flock)
 
 Sets: the 26 real light-trap crops of ../shared/data/biodivx-crops labelled by eye per individual and per
-morphotype (labels in bench/calibrate_threshold.py; skipped when absent) and the offline example's 66 views of 11
+morphotype (labels in bench/calibrate_threshold.py; skipped when absent) and the offline example's 60 views of 10
 "specimens" cut from scikit-learn's photos (example/make_example.py; several are elongated, e.g. 240 x 60 px).
 Measures per geometry: leave-one-out 1-nearest-neighbour accuracy, the best ARI of single-link clustering over
 thresholds 0.50-0.98, and the ARI and pairwise precision at lite0's default threshold.
