@@ -54,6 +54,7 @@ class RunConfig:
     save_embs: bool = False
     batch_size: Optional[int] = None
     num_workers: int = -1
+    cache_dir: Optional[str] = None
     max_cluster_size: int = 0
     linkage: str = "ward"
     distance_threshold: Optional[float] = None
@@ -91,6 +92,10 @@ class RunConfig:
         if self.num_workers < -1:
             raise ConfigError(f"--num_workers {self.num_workers}: use 0 (decode in the main process), a positive "
                               f"number, or -1 for the default")
+        if self.cache_dir is not None and (self.embeddings or os.path.isfile(self.cache_dir)):
+            raise ConfigError(f"--cache_dir {self.cache_dir}: " + (
+                "not used with --embeddings (nothing is embedded); drop one of them" if self.embeddings
+                else "is a file; give a folder (created if needed)"))
         if self.num_classes is not None and self.num_classes < 1:
             raise ConfigError(f"-x {self.num_classes}: the number of classes must be at least 1")
         if self.save_labels and not self.labels:
@@ -244,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--batch_size", "--batch-size", type=int, help="images per model call (default 32 on CPU, 128 on GPU)")
     add("--num_workers", "--num-workers", type=int, default=-1,
         help="processes decoding images (default: 0 on 2-core CPUs, up to 8 with a GPU)")
+    add("--cache_dir", "--cache-dir", metavar="DIR",
+        help="embedding cache folder, shared by runs with any -o (default: OUT/embed_cache); cached crops are never "
+             "embedded again, and a killed run resumes from its last checkpoint")
     add("--report", action="store_true", default=None,
         help="write OUT/report.html, a review page with thumbnails (default: on up to 20 000 rows)")
     add("--no_report", "--no-report", dest="report", action="store_false", help="do not write report.html")
@@ -286,7 +294,8 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> RunConfig
         meta_folder=args.meta_folder, time_format=args.time_format, metadata=args.metadata, labels=args.labels,
         save_labels=args.save_labels, num_classes=args.num_classes, dedup=args.dedup,
         gen_cluster_dirs=args.gen_cluster_dirs or args.dedup, save_embs=args.save_embs, batch_size=args.batch_size,
-        num_workers=args.num_workers, max_cluster_size=args.max_cluster_size, linkage=args.linkage,
+        num_workers=args.num_workers, cache_dir=args.cache_dir, max_cluster_size=args.max_cluster_size,
+        linkage=args.linkage,
         distance_threshold=args.distance_threshold, n_clusters=args.n_clusters, pca=args.pca,
         standardize=args.standardize, min_cluster_size=args.min_cluster_size, min_samples=args.min_samples,
         min_sim_to_centroid=args.min_sim_to_centroid, seed=args.seed, progress=not args.quiet, report=args.report,
@@ -362,25 +371,24 @@ def _embed_rows(cfg: RunConfig, files: List[str], skipped: List[Tuple[str, str]]
     """Hash, embed the distinct readable files once, and expand back to one row per readable file."""
     import numpy as np
 
-    from dedup.exact import group_identical
-    from embed import load_backend
-    from embed.base import embed_files
+    from dedup.exact import file_digest, group_identical
+    from embed import load_backend, model_id
+    from embed.cache import CACHE_FOLDER, EmbeddingCache, embed_with_cache
     from embed.device import resolve_device
 
     with timer.stage("hash"):
         groups = group_identical(files, progress=cfg.progress)
     skipped.extend(groups.unreadable)
     representatives = groups.representatives
-    with timer.stage("load_model"):
-        device = resolve_device(cfg.device)
-        backend = load_backend(cfg.embed, device, cfg.from_pretrained)
-    run_info.update(device=device, model=backend.model_id)
-    batch_size = cfg.batch_size or (128 if device.startswith("cuda") else 32)
-    run_info["batch_size"] = batch_size
-    log.info("embedding %d distinct images with %s on %s", representatives.size, backend.model_id, device)
+    model_path = cfg.from_pretrained or BACKENDS[cfg.embed].default_model
+    cache = EmbeddingCache(cfg.cache_dir or os.path.join(cfg.out_folder, CACHE_FOLDER), cfg.embed, model_path)
     with timer.stage("embed"):
-        result = embed_files(backend, [files[i] for i in representatives], batch_size=batch_size,
-                             num_workers=cfg.num_workers, progress=cfg.progress)
+        digests = [file_digest(files[i]) for i in representatives]
+        cached = embed_with_cache(cache, [files[i] for i in representatives], digests,
+                                  lambda: load_backend(cfg.embed, resolve_device(cfg.device), cfg.from_pretrained),
+                                  cfg.batch_size, cfg.num_workers, cfg.progress)
+    result = cached.result
+    run_info.update(model=model_id(cfg.embed, model_path), **cached.info)
     skipped.extend(result.skipped)
     # Map every readable file to the embedded row of its content; files whose content failed to decode drop out.
     row_of_file = np.full(len(files), -1, dtype=np.int64)
@@ -391,7 +399,7 @@ def _embed_rows(cfg: RunConfig, files: List[str], skipped: List[Tuple[str, str]]
     keep = np.flatnonzero(decoded_first >= 0)
     first = groups.first[keep]
     return _Rows(filenames=[files[i] for i in keep], embedding=result.embeddings[decoded_first[keep]],
-                 individual=_individual_ids(first), representative=first == keep, model=backend.model_id,
+                 individual=_individual_ids(first), representative=first == keep, model=run_info["model"],
                  distinct=first == keep)
 
 
@@ -660,7 +668,7 @@ def run(cfg: RunConfig) -> Dict:
         raise ConfigError(f"none of the {n_inputs} inputs could be used; the reasons are in "
                           f"{os.path.join(cfg.out_folder, 'skipped.csv')}")
 
-    n_embedded = int(rows.representative.sum()) if not cfg.embeddings else 0
+    n_embedded = int(rows.distinct.sum()) if not cfg.embeddings else 0
     threshold = _default_threshold(cfg, rows.model)
     with timer.stage("metadata"):
         meta, labels = _extra_columns(cfg, rows.filenames, run_info)
@@ -714,7 +722,10 @@ def run(cfg: RunConfig) -> Dict:
         with timer.stage("sweep"):
             run_info["sweep"] = _sweep(cfg, rows, labels, clusters["forest"])
 
+    cache_counts = run_info.get("embedding_cache", {})
     counts = {"inputs": n_inputs, "embedded": n_embedded,
+              "embeddings_computed": cache_counts.get("computed", 0),
+              "embeddings_reused": cache_counts.get("reused", 0),
               "rows": len(rows.filenames), "skipped": len(skipped),
               "individuals": int(rows.representative.sum()), **cluster_counts(rep_cluster, int(rep_cluster.size))}
     config = {k: v for k, v in asdict(cfg).items() if k not in ("command", "progress")}

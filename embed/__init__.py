@@ -51,6 +51,11 @@ def backend_of_model(model: str) -> Optional[str]:
     return name if name in BACKENDS else None
 
 
+def model_id(name: str, model_path: Optional[str] = None) -> str:
+    """'<backend>:<model>' as recorded in embeddings.pkl, run.json and the cache, known without loading the model."""
+    return f"{name}:{model_path or backend_info(name).default_model}"
+
+
 def load_backend(name: str, device: str, model_path: Optional[str] = None):
     """Instantiate backend `name` on `device` ('cpu', 'cuda:0'), loading `model_path` or the backend's default."""
     info = backend_info(name)

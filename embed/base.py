@@ -1,17 +1,28 @@
 """Batching, ordering and normalisation shared by every backend.
 
-A backend implements `transform` (PIL RGB image -> float32 tensor (3, H, W)) and `embed_batch` (tensor (B, 3, H, W)
-on its device -> tensor (B, d)); `embed_files` does everything else once: parallel decoding, skip-and-report,
-inference mode, bf16 autocast on CUDA only, float32 output, L2 normalisation, row i = i-th decodable file.
+A backend sets `preprocess` (embed.data.Preprocess: geometry in the decoding workers, uint8 tensors out; normalisation
+on the device) and implements `embed_batch` (float tensor (B, 3, H, W) on its device -> tensor (B, d)); `embed_files`
+does everything else once: parallel decoding, pinned memory on CUDA, skip-and-report, inference mode, bf16 autocast on
+CUDA only, float32 output, L2 normalisation, row i = i-th decodable file, halving the batch on out-of-memory.
 """
 from __future__ import annotations
 
+import logging
 import os
+import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from embed import EmbedError, model_id
+
+log = logging.getLogger(__name__)
+
+# on_batch(indices, vectors, bad): called after every model batch with the positions in `files` of the embedded
+# images, their float32 (k, d) unit rows and the [(position, reason)] of the undecodable ones (embed/cache.py).
+BatchCallback = Callable[[List[int], np.ndarray, List[Tuple[int, str]]], None]
 
 
 @dataclass(frozen=True)
@@ -19,31 +30,34 @@ class EmbedResult:
     """embeddings: float32 (n_ok, d), L2-normalised; row k belongs to files[ok_index[k]].
 
     ok_index: int64 (n_ok,) positions in the input list, increasing; skipped: (path, reason) for the others.
+    seconds: where the time went: 'decode' (waiting for decoded batches), 'model' (inference incl. transfers).
     """
 
     embeddings: np.ndarray
     ok_index: np.ndarray
     skipped: List[Tuple[str, str]]
+    seconds: Dict[str, float] = field(default_factory=dict)
 
 
 class EmbeddingBackend(ABC):
-    """Base class. Subclasses set `name`, assign `self.transform` in `__init__` and implement `embed_batch`.
+    """Base class. Subclasses set `name`, assign `self.preprocess` in `__init__` and implement `embed_batch`.
 
-    transform: picklable callable, PIL RGB image -> float32 tensor (3, H, W); it runs in the decoding workers, so the
-    model's preprocessing travels with the model and nothing outside embed/ builds one.
+    preprocess: embed.data.Preprocess; it runs in the decoding workers and on the device, so the model's
+    preprocessing travels with the model and nothing outside embed/ builds one. runtime: what runs the model.
     """
 
     name = "base"
+    runtime = "torch"
 
     def __init__(self, device: str, model_path: str):
         self.device = device
         self.model_path = model_path
-        self.transform = None
+        self.preprocess = None
 
     @property
     def model_id(self) -> str:
         """Recorded in embeddings.pkl and run.json as '<backend>:<model>', e.g. 'dino:facebook/dinov2-base'."""
-        return f"{self.name}:{self.model_path}"
+        return model_id(self.name, self.model_path)
 
     @abstractmethod
     def embed_batch(self, batch):
@@ -58,8 +72,45 @@ def default_num_workers(device: str) -> int:
     return 0 if cores <= 2 else min(4, cores // 2)
 
 
+def default_batch_size(device: str) -> int:
+    """Images per model call: 32 on CPU (larger batches gain nothing there), 128 on a GPU."""
+    return 128 if device.startswith("cuda") else 32
+
+
+class _BatchRunner:
+    """Runs one loader batch through the model in sub-batches, halving them for good after an out-of-memory error."""
+
+    def __init__(self, backend: EmbeddingBackend, batch_size: int):
+        self.backend = backend
+        self.size = batch_size
+
+    def __call__(self, batch):
+        import torch
+
+        on_cuda = self.backend.device.startswith("cuda")
+        parts, start = [], 0
+        while start < batch.shape[0]:
+            part = batch[start:start + self.size]
+            try:
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda):
+                    vectors = self.backend.embed_batch(self.backend.preprocess.normalise(part))
+                parts.append(torch.nn.functional.normalize(vectors.float(), dim=1).cpu())
+            except torch.cuda.OutOfMemoryError:
+                if on_cuda:
+                    torch.cuda.empty_cache()
+                if self.size == 1:
+                    raise EmbedError(f"out of memory on {self.backend.device} with a batch of one image "
+                                     f"({self.backend.model_id}); free the GPU, or use -d cpu") from None
+                self.size = max(1, self.size // 2)
+                log.warning("out of memory on %s: continuing with batches of %d (give --batch_size %d to start "
+                            "there)", self.backend.device, self.size, self.size)
+                continue
+            start += part.shape[0]
+        return torch.cat(parts).numpy()
+
+
 def embed_files(backend: EmbeddingBackend, files: Sequence[str], batch_size: int = 32, num_workers: int = -1,
-                progress: bool = True) -> EmbedResult:
+                progress: bool = True, on_batch: Optional[BatchCallback] = None) -> EmbedResult:
     """Embed `files` with `backend`: decode in `num_workers` processes (-1 = default), batches of `batch_size`.
 
     Files that cannot be decoded are listed in `skipped` with a reason and left out of `embeddings`.
@@ -71,25 +122,37 @@ def embed_files(backend: EmbeddingBackend, files: Sequence[str], batch_size: int
 
     if num_workers < 0:
         num_workers = default_num_workers(backend.device)
-    loader = torch.utils.data.DataLoader(
-        ImageDataset(files, backend.transform), batch_size=batch_size, shuffle=False, num_workers=num_workers,
-        collate_fn=collate, pin_memory=backend.device.startswith("cuda"))
     on_cuda = backend.device.startswith("cuda")
+    loader = torch.utils.data.DataLoader(
+        ImageDataset(files, backend.preprocess), batch_size=batch_size, shuffle=False, num_workers=num_workers,
+        collate_fn=collate, pin_memory=on_cuda)
+    run_batch = _BatchRunner(backend, batch_size)
     rows: List[np.ndarray] = []
     ok_index: List[int] = []
     skipped: List[Tuple[str, str]] = []
+    seconds = {"decode": 0.0, "model": 0.0}
     with tqdm(total=len(files), unit="img", desc="embedding", disable=not progress, dynamic_ncols=True) as bar, \
             torch.inference_mode():
-        for indices, batch, bad in loader:
+        batches = iter(loader)
+        while True:
+            started = time.perf_counter()
+            item = next(batches, None)
+            seconds["decode"] += time.perf_counter() - started
+            if item is None:
+                break
+            indices, batch, bad = item
             skipped.extend((files[i], reason) for i, reason in bad)
+            vectors = np.zeros((0, 0), np.float32)
             if batch is not None:
-                batch = batch.to(backend.device, non_blocking=True)
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda):
-                    vectors = backend.embed_batch(batch)
-                vectors = torch.nn.functional.normalize(vectors.float(), dim=1)
-                rows.append(vectors.cpu().numpy())
+                started = time.perf_counter()
+                vectors = run_batch(batch.to(backend.device, non_blocking=True))
+                seconds["model"] += time.perf_counter() - started
+                rows.append(vectors)
                 ok_index.extend(indices)
+            if on_batch is not None:
+                on_batch(indices, vectors, bad)
             bar.update(len(indices) + len(bad))
     dim = rows[0].shape[1] if rows else 0
     embeddings = np.concatenate(rows).astype(np.float32, copy=False) if rows else np.zeros((0, dim), np.float32)
-    return EmbedResult(embeddings, np.asarray(ok_index, dtype=np.int64), skipped)
+    return EmbedResult(embeddings, np.asarray(ok_index, dtype=np.int64), skipped,
+                       {name: round(value, 3) for name, value in seconds.items()})

@@ -11,8 +11,11 @@ import os
 import socket
 from urllib.parse import urlparse
 
+from PIL import Image
+
 from embed import EmbedError
 from embed.base import EmbeddingBackend
+from embed.data import Preprocess
 
 log = logging.getLogger(__name__)
 
@@ -20,14 +23,23 @@ OFFLINE_HINT = ("without internet, use -e lite0 (bundled, offline) or -fp <local
                 "save_pretrained (config.json, weights, preprocessor_config.json)")
 
 
-class ProcessorTransform:
-    """PIL RGB image -> float32 tensor (3, H, W) through the model's own transformers image processor."""
-
-    def __init__(self, processor):
-        self.processor = processor
-
-    def __call__(self, image):
-        return self.processor(images=image, return_tensors="pt")["pixel_values"][0]
+def preprocess_of(processor) -> Preprocess:
+    """The model's input size, resampling and normalisation from its transformers image processor, with this
+    project's crop geometry ("pad": the whole crop on a white square, see README "Crop geometry") instead of the
+    processor's resize-and-centre-crop."""
+    sizes = [getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", False) else None,
+             getattr(processor, "size", None)]
+    values = [size.get(key) if isinstance(size, dict) else getattr(size, key, None)  # dict or transformers SizeDict
+              for size in sizes if size is not None for key in ("height", "shortest_edge", "width")]
+    side = next((int(value) for value in values if value), 224)
+    rescale = float(getattr(processor, "rescale_factor", 1 / 255)) if getattr(processor, "do_rescale", True) else 1.0
+    if getattr(processor, "do_normalize", True):
+        mean = [float(m) / rescale for m in getattr(processor, "image_mean", None) or [0.0, 0.0, 0.0]]
+        std = [float(s) / rescale for s in getattr(processor, "image_std", None) or [1.0, 1.0, 1.0]]
+    else:
+        mean, std = [0.0] * 3, [1.0 / rescale] * 3
+    resample = int(getattr(processor, "resample", None) or Image.BICUBIC)
+    return Preprocess(side, tuple(mean), tuple(std), geometry="pad", resample=resample)
 
 
 def _hub_reachable(timeout_s: float = 3.0) -> bool:
@@ -77,7 +89,7 @@ class DinoBackend(EmbeddingBackend):
         super().__init__(device, model_path)
         processor, model = _load_pretrained(model_path)
         self.model = model.eval().to(device)
-        self.transform = ProcessorTransform(processor)
+        self.preprocess = preprocess_of(processor)
 
     def embed_batch(self, batch):
         output = self.model(pixel_values=batch)

@@ -27,6 +27,21 @@ def draw_crop(path: Path, colour, seed: int, size=(48, 40)) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def user_cache(tmp_path_factory):
+    """Exported ONNX models go to a per-session folder (also for subprocesses), never to the user's ~/.cache."""
+    import os
+
+    folder = tmp_path_factory.mktemp("user-cache")
+    previous = os.environ.get("CROP_CLUSTER_CACHE")
+    os.environ["CROP_CLUSTER_CACHE"] = str(folder)
+    yield folder
+    if previous is None:
+        del os.environ["CROP_CLUSTER_CACHE"]
+    else:
+        os.environ["CROP_CLUSTER_CACHE"] = previous
+
+
 def pytest_collection_modifyitems(config, items):
     if not any(item.get_closest_marker("gpu") for item in items):
         return

@@ -1,21 +1,8 @@
 """A fast backend for CLI tests: the embedding of an image is the centred mean colour of its non-white pixels (3-d)."""
 from __future__ import annotations
 
-import numpy as np
-
 from embed.base import EmbeddingBackend
-
-
-class MeanColour:
-    """PIL RGB image -> float32 tensor (3, 1, 1): mean colour of the pixels that are not near-white, minus 0.5."""
-
-    def __call__(self, image):
-        import torch
-
-        pixels = np.asarray(image, dtype=np.float32).reshape(-1, 3) / 255.0
-        foreground = pixels[pixels.min(axis=1) < 0.95]
-        colour = (foreground if len(foreground) else pixels).mean(axis=0) - 0.5
-        return torch.from_numpy(colour.reshape(3, 1, 1).copy())
+from embed.data import Preprocess
 
 
 class MeanColourBackend(EmbeddingBackend):
@@ -23,7 +10,13 @@ class MeanColourBackend(EmbeddingBackend):
 
     def __init__(self, device: str, model_path: str):
         super().__init__(device, model_path)
-        self.transform = MeanColour()
+        self.preprocess = Preprocess(48, mean=(0.0, 0.0, 0.0), std=(255.0, 255.0, 255.0))
 
     def embed_batch(self, batch):
-        return batch.flatten(1)
+        """(B, 3, H, W) in 0..1 -> (B, 3): mean colour of the pixels that are not near-white, minus 0.5."""
+        import torch
+
+        pixels = batch.flatten(2)                                   # (B, 3, H*W)
+        foreground = (pixels.min(dim=1, keepdim=True).values < 0.95).float()
+        foreground = torch.where(foreground.sum(dim=2, keepdim=True) > 0, foreground, torch.ones_like(foreground))
+        return (pixels * foreground).sum(dim=2) / foreground.sum(dim=2) - 0.5

@@ -142,7 +142,7 @@ def test_individuals_whose_representative_is_not_their_first_crop_keep_their_own
                                                                                         algorithm):
     """Near-duplicates make one individual whose best crop comes after another individual's crops."""
     root = tmp_path / "crops"
-    draw_crop(root / "a_red_tiny.png", PALETTE[0], seed=1, size=(14, 12))
+    draw_crop(root / "a_red_tiny.png", PALETTE[0], seed=1, size=(30, 26))
     for view in range(3):
         draw_crop(root / f"b_green_{view}.png", PALETTE[1], seed=20 + view)
     draw_crop(root / "c_red_big.png", PALETTE[0], seed=1, size=(96, 80))   # same colour: near-duplicate of a
@@ -150,7 +150,7 @@ def test_individuals_whose_representative_is_not_their_first_crop_keep_their_own
         draw_crop(root / f"d_red_{view}.png", PALETTE[0], seed=40 + view)
     out = tmp_path / "out"
     assert cluster.main([str(a) for a in ("-i", root, "-o", out, "-e", fake_backend, "--dedup_threshold",
-                                          "0.9999", "--no_report", "-q", *algorithm)]) == 0
+                                          "0.999", "--no_report", "-q", *algorithm)]) == 0
     table = pd.read_csv(out / "clusters.csv", keep_default_na=False)
     name = table.filename.map(lambda f: Path(f).name)
     tiny, big = table[name == "a_red_tiny.png"].iloc[0], table[name == "c_red_big.png"].iloc[0]

@@ -12,9 +12,8 @@ from PIL import Image, ImageDraw
 
 from embed import BACKENDS, EmbedError, backend_info, backend_of_model, load_backend
 from embed.base import EmbeddingBackend, EmbedResult, default_num_workers, embed_files
-from embed.data import ImageDataset, collate, describe_error, load_rgb
+from embed.data import ImageDataset, Preprocess, collate, describe_error, load_rgb
 from embed.device import resolve_device
-from embed.lite0 import PadResizeTF
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -118,8 +117,8 @@ def test_embed_errors_are_value_errors():
 
 
 def test_importing_embed_modules_does_not_import_torch_or_transformers():
-    code = ("import sys, embed, embed.device, embed.base, embed.data, embed.lite0, embed.hf\n"
-            "heavy = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
+    code = ("import sys, embed, embed.device, embed.base, embed.data, embed.lite0, embed.hf, embed.cache, embed.onnx\n"
+            "heavy = [m for m in ('torch', 'transformers', 'onnxruntime', 'onnx') if m in sys.modules]\n"
             "sys.exit(1 if heavy else 0)\n")
     child = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, timeout=60)
     assert child.returncode == 0, child.stderr.decode(errors="replace")
@@ -235,17 +234,20 @@ def bad_files(tmp_path):
 
 @pytest.mark.parametrize("kind", ["corrupt", "truncated", "empty", "text", "missing"])
 def test_dataset_returns_reason_for_unreadable_file(bad_files, kind):
-    dataset = ImageDataset([bad_files["good"], bad_files[kind]], PadResizeTF(16))
+    dataset = ImageDataset([bad_files["good"], bad_files[kind]], TF16)
     index, reason = dataset[1]
     assert index == 1
     assert isinstance(reason, str) and reason.startswith("cannot decode image (")
 
 
 def test_dataset_returns_tensor_for_good_file(bad_files):
-    dataset = ImageDataset([bad_files["good"]], PadResizeTF(16))
+    dataset = ImageDataset([bad_files["good"]], TF16)
     assert len(dataset) == 1
     index, tensor = dataset[0]
-    assert index == 0 and tuple(tensor.shape) == (3, 16, 16)
+    assert index == 0 and tuple(tensor.shape) == (3, 16, 16) and str(tensor.dtype) == "torch.uint8"
+
+
+TF16 = Preprocess(16, mean=(127.0,) * 3, std=(128.0,) * 3)
 
 
 def test_collate_splits_good_and_bad():
@@ -260,20 +262,50 @@ def test_collate_splits_good_and_bad():
     assert indices == [] and batch is None and bad == [(5, "r")]
 
 
-# --- PadResizeTF ----------------------------------------------------------------------------------------------------
+# --- Preprocess: geometry (uint8, in the workers), normalisation (on the device), JPEG draft ----------------------
 
-def test_pad_resize_pads_elongated_crop_with_white():
+TF = dict(mean=(127.0,) * 3, std=(128.0,) * 3)
+
+
+def test_pad_fits_an_elongated_crop_whole_onto_white():
     image = Image.new("RGB", (100, 20), (255, 0, 0))
-    tensor = PadResizeTF(56)(image)
-    assert tuple(tensor.shape) == (3, 56, 56) and str(tensor.dtype) == "torch.float32"
-    white = (255 - 127) / 128
-    assert np.allclose(tensor[:, 0, 0].numpy(), white)  # padding at the top
-    np.testing.assert_allclose(tensor[:, 28, 28].numpy(), [white, -127 / 128, -127 / 128], atol=1e-6)
+    pixels = np.asarray(Preprocess(50, **TF).fit(image))
+    assert pixels.shape == (50, 50, 3)
+    assert (pixels[0, 0] == 255).all() and (pixels[-1, -1] == 255).all()  # white above and below
+    assert (pixels[25, 0] == [255, 0, 0]).all() and (pixels[25, -1] == [255, 0, 0]).all()  # both ends kept
 
 
-def test_pad_resize_square_scaling():
-    tensor = PadResizeTF(8)(Image.new("RGB", (8, 8), (127, 255, 0)))
-    np.testing.assert_allclose(tensor[:, 3, 3].numpy(), [0.0, 1.0, -127 / 128], atol=1e-6)
+def test_centre_crop_cuts_the_ends_of_an_elongated_crop():
+    image = Image.new("RGB", (100, 20), (0, 0, 255))
+    image.paste((255, 0, 0), (0, 0, 10, 20))  # a red end that a centre crop loses
+    pixels = np.asarray(Preprocess(20, geometry="crop", **TF).fit(image))
+    assert pixels.shape == (20, 20, 3) and (pixels[..., 0] < 50).all()
+
+
+def test_preprocess_load_is_uint8_and_normalise_matches_tf_scaling(tmp_path):
+    path = tmp_path / "x.png"
+    Image.new("RGB", (8, 8), (127, 255, 0)).save(path)
+    preprocess = Preprocess(8, **TF)
+    tensor = preprocess.load(str(path))
+    assert tuple(tensor.shape) == (3, 8, 8) and str(tensor.dtype) == "torch.uint8"
+    normalised = preprocess.normalise(tensor[None])
+    assert str(normalised.dtype) == "torch.float32"
+    np.testing.assert_allclose(normalised[0, :, 3, 3].numpy(), [0.0, 1.0, -127 / 128], atol=1e-6)
+
+
+def test_preprocess_rejects_unknown_geometry_and_keys_differ():
+    with pytest.raises(ValueError, match="pad, crop"):
+        Preprocess(8, geometry="stretch", **TF)
+    assert Preprocess(8, **TF).key != Preprocess(8, geometry="crop", **TF).key != Preprocess(9, **TF).key
+
+
+def test_large_jpeg_is_decoded_at_reduced_scale_keeping_enough_pixels(tmp_path):
+    path = tmp_path / "big.jpg"
+    Image.new("RGB", (1600, 400), (10, 120, 200)).save(path, quality=90)
+    assert load_rgb(str(path)).size == (1600, 400)
+    assert load_rgb(str(path), (224, "pad")).size == (400, 100)      # 1/4 scale: long side 400 >= 224
+    assert load_rgb(str(path), (224, "crop")).size == (1600, 400)    # short side may not shrink below 224
+    assert tuple(Preprocess(224, **TF).load(str(path)).shape) == (3, 224, 224)
 
 
 # --- embed_files with a fake backend (order, skipping, batching, normalisation) -----------------------------------
@@ -285,7 +317,7 @@ class FakeBackend(EmbeddingBackend):
 
     def __init__(self):
         super().__init__("cpu", "fake-model")
-        self.transform = PadResizeTF(8)
+        self.preprocess = Preprocess(8, **TF)
         self.batch_sizes = []
 
     def embed_batch(self, batch):
@@ -401,6 +433,24 @@ def test_lite0_decoding_workers_keep_order(lite0, lite0_images, lite0_reference)
     np.testing.assert_allclose(result.embeddings, lite0_reference.embeddings, atol=1e-5)
 
 
+def test_lite0_runs_in_onnxruntime_with_the_same_embeddings_as_torch(lite0, lite0_images, lite0_reference,
+                                                                      user_cache):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from embed.lite0 import Lite0Backend
+
+    assert lite0.runtime == "onnxruntime"
+    exported = list((user_cache / "onnx").glob("lite0-*.onnx"))
+    assert len(exported) == 1
+    eager = Lite0Backend("cpu", "efficientnet-lite0", onnx=False)
+    assert eager.runtime == "torch" and eager.model_id == lite0.model_id
+    result = embed_files(eager, lite0_images, batch_size=2, num_workers=0, progress=False)
+    np.testing.assert_allclose(result.embeddings, lite0_reference.embeddings, rtol=0, atol=1e-4)
+    stamp = exported[0].stat().st_mtime_ns
+    assert load_backend("lite0", "cpu").runtime == "onnxruntime"   # the export is reused, not redone
+    assert exported[0].stat().st_mtime_ns == stamp and len(list((user_cache / "onnx").iterdir())) == 1
+
+
 def test_lite0_missing_weights_file(tmp_path):
     with pytest.raises(EmbedError) as excinfo:
         load_backend("lite0", "cpu", str(tmp_path / "nope.pth"))
@@ -434,12 +484,19 @@ def tiny_dino(tmp_path_factory):
     return str(folder)
 
 
+def backend_processor_mean(folder):
+    from transformers import AutoImageProcessor
+
+    return AutoImageProcessor.from_pretrained(folder).image_mean
+
+
 def test_dino_local_folder_embeds(tiny_dino, tmp_path):
     backend = load_backend("dino", "cpu", tiny_dino)
     assert backend.model_id == f"dino:{tiny_dino}"
     files = drawn_set(tmp_path, 4)
-    _, tensor = ImageDataset(files[:1], backend.transform)[0]
+    _, tensor = ImageDataset(files[:1], backend.preprocess)[0]
     assert tuple(tensor.shape) == (3, 56, 56)
+    assert backend.preprocess.mean == pytest.approx([m * 255 for m in backend_processor_mean(tiny_dino)])
     result = embed_files(backend, files, batch_size=3, num_workers=0, progress=False)
     assert result.embeddings.shape == (4, 32) and result.embeddings.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(result.embeddings, axis=1), 1.0, atol=1e-5)

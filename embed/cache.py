@@ -1,0 +1,237 @@
+"""Embedding cache: vectors keyed by file content (BLAKE2b digest) + model + preprocessing, written in checkpoints.
+
+Layout: CACHE_DIR/<backend>-<key>/ holds `namespace.json` (what the key stands for: model id, model files' sizes and
+times, the preprocessing version) and `chunk-*.npz` files, each written atomically (temporary file + rename) with
+`numpy.savez` and read with `allow_pickle=False`: `digest` (n,) S32 hex digests, `embedding` float32 (n, d) unit rows,
+`failed` (m,) S32 digests of contents that could not be decoded and `reason` (m,) their reasons. A run killed at any
+moment leaves whole chunks only, so the next run resumes from the last checkpoint; chunks are merged into one when
+they pile up. Nothing here is pickled, so a cache folder from elsewhere cannot run code.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+import zipfile
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from embed.base import EmbedResult
+
+log = logging.getLogger(__name__)
+
+CACHE_FOLDER = "embed_cache"   # default place: OUT/embed_cache
+CHECKPOINT_SECONDS = 10.0      # a killed run loses at most this much embedding work
+COMPACT_CHUNKS = 16            # merge the chunks of a namespace into one when there are more than this
+PIPELINE_VERSION = "uint8-pad-draft-v1"  # bump when embed/data.py changes the pixels a model sees
+
+
+def _stamp(path: str) -> List:
+    """Model identity for the key: the id itself, or for a local file/folder its files' names, sizes and times."""
+    if os.path.isfile(path):
+        info = os.stat(path)
+        return [os.path.abspath(path), info.st_size, info.st_mtime_ns]
+    if os.path.isdir(path):
+        return [os.path.abspath(path)] + sorted([entry.name, entry.stat().st_size, entry.stat().st_mtime_ns]
+                                                for entry in os.scandir(path) if entry.is_file())
+    return [path]
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """Cache answer for a list of digests: `vectors` float32 (n, d) (zeros where not found), `found` bool (n,),
+    `failed` {position: reason} for contents known to be undecodable."""
+
+    vectors: np.ndarray
+    found: np.ndarray
+    failed: Dict[int, str]
+
+    @property
+    def missing(self) -> np.ndarray:
+        """int64 positions still to embed."""
+        known = self.found.copy()
+        known[list(self.failed)] = True
+        return np.flatnonzero(~known)
+
+
+class EmbeddingCache:
+    """The cache folder of one model + preprocessing under `root`; nothing is created until the first write."""
+
+    def __init__(self, root: str, backend: str, model_path: str):
+        self.namespace = {"model": f"{backend}:{model_path}", "model_files": _stamp(model_path),
+                          "pipeline": PIPELINE_VERSION}
+        key = hashlib.blake2b(json.dumps(self.namespace).encode(), digest_size=8).hexdigest()
+        self.folder = os.path.join(root, f"{backend}-{key}")
+
+    def _chunks(self) -> List[str]:
+        return sorted(glob.glob(os.path.join(glob.escape(self.folder), "chunk-*.npz")))
+
+    @staticmethod
+    def _read(path: str) -> Optional[Dict[str, np.ndarray]]:
+        """One chunk's arrays, or None (with a warning) when it is damaged: its contents are simply embedded again."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                chunk = {name: data[name] for name in ("digest", "embedding", "failed", "reason")}
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as error:
+            log.warning("ignoring damaged cache file %s (%s); its images are embedded again", path, error)
+            return None
+        if chunk["embedding"].ndim != 2 or chunk["embedding"].dtype != np.float32 or \
+                len(chunk["digest"]) != len(chunk["embedding"]) or len(chunk["failed"]) != len(chunk["reason"]):
+            log.warning("ignoring malformed cache file %s; its images are embedded again", path)
+            return None
+        return chunk
+
+    def lookup(self, digests: Sequence[str]) -> Lookup:
+        """Which of `digests` (hex) are cached, their vectors, and which are known to be undecodable."""
+        wanted: Dict[bytes, List[int]] = {}
+        for position, digest in enumerate(digests):
+            wanted.setdefault(digest.encode(), []).append(position)
+        vectors, found, failed = None, np.zeros(len(digests), dtype=bool), {}
+        for path in self._chunks():
+            chunk = self._read(path)
+            if chunk is None:
+                continue
+            if vectors is None and len(chunk["digest"]):
+                vectors = np.zeros((len(digests), chunk["embedding"].shape[1]), dtype=np.float32)
+            for row, digest in enumerate(chunk["digest"].tolist()):
+                if digest in wanted and chunk["embedding"].shape[1] == vectors.shape[1]:
+                    vectors[wanted[digest]] = chunk["embedding"][row]
+                    found[wanted[digest]] = True
+            for digest, reason in zip(chunk["failed"].tolist(), chunk["reason"].tolist()):
+                for position in wanted.get(digest, ()):
+                    failed[position] = reason
+        for position in np.flatnonzero(found):
+            failed.pop(int(position), None)
+        return Lookup(vectors if vectors is not None else np.zeros((len(digests), 0), np.float32), found, failed)
+
+    def write(self, digests: Sequence[str], vectors: np.ndarray, failed: Sequence[Tuple[str, str]]) -> None:
+        """Add one chunk atomically: a reader (or a killed writer) sees all of it or none of it."""
+        from outputs.atomic import atomic_open
+
+        if not len(digests) and not failed:
+            return
+        os.makedirs(self.folder, exist_ok=True)
+        description = os.path.join(self.folder, "namespace.json")
+        if not os.path.exists(description):
+            with atomic_open(description, "w", encoding="utf-8") as handle:
+                json.dump(self.namespace, handle, indent=2)
+        name = f"chunk-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.npz"
+        with atomic_open(os.path.join(self.folder, name), "wb") as handle:
+            np.savez(handle, digest=np.asarray(list(digests), dtype="S32"),
+                     embedding=np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(digests), -1)
+                     if len(digests) else np.zeros((0, 0), np.float32),
+                     failed=np.asarray([d for d, _ in failed], dtype="S32"),
+                     reason=np.asarray([r for _, r in failed], dtype=str).reshape(len(failed)))
+
+    def compact(self) -> None:
+        """Merge the chunks into one when there are more than COMPACT_CHUNKS (fewer files to open next time)."""
+        paths = self._chunks()
+        if len(paths) <= COMPACT_CHUNKS:
+            return
+        chunks = [chunk for chunk in map(self._read, paths) if chunk is not None]
+        dims = {chunk["embedding"].shape[1] for chunk in chunks if len(chunk["digest"])}
+        if len(dims) > 1:
+            return
+        digests = np.concatenate([chunk["digest"] for chunk in chunks])
+        _, first = np.unique(digests, return_index=True)
+        keep = np.sort(first)
+        failed = np.concatenate([chunk["failed"] for chunk in chunks])
+        reasons = np.concatenate([chunk["reason"].astype(str) for chunk in chunks])
+        parts = [chunk["embedding"] for chunk in chunks if len(chunk["digest"])]
+        vectors = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+        self.write([d.decode() for d in digests[keep]], vectors[keep],
+                   [(d.decode(), str(r)) for d, r in zip(failed, reasons)])
+        for path in paths:  # the merged chunk is in place first: a kill here leaves duplicates, never a loss
+            os.remove(path)
+
+
+class _Checkpointer:
+    """embed_files' on_batch callback: collects fresh vectors and failures, writes a chunk every CHECKPOINT_SECONDS."""
+
+    def __init__(self, cache: EmbeddingCache, digests: Sequence[str]):
+        self.cache, self.digests = cache, digests
+        self.pending: List[Tuple[List[int], np.ndarray]] = []
+        self.failed: List[Tuple[str, str]] = []
+        self.last = time.monotonic()
+
+    def __call__(self, indices: List[int], vectors: np.ndarray, bad: List[Tuple[int, str]]) -> None:
+        if indices:
+            self.pending.append((indices, vectors))
+        self.failed.extend((self.digests[i], reason) for i, reason in bad)
+        if time.monotonic() - self.last >= CHECKPOINT_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        indices = [i for chunk, _ in self.pending for i in chunk]
+        vectors = np.concatenate([v for _, v in self.pending]) if self.pending else np.zeros((0, 0), np.float32)
+        self.cache.write([self.digests[i] for i in indices], vectors, self.failed)
+        self.pending, self.failed, self.last = [], [], time.monotonic()
+
+
+@dataclass(frozen=True)
+class CachedEmbeddings:
+    """result: as embed_files would return for all files; computed/reused: embeddings made now / read from the
+    cache; info: for run.json (device, runtime, batch size, model, the cache's counts and seconds per step)."""
+
+    result: EmbedResult
+    computed: int
+    reused: int
+    info: Dict
+
+
+def embed_with_cache(cache: EmbeddingCache, files: Sequence[str], digests: Sequence[str], load: Callable[[], object],
+                     batch_size: Optional[int] = None, num_workers: int = -1, progress: bool = True
+                     ) -> CachedEmbeddings:
+    """Embed `files` (contents `digests`, hex), reusing cached vectors and caching new ones every CHECKPOINT_SECONDS.
+
+    load(): the backend; called only when something is missing, so a fully cached run never loads the model.
+    batch_size None: default_batch_size of the backend's device.
+    """
+    from embed.base import default_batch_size, embed_files
+
+    started = time.perf_counter()
+    lookup = cache.lookup(digests)
+    missing = lookup.missing
+    seconds = {"lookup": round(time.perf_counter() - started, 3)}
+    info: Dict = {"device": "none (every embedding was in the cache)"}
+    fresh = None
+    if missing.size:
+        started = time.perf_counter()
+        backend = load()
+        seconds["load_model"] = round(time.perf_counter() - started, 3)
+        batch_size = batch_size or default_batch_size(backend.device)
+        info = {"device": backend.device, "runtime": backend.runtime, "batch_size": batch_size}
+        log.info("embedding %d images with %s on %s (%s); %d found in the cache", missing.size, backend.model_id,
+                 backend.device, backend.runtime, int(lookup.found.sum()))
+        checkpoint = _Checkpointer(cache, [digests[i] for i in missing])
+        fresh = embed_files(backend, [files[i] for i in missing], batch_size, num_workers, progress, checkpoint)
+        checkpoint.flush()
+        cache.compact()
+        seconds.update(fresh.seconds)
+    else:
+        log.info("all %d distinct images are in the cache %s: no model loaded", len(files), cache.folder)
+    dim = fresh.embeddings.shape[1] if fresh is not None and fresh.embeddings.size else lookup.vectors.shape[1]
+    vectors = np.zeros((len(files), dim), dtype=np.float32)
+    ok = lookup.found.copy()
+    if ok.any():
+        vectors[ok] = lookup.vectors[ok]
+    reasons = dict(lookup.failed)
+    if fresh is not None:
+        done = missing[fresh.ok_index]
+        vectors[done] = fresh.embeddings
+        ok[done] = True
+        position = {files[i]: int(i) for i in missing}
+        reasons.update((position[path], reason) for path, reason in fresh.skipped)
+    ok_index = np.flatnonzero(ok)
+    computed = int(fresh.ok_index.size) if fresh is not None else 0
+    info["embedding_cache"] = {"folder": cache.folder, "computed": computed, "reused": int(lookup.found.sum()),
+                               "known_undecodable": len(lookup.failed), "seconds": seconds}
+    return CachedEmbeddings(EmbedResult(vectors[ok_index], ok_index.astype(np.int64),
+                                        [(files[i], reasons[i]) for i in sorted(reasons)], seconds),
+                            computed, int(lookup.found.sum()), info)
