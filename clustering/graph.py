@@ -31,6 +31,9 @@ RESCORE_GATHER_SHARE = {"cpu": 0.003, "cuda": 0.015}
 # while fewer than ~10 % of the products are candidates.
 CPU_DENSE_SHARE = 0.1
 SWITCH_AFTER_TILES = 4             # then drop the fast pass when most tiles were dense
+# bf16 tiles save ~2.5 ns per product on a 2-core CPU; below ~5e8 products (n ~ 32k) that is less than the ~1.5 s
+# it costs to import torch, and float32 tiles need only numpy.
+BF16_MIN_ROWS = 32768
 
 
 @dataclass(frozen=True)
@@ -59,13 +62,17 @@ def cpu_has_fast_bf16() -> bool:
 def plan_graph(n: int, d: int, device: str = "cpu", precision: str = "auto") -> GraphPlan:
     """Choose tile precision and shape for n vectors of dimension d on `device` ('cpu' or 'cuda:N').
 
-    precision: 'auto' (fp16 on CUDA; bf16 on CPUs that multiply it natively, 2-3x faster than float32 there; else
-    float32) or one of MARGIN's keys (the CPU path has no float16: CPUs multiply it slowly).
+    precision: 'auto' (fp16 on CUDA; on the CPU bf16 when it multiplies bf16 natively, 2-3x faster than float32
+    there, and n >= BF16_MIN_ROWS so that the saving outweighs importing torch; else float32, with numpy) or one of
+    MARGIN's keys (the CPU path has no float16: CPUs multiply it slowly).
     CUDA tiles are sized to a quarter of the free GPU memory (fp16 scores + masks, ~8 bytes per product) and at most
     2^31 - 1 products.
     """
     if precision == "auto":
-        precision = "float16" if device.startswith("cuda") else ("bfloat16" if cpu_has_fast_bf16() else "float32")
+        if device.startswith("cuda"):
+            precision = "float16"
+        else:
+            precision = "bfloat16" if n >= BF16_MIN_ROWS and cpu_has_fast_bf16() else "float32"
     if precision not in MARGIN or (device == "cpu" and precision == "float16"):
         choices = ", ".join(p for p in MARGIN if device != "cpu" or p != "float16")
         raise ValueError(f"unknown graph precision '{precision}' on {device}; use auto, {choices}")
@@ -126,29 +133,29 @@ def _use_fast_pass(counts: Dict) -> bool:
 
 
 def _cpu_tiles(x32: np.ndarray, threshold: float, plan: GraphPlan, counts: Dict) -> Iterator[Edges]:
-    """CPU: torch matrix products (oneDNN, every core), scanned by the compiled kernels of clustering.scan."""
-    import torch
-
+    """CPU: matrix products on every core (bf16 in torch/oneDNN, float32 in numpy's BLAS), scanned by the
+    compiled kernels of clustering.scan."""
     from clustering.scan import bf16_floor_key, scan_bf16_tile, scan_float32_tile
 
-    exact = torch.from_numpy(x32)
     low_precision = plan.precision == "bfloat16"
-    fast = exact.to(torch.bfloat16) if low_precision else exact
-    floor_key = bf16_floor_key(threshold - plan.margin)
-    with torch.inference_mode():
-        for r0, r1, c0, c1 in _tile_starts(x32.shape[0], plan):
-            counts["tiles"] += 1
-            low_precision = low_precision and _use_fast_pass(counts)
-            if low_precision:
+    if low_precision:
+        import torch
+
+        fast = torch.from_numpy(x32).to(torch.bfloat16)
+        floor_key = bf16_floor_key(threshold - plan.margin)
+    for r0, r1, c0, c1 in _tile_starts(x32.shape[0], plan):
+        counts["tiles"] += 1
+        low_precision = low_precision and _use_fast_pass(counts)
+        if low_precision:
+            with torch.inference_mode():
                 bits = (fast[r0:r1] @ fast[c0:c1].T).view(torch.int16).numpy()
-                rows, cols, sims, candidates = scan_bf16_tile(bits, x32[r0:r1], x32[c0:c1], floor_key, threshold,
-                                                              r0, c0)
-                counts["tiles_dense"] += candidates > CPU_DENSE_SHARE * bits.size
-            else:
-                counts["tiles_float32"] += 1
-                rows, cols, sims = scan_float32_tile((exact[r0:r1] @ exact[c0:c1].T).numpy(), threshold, r0, c0)
-            if rows.size:
-                yield rows, cols, sims
+            rows, cols, sims, candidates = scan_bf16_tile(bits, x32[r0:r1], x32[c0:c1], floor_key, threshold, r0, c0)
+            counts["tiles_dense"] += candidates > CPU_DENSE_SHARE * bits.size
+        else:
+            counts["tiles_float32"] += 1
+            rows, cols, sims = scan_float32_tile(x32[r0:r1] @ x32[c0:c1].T, threshold, r0, c0)
+        if rows.size:
+            yield rows, cols, sims
 
 
 def _torch_tiles(x32: np.ndarray, threshold: float, plan: GraphPlan, counts: Dict) -> Iterator[Edges]:

@@ -1,11 +1,21 @@
 """Resolve the `-d/--device` option to a torch device string."""
 from __future__ import annotations
 
+import os
 import re
+import shutil
 
 from embed import EmbedError
 
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+# Where an NVIDIA driver shows itself (Linux device nodes and /proc entry, WSL2's GPU node); without any of them and
+# without nvidia-smi, CUDA cannot work, and `-d auto` answers 'cpu' without importing torch (~1.5 s).
+_NVIDIA_TRACES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/dxg")
+
+
+def cuda_may_exist() -> bool:
+    """False only when this machine surely has no NVIDIA driver (cheap: no torch import)."""
+    return any(os.path.exists(path) for path in _NVIDIA_TRACES) or shutil.which("nvidia-smi") is not None
 
 
 def resolve_device(spec: str) -> str:
@@ -16,7 +26,7 @@ def resolve_device(spec: str) -> str:
     spec = spec.strip().lower()
     if not _DEVICE_PATTERN.match(spec):
         raise EmbedError(f"unknown device '{spec}'; use auto, cpu, cuda or cuda:N")
-    if spec == "cpu":
+    if spec == "cpu" or (spec == "auto" and not cuda_may_exist()):
         return "cpu"
     import torch
 

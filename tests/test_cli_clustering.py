@@ -73,9 +73,7 @@ def test_every_algorithm_writes_the_same_outputs(embeddings, tmp_path, args):
 def test_cosine_records_the_graph_and_the_histogram(embeddings, tmp_path):
     _, manifest = run(embeddings, tmp_path / "out", "-th", "0.95")
     graph = manifest["clustering"]["graph"]
-    from clustering.graph import cpu_has_fast_bf16
-
-    assert graph["precision"] == ("bfloat16" if cpu_has_fast_bf16() else "float32")
+    assert graph["precision"] == "float32"                      # 26 crops: bf16 would not pay for importing torch
     assert graph["device"] == "cpu" and graph["forest_threshold"] == 0.95
     assert graph["edges"] >= graph["forest_edges"] == 4 * 5
     assert manifest["clustering"]["parameters"] == {"threshold": 0.95, "max_cluster_size": 0}

@@ -8,8 +8,8 @@ from scipy.sparse.csgraph import connected_components
 from clustering import ClusteringError, ClusterParams, run_algorithm
 from clustering.components import number_clusters
 from clustering.forest import contract, forest_from_edges, partition_at, spanning_forest
-from clustering.graph import (MARGIN, GraphPlan, _cpu_tiles, _torch_tiles, cpu_has_fast_bf16, plan_graph,
-                              threshold_edges)
+from clustering.graph import (BF16_MIN_ROWS, MARGIN, GraphPlan, _cpu_tiles, _torch_tiles, cpu_has_fast_bf16,
+                              plan_graph, threshold_edges)
 from clustering.guard import split_oversized
 from clustering.postprocess import centroid_similarity, drop_far_members, drop_small_groups
 from clustering.scan import bf16_floor_key
@@ -177,7 +177,8 @@ def test_bf16_candidate_floor_is_conservative():
 
 
 def test_cpu_plans_and_rejects_unknown_precision():
-    assert plan_graph(10, 4, "cpu").precision == ("bfloat16" if cpu_has_fast_bf16() else "float32")
+    assert plan_graph(10, 4, "cpu").precision == "float32"
+    assert plan_graph(BF16_MIN_ROWS, 4, "cpu").precision == ("bfloat16" if cpu_has_fast_bf16() else "float32")
     with pytest.raises(ValueError, match="unknown graph precision 'int8'"):
         plan_graph(10, 4, "cpu", "int8")
     with pytest.raises(ValueError, match="'float16' on cpu; use auto, float32, bfloat16"):

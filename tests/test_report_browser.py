@@ -24,11 +24,15 @@ def browser():
 
 
 def wait_for_file(path: Path, timeout: float = 15.0) -> str:
+    """The file's text once it exists and has stopped growing (Chromium may still be writing it)."""
     deadline = time.monotonic() + timeout
+    previous = None
     while time.monotonic() < deadline:
-        if path.is_file() and path.stat().st_size:
-            return path.read_text(encoding="utf-8")
-        time.sleep(0.05)
+        text = path.read_text(encoding="utf-8") if path.is_file() else ""
+        if text and text == previous:
+            return text
+        previous = text
+        time.sleep(0.1)
     raise TimeoutError(f"{path} was not downloaded")
 
 
@@ -66,6 +70,7 @@ def test_merge_export_reload_and_apply(tmp_path, fake_backend, browser):
     exported = wait_for_file(downloads / "review.csv")
     assert exported == 'cluster,group,note\n0,"moths, mostly",\n1,"moths, mostly",\n2,-1,\n'
 
+    browser.evaluate("document.body.dataset.ready = 'reloading'")    # wait for the new page, not the old one
     browser.call("Page.reload")
     browser.wait_for("document.body && document.body.dataset.ready === 'true'")
     assert browser.evaluate("document.querySelector('section[data-cluster=\"1\"] input.group').value") == \
