@@ -114,9 +114,11 @@ def run_method(method: str, data: Path, threshold: float, out: Path, device: str
 
         precision = "float32" if method.endswith("fp32") else "auto"
         if method.startswith("ours_engine"):
-            stats = {}
-            spanning_forest(x[:256], threshold, device, precision, stats=stats)
-            timings["precision"] = stats["precision"]
+            from clustering.graph import plan_graph
+
+            spanning_forest(x[:256], threshold, device, "float32")
+            spanning_forest(x[:256], threshold, device, "bfloat16" if device == "cpu" else "float16")
+            timings["precision"] = plan_graph(*x.shape, device, precision).precision
         start = time.perf_counter()
         if method.startswith("ours_engine"):
             labels = partition_at(spanning_forest(x, threshold, device, precision), threshold)
