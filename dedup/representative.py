@@ -6,6 +6,7 @@ with the crop's size; area rewards the closer, more detailed view). Ties go to t
 """
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import numpy as np
@@ -49,8 +50,11 @@ def choose_representatives(individual: np.ndarray, quality: np.ndarray) -> np.nd
 
 
 def quality_of(paths: Sequence[str], rows: np.ndarray) -> np.ndarray:
-    """float64 (n,): `crop_quality` of paths[rows]; -inf elsewhere (rows not scored)."""
+    """float64 (n,): `crop_quality` of paths[rows]; -inf elsewhere (rows not scored). Images are read on every core
+    (PIL decodes without holding the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     quality = np.full(len(paths), -np.inf)
-    for row in rows:
-        quality[row] = crop_quality(paths[row])
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        quality[rows] = list(pool.map(crop_quality, [paths[row] for row in rows]))
     return quality
