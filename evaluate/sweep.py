@@ -50,27 +50,30 @@ def parse_sweep(spec: str) -> np.ndarray:
     return np.round(start + step * np.arange(count), 10)  # 0.7 + 3 * 0.01 -> 0.73, not 0.7300000000000001
 
 
-def sweep_partitions(embeddings: np.ndarray, thresholds: Sequence[float],
-                     forest=None) -> Iterator[Tuple[float, np.ndarray]]:
+def sweep_partitions(embeddings: np.ndarray, thresholds: Sequence[float], forest=None,
+                     crops: Optional[np.ndarray] = None) -> Iterator[Tuple[float, np.ndarray]]:
     """(threshold, labels int64 (n,)) for each threshold in increasing order, from one spanning forest built at the
-    lowest: labels are component ids, with components of one row set to -1 (ids otherwise arbitrary).
+    lowest: labels are component ids, with components of fewer than 2 crops set to -1 (ids otherwise arbitrary),
+    the rule of the clustering's numbering.
 
-    embeddings: float32 (n, d), L2-normalised. forest: a clustering.forest.Forest over these embeddings built at or
-    below the lowest threshold (e.g. the one `-c cosine` built), reused instead of building one.
+    embeddings: float32 (n, d), L2-normalised, one per item. forest: a clustering.forest.Forest over these items
+    built at or below the lowest threshold (e.g. the one `-c cosine` built), reused instead of building one.
+    crops: int (n,) crops per item (default 1 each): one individual seen in 2 crops is a cluster.
     """
     from clustering.forest import partition_at, spanning_forest
 
     thresholds = np.sort(np.asarray(thresholds, dtype=np.float64))
     if forest is None or forest.threshold > thresholds[0]:
         forest = spanning_forest(embeddings, float(thresholds[0]))
+    weights = np.ones(forest.n) if crops is None else np.asarray(crops, dtype=np.float64)
     for threshold in thresholds:
         groups = partition_at(forest, float(threshold))
-        yield float(threshold), np.where(np.bincount(groups)[groups] >= 2, groups, -1)
+        yield float(threshold), np.where(np.bincount(groups, weights=weights)[groups] >= 2, groups, -1)
 
 
 def sweep_table(embeddings: np.ndarray, thresholds: Sequence[float], individual: np.ndarray,
                 labels: Optional[Sequence[Optional[str]]] = None, forest=None) -> pd.DataFrame:
-    """One row per threshold: threshold, n_clusters (clusters of >= 2 individuals), singleton_fraction (share of
+    """One row per threshold: threshold, n_clusters (groups of at least 2 crops), singleton_fraction (share of
     individuals not clustered), largest_cluster_share (largest cluster's individuals / all individuals), and with
     `labels` the row-level ari, ami, pairwise_precision, pairwise_recall, pairwise_f1 (as in metrics.json).
 
@@ -80,9 +83,10 @@ def sweep_table(embeddings: np.ndarray, thresholds: Sequence[float], individual:
     """
     total = max(embeddings.shape[0], 1)
     records = []
-    for threshold, rep in sweep_partitions(embeddings, thresholds, forest):
+    crops = np.bincount(individual, minlength=embeddings.shape[0])
+    for threshold, rep in sweep_partitions(embeddings, thresholds, forest, crops):
         sizes = np.bincount(rep[rep >= 0]) if (rep >= 0).any() else np.zeros(0, dtype=np.int64)
-        record: Dict[str, float] = {"threshold": threshold, "n_clusters": int((sizes >= 2).sum()),
+        record: Dict[str, float] = {"threshold": threshold, "n_clusters": int((sizes >= 1).sum()),
                                     "singleton_fraction": round(float((rep < 0).sum()) / total, 6),
                                     "largest_cluster_share": round(float(sizes.max(initial=0)) / total, 6)}
         if labels is not None:

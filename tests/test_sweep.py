@@ -95,3 +95,12 @@ def test_cli_sweep_writes_csv_png_and_recommendation(tmp_path, fake_backend):
     assert sweep["recommended_threshold"] in table.threshold.tolist() and "ARI" in sweep["rule"]
     assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert cluster.main(["-i", str(crops), "-o", str(out), "-e", fake_backend, "-q", "--sweep", "0.9:0.5:0.1"]) == 2
+
+
+def test_an_individual_seen_in_two_crops_is_a_cluster_in_the_sweep_as_in_the_run():
+    points = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]], dtype=np.float32)   # three far-apart individuals
+    crops = np.array([2, 1, 1])                                                # the first seen twice
+    (_, labels), = sweep_partitions(points, [0.99], crops=crops)
+    assert labels[0] >= 0 and (labels[1:] == -1).all()
+    table = sweep_table(points, [0.99], individual=np.array([0, 0, 1, 2]))
+    assert table.n_clusters.tolist() == [1] and table.singleton_fraction.tolist() == [pytest.approx(2 / 3)]
