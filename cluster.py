@@ -461,23 +461,19 @@ def _cluster_params(cfg: RunConfig, threshold: float, device: str):
     if n_clusters is None and cfg.cluster in ("kmeans", "agglomerative") and cfg.distance_threshold is None:
         n_clusters = cfg.num_classes
     min_cluster_size = cfg.min_cluster_size or (5 if cfg.cluster == "hdbscan" else 1)
-    graph_threshold = None
-    if cfg.sweep:  # one graph pass for the clustering and the sweep
-        from evaluate.sweep import parse_sweep
-
-        graph_threshold = float(parse_sweep(cfg.sweep).min())
     return ClusterParams(threshold=threshold, max_cluster_size=cfg.max_cluster_size, linkage=cfg.linkage,
                          distance_threshold=cfg.distance_threshold, n_clusters=n_clusters, pca=cfg.pca,
                          standardize=cfg.standardize, min_cluster_size=min_cluster_size, min_samples=cfg.min_samples,
-                         device=device, seed=cfg.seed, graph_threshold=graph_threshold)
+                         device=device, seed=cfg.seed)
 
 
-def _cluster_rows(cfg: RunConfig, rows: _Rows, threshold: float) -> Dict:
+def _cluster_rows(cfg: RunConfig, rows: _Rows, threshold: float, forest=None) -> Dict:
     """Cluster the individuals, apply the post-filters and number the clusters.
 
     `cosine` links individuals through every distinct crop of theirs (two individuals are linked when any of their
     crops are: the poses of one insect bridge to others, as they did before the crops were grouped into
-    individuals); the other algorithms cluster one vector per individual, its representative's.
+    individuals), reading the shared spanning forest over the distinct crops (`forest`, from `_shared_forest`);
+    the other algorithms cluster one vector per individual, its representative's.
 
     Returns per-row arrays cluster (int64), cluster_size (int64), sim_to_centroid (float32), the per-individual
     cluster ids `rep_cluster`, and `info` (algorithm, parameters and what the algorithm reported) for run.json.
@@ -494,9 +490,10 @@ def _cluster_rows(cfg: RunConfig, rows: _Rows, threshold: float) -> Dict:
     reps = rows.representative_rows()
     in_order = reps.size == len(rows.filenames)          # every row its own individual: no copy of N x d
     vectors = rows.embedding if in_order else rows.embedding[reps]
-    if ALGORITHMS[cfg.cluster].links_members and not in_order:
+    if ALGORITHMS[cfg.cluster].links_members:
         members = np.flatnonzero(rows.distinct)
-        result = run_algorithm(cfg.cluster, rows.embedding[members], params, item_of_row=rows.individual[members])
+        result = run_algorithm(cfg.cluster, rows.embedding[members], params, item_of_row=rows.individual[members],
+                               forest=forest)
     else:
         result = run_algorithm(cfg.cluster, vectors, params)
     groups = result.groups
@@ -603,20 +600,57 @@ def _keep_rows(rows: _Rows, keep) -> _Rows:
                  individual.astype(np.int64), representative, rows.model, distinct=representative)
 
 
-def _link_rows(cfg: RunConfig, rows: _Rows, meta, threshold: float, run_info: Dict):
+def _link_defaults(cfg: RunConfig, rows: _Rows):
+    """The calibrated linking defaults of the run's backend (None for a model without them)."""
+    from embed import backend_of_model
+
+    return LINK_DEFAULTS.get(cfg.embed if not cfg.embeddings else backend_of_model(rows.model))
+
+
+def _dedup_threshold(cfg: RunConfig, rows: _Rows) -> Optional[float]:
+    """--dedup_threshold, else the backend's calibrated default, else None (no near-duplicate linking)."""
+    defaults = _link_defaults(cfg, rows)
+    return cfg.dedup_threshold or (defaults.dedup_threshold if defaults else None)
+
+
+def _shared_forest(cfg: RunConfig, rows: _Rows, threshold: float, run_info: Dict):
+    """The one similarity-graph pass of the run: the spanning forest over the distinct crops, built at the lowest
+    threshold any stage needs (near-duplicates, `-c cosine`, `--sweep`); None when no stage needs one."""
+    import numpy as np
+
+    from clustering.forest import spanning_forest
+    from embed.device import resolve_device
+
+    needed = [t for t in (_dedup_threshold(cfg, rows),) if t is not None]
+    if cfg.cluster == "cosine":
+        needed.append(threshold)
+        if cfg.sweep:
+            from evaluate.sweep import parse_sweep
+
+            needed.append(float(parse_sweep(cfg.sweep).min()))
+    if not needed:
+        return None
+    stats: Dict = {}
+    forest = spanning_forest(rows.embedding[np.flatnonzero(rows.distinct)], min(needed), resolve_device(cfg.device),
+                             stats=stats)
+    run_info["graph"] = {**stats, "forest_threshold": forest.threshold, "forest_edges": int(forest.sims.size),
+                         "rows": forest.n}
+    return forest
+
+
+def _link_rows(cfg: RunConfig, rows: _Rows, meta, threshold: float, run_info: Dict, forest=None):
     """Individuals from exact, near-duplicate and track links (dedup/individuals.py); returns (rows with the new
-    individual and representative, linked_by per row). meta: MetadataColumns of the rows."""
+    individual and representative, linked_by per row). meta: MetadataColumns of the rows; forest: the shared
+    spanning forest over the distinct crops (near-duplicates are its links at or above the dedup threshold)."""
     import dataclasses
 
     import numpy as np
 
     from dedup.individuals import LinkParams, link_individuals
-    from embed import backend_of_model
     from embed.device import resolve_device
 
-    name = cfg.embed if not cfg.embeddings else backend_of_model(rows.model)
-    defaults = LINK_DEFAULTS.get(name)
-    dedup_threshold = cfg.dedup_threshold or (defaults.dedup_threshold if defaults else None)
+    defaults = _link_defaults(cfg, rows)
+    dedup_threshold = _dedup_threshold(cfg, rows)
     if dedup_threshold is None:
         log.info("no calibrated near-duplicate threshold for model %s: only exact duplicates and tracks are linked "
                  "(give --dedup_threshold to link near-duplicates)", rows.model)
@@ -629,7 +663,7 @@ def _link_rows(cfg: RunConfig, rows: _Rows, meta, threshold: float, run_info: Di
         device=resolve_device(cfg.device))
     exact_first = np.flatnonzero(rows.representative)[rows.individual]
     found = link_individuals(rows.embedding, exact_first, rows.filenames, meta.sources, meta.seconds, meta.boxes,
-                             params)
+                             params, forest)
     run_info["individuals"] = {"parameters": dataclasses.asdict(params), **found.counts}
     log.info("%d images -> %d individuals (linked: %d exact, %d near-duplicate, %d track)", len(rows.filenames),
              found.counts["individuals"], found.counts["linked_exact"], found.counts["linked_near"],
@@ -672,10 +706,12 @@ def run(cfg: RunConfig) -> Dict:
     threshold = _default_threshold(cfg, rows.model)
     with timer.stage("metadata"):
         meta, labels = _extra_columns(cfg, rows.filenames, run_info)
+    with timer.stage("graph"):
+        forest = _shared_forest(cfg, rows, threshold, run_info)
     with timer.stage("individuals"):
-        rows, linked_by = _link_rows(cfg, rows, meta, threshold, run_info)
+        rows, linked_by = _link_rows(cfg, rows, meta, threshold, run_info, forest)
     with timer.stage("cluster"):
-        clusters = _cluster_rows(cfg, rows, threshold)
+        clusters = _cluster_rows(cfg, rows, threshold, forest)
     if cfg.review:
         with timer.stage("review"):
             clusters, group = _review_rows(cfg, rows, clusters)

@@ -24,8 +24,6 @@ class ClusterParams:
     linkage, distance_threshold, pca, standardize: `agglomerative`. n_clusters: k for `kmeans`, or a cluster count
     for `agglomerative` instead of a distance threshold. min_cluster_size, min_samples: `hdbscan` (and
     min_cluster_size is also the post-filter for every algorithm). device: 'cpu' or 'cuda:N'. seed: k-means and PCA.
-    graph_threshold: `cosine` builds its graph at min(threshold, graph_threshold), so that a later stage (a threshold
-    sweep) reuses the result's forest instead of computing similarities again.
     """
 
     threshold: float = 0.9
@@ -39,7 +37,6 @@ class ClusterParams:
     min_samples: Optional[int] = None
     device: str = "cpu"
     seed: int = 0
-    graph_threshold: Optional[float] = None
 
 
 @dataclass
@@ -85,11 +82,12 @@ LINKAGES = ("ward", "average", "complete")
 
 
 def run_algorithm(name: str, embeddings: "np.ndarray", params: ClusterParams,
-                  item_of_row: "Optional[np.ndarray]" = None) -> ClusterResult:
+                  item_of_row: "Optional[np.ndarray]" = None, forest: Any = None) -> ClusterResult:
     """Run algorithm `name` on float32 (m, d) L2-normalised embeddings; ClusteringError naming the valid choices.
 
     item_of_row: int64 (m,) item id 0..n-1 of each row, for algorithms with `links_members` (groups are then per
-    item, (n,)); None = one row per item.
+    item, (n,)); None = one row per item. forest: a spanning forest over these m rows already built at or below
+    the threshold (clustering.forest.Forest), read instead of computing similarities again.
     """
     if name not in ALGORITHMS:
         raise ClusteringError(f"unknown clustering algorithm '{name}'; available: {', '.join(ALGORITHMS)}")
@@ -98,8 +96,8 @@ def run_algorithm(name: str, embeddings: "np.ndarray", params: ClusterParams,
                               f"typically 0.6 to 0.95")
     info = ALGORITHMS[name]
     function = getattr(importlib.import_module(info.module), info.function)
-    if item_of_row is None:
+    if item_of_row is None and forest is None:
         return function(embeddings, params)
     if not info.links_members:
-        raise ValueError(f"-c {name} clusters one vector per item; it takes no item_of_row")
-    return function(embeddings, params, item_of_row=item_of_row)
+        raise ValueError(f"-c {name} clusters one vector per item; it takes no item_of_row or forest")
+    return function(embeddings, params, item_of_row=item_of_row, forest=forest)

@@ -4,22 +4,27 @@ from __future__ import annotations
 import numpy as np
 
 from clustering import ClusterParams, ClusterResult
-from clustering.forest import contract, partition_at, spanning_forest
+from clustering.forest import Forest, contract, partition_at, spanning_forest
 from clustering.guard import split_oversized
 
 
-def cluster_cosine(embeddings: np.ndarray, params: ClusterParams, item_of_row: np.ndarray = None) -> ClusterResult:
+def cluster_cosine(embeddings: np.ndarray, params: ClusterParams, item_of_row: np.ndarray = None,
+                   forest: Forest = None) -> ClusterResult:
     """Group id per row, int64 (n,): rows joined by any chain of pairs with cosine similarity >= params.threshold.
 
     embeddings: float32 (n, d), L2-normalised. Exact over the whole input (no chunking), memory bounded by tiles.
-    The graph is built at min(threshold, params.graph_threshold) and its forest returned for reuse.
+    The forest (built here at params.threshold unless given) is returned for reuse.
     item_of_row: int64 (m,) item (individual) of each row, every item 0..n-1 present: items are linked when any of
     their rows are, and groups, forest and guard are per item (n,).
+    forest: the spanning forest of these rows already built at a threshold <= params.threshold (the run's shared
+    graph pass); read instead of computing similarities again.
     With params.max_cluster_size > 0, larger components are split at their weakest links (clustering.guard).
     """
     graph: dict = {}
-    low = params.threshold if params.graph_threshold is None else min(params.threshold, params.graph_threshold)
-    forest = spanning_forest(embeddings, low, params.device, stats=graph)
+    if forest is None or forest.threshold > params.threshold:
+        forest = spanning_forest(embeddings, params.threshold, params.device, stats=graph)
+    else:
+        graph["shared"] = True               # the run's one graph pass; its statistics are in run.json "graph"
     if item_of_row is not None:
         forest = contract(forest, item_of_row, int(item_of_row.max(initial=-1)) + 1)
     groups = partition_at(forest, params.threshold)

@@ -65,12 +65,15 @@ def frame_ids(filenames: Sequence[str], frames: Sequence[Optional[str]], seconds
 
 def link_individuals(embeddings: np.ndarray, exact_first: np.ndarray, filenames: Sequence[str],
                      frames: Sequence[Optional[str]], seconds: np.ndarray, boxes: np.ndarray,
-                     params: LinkParams) -> Individuals:
+                     params: LinkParams, forest=None) -> Individuals:
     """Link the n crops into individuals.
 
     embeddings: float32 (n, d) L2-normalised, row i = filenames[i]; exact_first: int64 (n,) the first row with the
     same file content (exact_first[i] == i for distinct contents); frames: source-image id per crop or None;
     seconds: float64 (n,) POSIX seconds, NaN unknown; boxes: float64 (n, 4) x1, y1, x2, y2, NaN rows unknown.
+    forest: the run's spanning forest over the distinct rows (clustering.forest.Forest, built at or below
+    params.dedup_threshold); its links at or above the threshold are the near-duplicate pairs, so similarities are
+    not computed twice. Without it, `near_duplicate_edges` builds one.
     """
     from dedup.near import near_duplicate_edges
     from dedup.representative import choose_representatives, quality_of
@@ -83,7 +86,11 @@ def link_individuals(embeddings: np.ndarray, exact_first: np.ndarray, filenames:
         union.link(int(row), int(exact_first[row]), "exact", force=True)
     distinct = np.flatnonzero(exact_first == np.arange(n))
     if params.dedup_threshold is not None:
-        rows, cols, _ = near_duplicate_edges(embeddings[distinct], params.dedup_threshold, params.device)
+        if forest is not None and forest.threshold <= params.dedup_threshold:
+            strong = forest.sims >= params.dedup_threshold           # sorted by decreasing similarity
+            rows, cols = forest.rows[strong], forest.cols[strong]
+        else:
+            rows, cols, _ = near_duplicate_edges(embeddings[distinct], params.dedup_threshold, params.device)
         for a, b in zip(distinct[rows], distinct[cols]):
             union.link(int(a), int(b), "near")
     proposed = 0

@@ -72,10 +72,11 @@ def test_every_algorithm_writes_the_same_outputs(embeddings, tmp_path, args):
 
 def test_cosine_records_the_graph_and_the_histogram(embeddings, tmp_path):
     _, manifest = run(embeddings, tmp_path / "out", "-th", "0.95")
-    graph = manifest["clustering"]["graph"]
+    graph = manifest["graph"]                                   # the run's one similarity-graph pass
     assert graph["precision"] == "float32"                      # 26 crops: bf16 would not pay for importing torch
-    assert graph["device"] == "cpu" and graph["forest_threshold"] == 0.95
+    assert graph["device"] == "cpu" and graph["forest_threshold"] == 0.95 and graph["rows"] == 26
     assert graph["edges"] >= graph["forest_edges"] == 4 * 5
+    assert manifest["clustering"]["graph"] == {"shared": True, "forest_threshold": 0.95, "forest_edges": 4 * 5}
     assert manifest["clustering"]["parameters"] == {"threshold": 0.95, "max_cluster_size": 0}
 
 
@@ -116,9 +117,10 @@ def test_bad_clustering_options_exit_2_naming_the_flag(embeddings, tmp_path, cap
     assert message in caplog.text
 
 
-def test_sweep_and_clustering_share_one_graph_pass(embeddings, tmp_path, monkeypatch):
+def test_near_duplicates_sweep_and_clustering_share_one_graph_pass(embeddings, tmp_path, monkeypatch):
     import clustering.cosine
     import clustering.forest
+    import dedup.near
 
     built = []
     original = clustering.forest.spanning_forest
@@ -129,10 +131,12 @@ def test_sweep_and_clustering_share_one_graph_pass(embeddings, tmp_path, monkeyp
 
     monkeypatch.setattr(clustering.forest, "spanning_forest", counted)
     monkeypatch.setattr(clustering.cosine, "spanning_forest", counted)
-    _, manifest = run(embeddings, tmp_path / "out", "-th", "0.95", "--sweep", "0.80:0.99:0.01")
+    monkeypatch.setattr(dedup.near, "near_duplicate_edges", lambda *a, **k: pytest.fail("second graph pass"))
+    _, manifest = run(embeddings, tmp_path / "out", "-th", "0.95", "--sweep", "0.80:0.99:0.01",
+                      "--dedup_threshold", "0.999")
     assert built == [0.8]
-    assert manifest["clustering"]["graph"]["forest_threshold"] == 0.8
-    assert manifest["sweep"]["thresholds"] == 20
+    assert manifest["graph"]["forest_threshold"] == 0.8 and manifest["sweep"]["thresholds"] == 20
+    assert manifest["individuals"]["linked_near"] > 0
 
 
 @pytest.mark.parametrize("algorithm", [["-c", "cosine"], ["-c", "kmeans", "--n_clusters", "2"]])
