@@ -371,7 +371,7 @@ def _embed_rows(cfg: RunConfig, files: List[str], skipped: List[Tuple[str, str]]
     """Hash, embed the distinct readable files once, and expand back to one row per readable file."""
     import numpy as np
 
-    from dedup.exact import file_digest, group_identical
+    from dedup.exact import group_identical
     from embed import load_backend, model_id
     from embed.cache import CACHE_FOLDER, EmbeddingCache, embed_with_cache
     from embed.device import resolve_device
@@ -383,7 +383,7 @@ def _embed_rows(cfg: RunConfig, files: List[str], skipped: List[Tuple[str, str]]
     model_path = cfg.from_pretrained or BACKENDS[cfg.embed].default_model
     cache = EmbeddingCache(cfg.cache_dir or os.path.join(cfg.out_folder, CACHE_FOLDER), cfg.embed, model_path)
     with timer.stage("embed"):
-        digests = [file_digest(files[i]) for i in representatives]
+        digests = [groups.digests[i] for i in representatives]
         cached = embed_with_cache(cache, [files[i] for i in representatives], digests,
                                   lambda: load_backend(cfg.embed, resolve_device(cfg.device), cfg.from_pretrained),
                                   cfg.batch_size, cfg.num_workers, cfg.progress)

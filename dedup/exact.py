@@ -22,10 +22,12 @@ def file_digest(path: str) -> str:
 @dataclass(frozen=True)
 class ExactGroups:
     """first: int64 (n,) index of the first file with the same content (first[i] == i for representatives);
-    unreadable: (path, reason) for files that could not be read (their `first` is -1)."""
+    unreadable: (path, reason) for files that could not be read (their `first` is -1); digests: the BLAKE2b hex
+    digest of each file ('' for unreadable ones), reused as the embedding cache's key."""
 
     first: np.ndarray
     unreadable: List[Tuple[str, str]]
+    digests: List[str]
 
     @property
     def representatives(self) -> np.ndarray:
@@ -40,6 +42,7 @@ def group_identical(files: Sequence[str], progress: bool = False) -> ExactGroups
     first = np.full(len(files), -1, dtype=np.int64)
     by_digest: Dict[str, int] = {}
     unreadable: List[Tuple[str, str]] = []
+    digests = [""] * len(files)
     for index, path in enumerate(tqdm(files, desc="hashing", unit="file", disable=not progress,
                                       dynamic_ncols=True)):
         try:
@@ -47,5 +50,6 @@ def group_identical(files: Sequence[str], progress: bool = False) -> ExactGroups
         except OSError as error:
             unreadable.append((path, f"cannot read file ({error.strerror or error})"))
             continue
+        digests[index] = digest
         first[index] = by_digest.setdefault(digest, index)
-    return ExactGroups(first, unreadable)
+    return ExactGroups(first, unreadable, digests)
