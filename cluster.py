@@ -157,6 +157,14 @@ class RunConfig:
             (self.min_sim_to_centroid is not None and not -1.0 <= self.min_sim_to_centroid <= 1.0,
              f"--min_sim_to_centroid {self.min_sim_to_centroid}: a cosine similarity lies in [-1, 1]"),
         ]
+        k_given = self.n_clusters is not None or self.num_classes is not None
+        checks += [  # checked here, before any embedding, rather than when the algorithm runs
+            (self.cluster == "kmeans" and not k_given,
+             "-c kmeans needs the number of clusters: give --n_clusters K (or -x K)"),
+            (self.cluster == "agglomerative" and self.distance_threshold is None and not k_given,
+             "-c agglomerative needs --distance_threshold D (stop merging at that linkage distance) or "
+             "--n_clusters K (or -x K)"),
+        ]
         for failed, message in checks:
             if failed:
                 raise ConfigError(message)

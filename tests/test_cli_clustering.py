@@ -102,12 +102,12 @@ def test_post_filters_min_size_and_min_similarity(embeddings, tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["--linkage", "average"], "--linkage applies to -c agglomerative, not to -c cosine"),
-    (["-c", "kmeans", "--max_cluster_size", "5"], "--max_cluster_size applies to -c cosine"),
+    (["-c", "kmeans", "-x", "2", "--max_cluster_size", "5"], "--max_cluster_size applies to -c cosine"),
     (["--min_cluster_size", "1"], "at least 2 members"),
     (["-c", "agglomerative", "--linkage", "single"], "--linkage single: choose one of ward, average, complete"),
     (["-c", "kmeans"], "--n_clusters K (or -x K)"),
     (["-c", "kmeans", "--n_clusters", "1000"], "1 <= k <= the 26"),
-    (["-c", "agglomerative"], "exactly one of --distance_threshold"),
+    (["-c", "agglomerative"], "needs --distance_threshold D"),
     (["--min_sim_to_centroid", "2"], "[-1, 1]"),
     (["-c", "hdbscan", "--pca", "5"], "--pca applies to -c agglomerative"),
 ])
@@ -162,3 +162,14 @@ def test_individuals_whose_representative_is_not_their_first_crop_keep_their_own
     assert red.cluster.nunique() == green.cluster.nunique() == 1
     assert red.cluster.iloc[0] != green.cluster.iloc[0] and (table.cluster >= 0).all()
     assert (table.sim_to_centroid > 0.99).all()
+
+
+def test_missing_cluster_count_is_refused_before_embedding(tmp_path, caplog, monkeypatch):
+    import embed
+
+    monkeypatch.setattr(embed, "load_backend", lambda *a, **k: pytest.fail("must not embed first"))
+    (tmp_path / "crops").mkdir()
+    draw_crop(tmp_path / "crops" / "a.png", PALETTE[0], seed=0)
+    for algorithm in ("kmeans", "agglomerative"):
+        assert cluster.main(["-i", str(tmp_path / "crops"), "-o", str(tmp_path / "out"), "-c", algorithm]) == 2
+        assert f"-c {algorithm} needs" in caplog.text
