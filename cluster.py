@@ -25,6 +25,7 @@ from embed import BACKENDS
 log = logging.getLogger("crop-cluster")
 CHAINING_SHARE = 0.25  # warn when one cosine cluster holds more than this share of the individuals
 REPORT_MAX_ROWS = 20_000  # report.html is written by default up to this many rows; --report forces it
+TAXON_COLUMNS = ["cluster_taxon", "cluster_taxon_level", "cluster_taxon_share", "cluster_name", "identified"]
 
 
 class ConfigError(ValueError):
@@ -74,6 +75,9 @@ class RunConfig:
     track_max_seconds: Optional[float] = None
     track_max_distance: Optional[float] = None
     track_min_similarity: Optional[float] = None
+    taxon_share: float = 0.8                     # cluster names: the weighted share a taxon needs (-e hierarchical)
+    unknown_below: Optional[float] = None        # cluster only crops less sure than this at unknown_level
+    unknown_level: Optional[str] = None          # None: the model's finest level
     command: Tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
@@ -102,6 +106,7 @@ class RunConfig:
             raise ConfigError("-sl/--save_labels needs --labels FILE.csv (columns filename,label) or --labels folders")
         self._check_clustering_options()
         self._check_individual_options()
+        self._check_taxonomy_options()
         if self.sweep is not None:
             from evaluate.sweep import parse_sweep
 
@@ -138,6 +143,24 @@ class RunConfig:
 
         for expression in self.filters:
             parse_filter(expression)
+
+    def _check_taxonomy_options(self) -> None:
+        """-e hierarchical needs its model file; the ranges of --taxon_share and --unknown_below."""
+        checks = [
+            (self.embed == "hierarchical" and not self.from_pretrained and not self.embeddings,
+             "-e hierarchical needs -fp MODEL.pt (TorchScript) or MODEL.onnx, with MODEL.json beside it; see README "
+             "'Hierarchical taxonomic model' for how to export one"),
+            (not 0.0 < self.taxon_share <= 1.0,
+             f"--taxon_share {self.taxon_share}: the weighted share of a cluster's members that must agree on a "
+             f"taxon lies in (0, 1] (default 0.8)"),
+            (self.unknown_below is not None and not 0.0 < self.unknown_below <= 1.0,
+             f"--unknown_below {self.unknown_below}: a probability in (0, 1], e.g. 0.9"),
+            (self.unknown_level is not None and self.unknown_below is None,
+             "--unknown_level chooses the level --unknown_below reads; give --unknown_below P too"),
+        ]
+        for failed, message in checks:
+            if failed:
+                raise ConfigError(message)
 
     def _check_clustering_options(self) -> None:
         """Ranges of the clustering flags, and algorithm-specific flags given to an algorithm that ignores them."""
@@ -204,10 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
              "%%YYYY-%%mm-%%dd_%%HH-%%MM-%%SS also accepted); adds a timestamp column")
     add("-d", "--device", default="auto", help="auto (cuda:0 when available, else cpu), cpu, cuda or cuda:N")
     add("-e", "--embed", default="dino", choices=list(BACKENDS),
-        help="embedding model: dino (transformers, default facebook/dinov2-base) or lite0 (bundled EfficientNet-Lite0, "
-             "offline); default dino")
+        help="embedding model: dino (transformers, default facebook/dinov2-base), lite0 (bundled EfficientNet-Lite0, "
+             "offline) or hierarchical (your taxonomic classifier: per-level predictions and taxon cluster names); "
+             "default dino")
     add("-fp", "--from_pretrained", "--from-pretrained",
-        help="model to load: hub id or local folder for dino; a weights file for lite0")
+        help="model to load: hub id or local folder for dino; a weights file for lite0; MODEL.pt (TorchScript) or "
+             "MODEL.onnx with MODEL.json beside it for hierarchical")
     add("-kp", "--dedup", action="store_true",
         help="keep one representative per individual in the cluster folders (implies -gs)")
     add("-gs", "--gen_cluster_dirs", "--gen-cluster-dirs", action="store_true",
@@ -286,6 +311,15 @@ def build_parser() -> argparse.ArgumentParser:
     add("--filter", dest="filters", action="append", default=[], metavar="EXPR",
         help="cluster only crops whose --metadata columns pass EXPR, e.g. \"ood_score > 0.4\" (COLUMN OP VALUE "
              "joined by and/or; repeatable, all must hold); the others go to skipped.csv with the reason")
+    taxa = parser.add_argument_group("taxonomy, with -e hierarchical (see README, Hierarchical taxonomic model)")
+    taxa.add_argument("--taxon_share", "--taxon-share", type=float, default=0.8, metavar="S",
+                      help="name each cluster after the deepest taxon that a probability-weighted share S of its "
+                           "members agree on (default 0.8)")
+    taxa.add_argument("--unknown_below", "--unknown-below", type=float, metavar="P",
+                      help="cluster only the crops whose top-1 probability is below P (the unknowns); the others "
+                           "are listed in clusters.csv with their prediction, identified=True, cluster -1")
+    taxa.add_argument("--unknown_level", "--unknown-level", metavar="LEVEL",
+                      help="the level whose probability --unknown_below reads (default: the finest, e.g. species)")
     add("-q", "--quiet", action="store_true", help="only warnings and errors; no progress bars")
     add("-v", "--verbose", action="store_true", help="debug messages")
     return parser
@@ -309,7 +343,8 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> RunConfig
         min_sim_to_centroid=args.min_sim_to_centroid, seed=args.seed, progress=not args.quiet, report=args.report,
         review=args.review, sweep=args.sweep, filters=tuple(args.filters), dedup_threshold=args.dedup_threshold,
         track_max_seconds=args.track_max_seconds, track_max_distance=args.track_max_distance,
-        track_min_similarity=args.track_min_similarity, command=tuple(argv))
+        track_min_similarity=args.track_min_similarity, taxon_share=args.taxon_share,
+        unknown_below=args.unknown_below, unknown_level=args.unknown_level, command=tuple(argv))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -335,7 +370,8 @@ class _Timer:
 class _Rows:
     """The images that were read, in input order. embedding: float32 (n, d); individual: int64 (n,) 0..I-1;
     representative: bool (n,), one True per individual; distinct: bool (n,), the first row of each identical file
-    content (the rows whose embeddings differ)."""
+    content (the rows whose embeddings differ); predictions: float32 (n, 2L) per-level class index and probability
+    from a hierarchical model (embed/hierarchical.py), else None."""
 
     filenames: List[str]
     embedding: "object"
@@ -343,6 +379,7 @@ class _Rows:
     representative: "object"
     model: str
     distinct: "object"
+    predictions: "object" = None
 
     def representative_rows(self):
         """int64 (I,): the representative's row of each individual, in individual-id order."""
@@ -408,7 +445,8 @@ def _embed_rows(cfg: RunConfig, files: List[str], skipped: List[Tuple[str, str]]
     first = groups.first[keep]
     return _Rows(filenames=[files[i] for i in keep], embedding=result.embeddings[decoded_first[keep]],
                  individual=_individual_ids(first), representative=first == keep, model=run_info["model"],
-                 distinct=first == keep)
+                 distinct=first == keep,
+                 predictions=None if result.extras is None else result.extras[decoded_first[keep]])
 
 
 def _reuse_rows(cfg: RunConfig, skipped: List[Tuple[str, str]], timer: _Timer, run_info: Dict) -> _Rows:
@@ -438,9 +476,39 @@ def _reuse_rows(cfg: RunConfig, skipped: List[Tuple[str, str]], timer: _Timer, r
     run_info.update(device="none (embeddings reused)", model=stored.model, reused_embeddings=cfg.embeddings)
     in_order = rows.size == len(stored.filenames) and bool((rows == np.arange(rows.size)).all())
     embedding = stored.embedding if in_order else stored.embedding[rows]       # no second copy of N x d
+    digests = [""] * len(filenames)
+    for k, digest in zip(present, groups.digests):
+        digests[k] = digest
     return _Rows(filenames=filenames, embedding=embedding, individual=_individual_ids(first),
                  representative=first == np.arange(len(filenames)), model=stored.model,
-                 distinct=first == np.arange(len(filenames)))
+                 distinct=first == np.arange(len(filenames)), predictions=_cached_predictions(cfg, stored.model, digests))
+
+
+def _cached_predictions(cfg: RunConfig, model: str, digests: List[str]):
+    """A hierarchical model's per-crop predictions for --embeddings rows, from the embedding cache of the run that
+    wrote them (beside the embeddings file), by file content; None for other models or when some are missing."""
+    import numpy as np
+
+    from embed import backend_of_model
+    from embed.cache import CACHE_FOLDER, EmbeddingCache
+
+    if backend_of_model(model) != "hierarchical":
+        return None
+    from embed.taxonomy import sidecar_path
+
+    if not os.path.isfile(sidecar_path(model.split(":", 1)[1])):
+        log.warning("%s (the sidecar of %s) is gone: clusters.csv gets no predictions or cluster names",
+                    sidecar_path(model.split(":", 1)[1]), model)
+        return None
+    cache = EmbeddingCache(os.path.join(os.path.dirname(os.path.abspath(cfg.embeddings)), CACHE_FOLDER),
+                           "hierarchical", model.split(":", 1)[1])
+    lookup = cache.lookup(digests)
+    if lookup.extras is None or not lookup.found.all():
+        log.warning("the per-level predictions of %d of %d crops are not in %s (moved, deleted, or the model or its "
+                    "sidecar changed): clusters.csv gets no predictions or cluster names; run -e hierarchical -fp "
+                    "MODEL on the images to predict again", int((~lookup.found).sum()), len(digests), cache.folder)
+        return None
+    return lookup.extras.astype(np.float32)
 
 
 def _default_threshold(cfg: RunConfig, model: str) -> float:
@@ -563,7 +631,7 @@ def _extra_columns(cfg: RunConfig, filenames: List[str], run_info: Dict):
     from outputs.table import CONTRACT_COLUMNS
 
     meta = metadata_columns(filenames, cfg.time_format, cfg.meta_folder, cfg.metadata,
-                            reserved=[*CONTRACT_COLUMNS, "label", "group", "linked_by"])
+                            reserved=[*CONTRACT_COLUMNS, "label", "group", "linked_by", *TAXON_COLUMNS])
     run_info.update(meta.counts)
     for warning in meta.warnings:
         log.warning("%s", warning)
@@ -605,7 +673,117 @@ def _keep_rows(rows: _Rows, keep) -> _Rows:
     representative = np.zeros(individual.size, dtype=bool)
     representative[first] = True
     return _Rows([name for name, k in zip(rows.filenames, keep) if k], rows.embedding[keep],
-                 individual.astype(np.int64), representative, rows.model, distinct=representative)
+                 individual.astype(np.int64), representative, rows.model, distinct=representative,
+                 predictions=None if rows.predictions is None else rows.predictions[keep])
+
+
+def _early_taxonomy(cfg: RunConfig):
+    """-e hierarchical: the model's sidecar, read and checked before anything is hashed or embedded (and
+    --unknown_level against its levels); None for other backends."""
+    if cfg.embed != "hierarchical" or cfg.embeddings:
+        return None
+    from embed.taxonomy import load_taxonomy, sidecar_path
+
+    taxonomy = load_taxonomy(sidecar_path(cfg.from_pretrained))
+    if cfg.unknown_level:
+        taxonomy.level_index(cfg.unknown_level)
+    return taxonomy
+
+
+def _taxonomy(cfg: RunConfig, rows: _Rows):
+    """The Taxonomy of the hierarchical model behind the rows' per-level predictions; None when there are none."""
+    if rows.predictions is None:
+        if cfg.unknown_below is not None:
+            raise ConfigError("--unknown_below reads each crop's predicted probability, which only -e hierarchical "
+                              "computes" + (f"; {cfg.embeddings} holds embeddings only: run -e hierarchical -fp "
+                                            f"MODEL on the images (cached embeddings are reused)"
+                                            if cfg.embeddings else ""))
+        return None
+    from embed.taxonomy import load_taxonomy, sidecar_path
+
+    taxonomy = load_taxonomy(sidecar_path(rows.model.split(":", 1)[1]))
+    if rows.predictions.shape[1] != 2 * len(taxonomy.levels):
+        raise ConfigError(f"the cached predictions have {rows.predictions.shape[1] // 2} levels but "
+                          f"{taxonomy.source} lists {len(taxonomy.levels)}; delete the embedding cache folder to "
+                          f"predict again")
+    if cfg.unknown_level:
+        taxonomy.level_index(cfg.unknown_level)
+    return taxonomy
+
+
+def _split_identified(cfg: RunConfig, rows: _Rows, taxonomy, run_info: Dict) -> Tuple[_Rows, _Rows]:
+    """--unknown_below: (the rows to cluster: top-1 probability below P at the chosen level, the identified rest)."""
+    from embed.hierarchical import split_predictions
+
+    level = cfg.unknown_level or taxonomy.levels[0]
+    _, probability = split_predictions(rows.predictions, len(taxonomy.levels))
+    known = probability[:, taxonomy.level_index(level)] >= cfg.unknown_below
+    run_info["identified"] = {"level": level, "min_probability": cfg.unknown_below, "crops": int(known.sum())}
+    log.info("--unknown_below %g: %d of %d crops are identified at %s level and listed, not clustered",
+             cfg.unknown_below, int(known.sum()), known.size, level)
+    if known.all():
+        raise ConfigError(f"every one of the {known.size} crops has a {level} probability of at least "
+                          f"{cfg.unknown_below:g}, so nothing is left to cluster; raise --unknown_below")
+    return _keep_rows(rows, ~known), _keep_rows(rows, known)
+
+
+def _prediction_columns(taxonomy, rows: _Rows) -> Dict[str, object]:
+    """pred_<level> (class name) and prob_<level> per level, coarsest first."""
+    import numpy as np
+
+    from embed.hierarchical import split_predictions
+
+    index, probability = split_predictions(rows.predictions, len(taxonomy.levels))
+    columns: Dict[str, object] = {}
+    for level in reversed(range(len(taxonomy.levels))):
+        columns[f"pred_{taxonomy.levels[level]}"] = np.asarray(taxonomy.classes[level], dtype=object)[index[:, level]]
+        columns[f"prob_{taxonomy.levels[level]}"] = np.round(probability[:, level], 4)
+    return columns
+
+
+def _taxon_columns(cfg: RunConfig, taxonomy, rows: _Rows, cluster, run_info: Dict) -> "object":
+    """clusters.csv columns of the clustered rows: per-level predictions and the cluster names (clustering/naming)."""
+    import pandas as pd
+
+    from clustering.naming import name_columns
+    from embed.hierarchical import split_predictions
+
+    index, probability = split_predictions(rows.predictions, len(taxonomy.levels))
+    names = name_columns(cluster, rows.individual, index, probability, taxonomy.levels, taxonomy.classes,
+                         cfg.taxon_share)
+    levels = pd.Series(names["cluster_taxon_level"])[cluster >= 0]
+    first = ~pd.Series(cluster).duplicated().to_numpy()[cluster >= 0]
+    run_info["taxonomy"] = {"sidecar": taxonomy.source, "levels": list(taxonomy.levels), "share": cfg.taxon_share,
+                            "clusters_named_at": {level or "none": int(count) for level, count in
+                                                  levels[first].value_counts().items()}}
+    frame = pd.DataFrame({**_prediction_columns(taxonomy, rows), **names})
+    if cfg.unknown_below is not None:
+        frame["identified"] = False
+    return frame
+
+
+def _identified_table(cfg: RunConfig, taxonomy, rows: _Rows, first_individual: int) -> "object":
+    """clusters.csv rows of the identified crops (--unknown_below): not clustered, named after their prediction."""
+    import numpy as np
+    import pandas as pd
+
+    from embed.hierarchical import split_predictions
+
+    level = taxonomy.level_index(cfg.unknown_level or taxonomy.levels[0])
+    index, probability = split_predictions(rows.predictions, len(taxonomy.levels))
+    taxon = np.asarray(taxonomy.classes[level], dtype=object)[index[:, level]]
+    meta, _ = _extra_columns(cfg, rows.filenames, {})
+    n = len(rows.filenames)
+    table = pd.DataFrame({
+        "filename": rows.filenames, "cluster": np.full(n, -1), "cluster_size": np.ones(n, dtype=np.int64),
+        "sim_to_centroid": np.full(n, np.nan, np.float32), "individual": rows.individual + first_individual,
+        "representative": rows.representative, "dist_to_centroid": np.full(n, np.nan, np.float32),
+        "linked_by": np.where(rows.representative, "", "exact"), **_prediction_columns(taxonomy, rows),
+        "cluster_taxon": taxon, "cluster_taxon_level": taxonomy.levels[level],
+        "cluster_taxon_share": np.round(probability[:, level], 4),
+        "cluster_name": [f"{name} (identified, p={p:.2f})" for name, p in zip(taxon, probability[:, level])],
+        "identified": True})
+    return pd.concat([table, meta.frame], axis=1)
 
 
 def _link_defaults(cfg: RunConfig, rows: _Rows):
@@ -694,6 +872,7 @@ def run(cfg: RunConfig) -> Dict:
     skipped: List[Tuple[str, str]] = []
     run_info: Dict = {}
     os.makedirs(cfg.out_folder, exist_ok=True)
+    _early_taxonomy(cfg)
 
     if cfg.embeddings:
         rows = _reuse_rows(cfg, skipped, timer, run_info)
@@ -712,6 +891,9 @@ def run(cfg: RunConfig) -> Dict:
 
     n_embedded = int(rows.distinct.sum()) if not cfg.embeddings else 0
     threshold = _default_threshold(cfg, rows.model)
+    taxonomy, identified = _taxonomy(cfg, rows), None
+    if cfg.unknown_below is not None:
+        rows, identified = _split_identified(cfg, rows, taxonomy, run_info)
     with timer.stage("metadata"):
         meta, labels = _extra_columns(cfg, rows.filenames, run_info)
     with timer.stage("graph"):
@@ -731,6 +913,11 @@ def run(cfg: RunConfig) -> Dict:
     extra = meta.frame
     if cfg.review:
         extra.insert(0, "group", group)
+    if taxonomy is not None:
+        extra = pd.concat([extra, _taxon_columns(cfg, taxonomy, rows, cluster, run_info)], axis=1)
+    filenames, embedding = rows.filenames, rows.embedding     # every row read: the clustered and the identified
+    if identified is not None:
+        filenames, embedding = filenames + identified.filenames, np.concatenate([embedding, identified.embedding])
 
     with timer.stage("write"):
         table = order_columns(pd.concat([pd.DataFrame({
@@ -739,25 +926,28 @@ def run(cfg: RunConfig) -> Dict:
             "representative": rows.representative, "dist_to_centroid": 1.0 - clusters["sim_to_centroid"],
             "linked_by": linked_by,
         }), extra], axis=1))
+        if identified is not None:
+            table = pd.concat([table, _identified_table(cfg, taxonomy, identified, int(rows.individual.max()) + 1)],
+                              ignore_index=True)
         write_csv(table, os.path.join(cfg.out_folder, "clusters.csv"))
         write_skipped(skipped, os.path.join(cfg.out_folder, "skipped.csv"))
-        write_embeddings(os.path.join(cfg.out_folder, "embeddings.pkl"), rows.filenames, rows.embedding, rows.model)
+        write_embeddings(os.path.join(cfg.out_folder, "embeddings.pkl"), filenames, embedding, rows.model)
         if cfg.save_embs:
             from outputs.atomic import atomic_open
 
-            with_embeddings = table.assign(embedding=list(rows.embedding))
+            with_embeddings = table.assign(embedding=list(embedding))
             with atomic_open(os.path.join(cfg.out_folder, "clusters.pkl"), "wb") as handle:
                 with_embeddings.to_pickle(handle)
         if cfg.gen_cluster_dirs:
             from outputs.folders import write_cluster_folders
 
-            keep = rows.representative if cfg.dedup else np.ones(len(rows.filenames), dtype=bool)
-            write_cluster_folders(cfg.out_folder, rows.filenames, cluster, keep)
+            keep = table["representative"].to_numpy(bool) if cfg.dedup else np.ones(len(table), dtype=bool)
+            write_cluster_folders(cfg.out_folder, filenames, table["cluster"].to_numpy(np.int64), keep)
     if cfg.report or (cfg.report is None and len(table) <= REPORT_MAX_ROWS):
         with timer.stage("report"):
             from outputs.report import write_report
 
-            run_info["report_timings_s"] = write_report(cfg.out_folder, table, rows.embedding, threshold, rows.model)
+            run_info["report_timings_s"] = write_report(cfg.out_folder, table, embedding, threshold, rows.model)
     metrics = None
     if labels is not None:
         with timer.stage("evaluate"):
@@ -770,8 +960,10 @@ def run(cfg: RunConfig) -> Dict:
     counts = {"inputs": n_inputs, "embedded": n_embedded,
               "embeddings_computed": cache_counts.get("computed", 0),
               "embeddings_reused": cache_counts.get("reused", 0),
-              "rows": len(rows.filenames), "skipped": len(skipped),
+              "rows": len(table), "skipped": len(skipped),
               "individuals": int(rows.representative.sum()), **cluster_counts(rep_cluster, int(rep_cluster.size))}
+    if identified is not None:
+        counts["identified"] = len(identified.filenames)
     config = {k: v for k, v in asdict(cfg).items() if k not in ("command", "progress")}
     config.update(threshold=threshold, gen_cluster_dirs=cfg.gen_cluster_dirs)
     _warn_if_chaining(cfg, counts)

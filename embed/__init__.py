@@ -34,6 +34,9 @@ BACKENDS = {
                         "DINOv2 (or any transformers vision model) by hub id or local folder; CLS token"),
     "lite0": BackendInfo("embed.lite0", "Lite0Backend", "efficientnet-lite0", 0.82,
                          "EfficientNet-Lite0 ImageNet, bundled with the install, works offline; 1280-d"),
+    "hierarchical": BackendInfo("embed.hierarchical", "HierarchicalBackend", "", 0.85,
+                                "your hierarchical taxonomic classifier (-fp MODEL.pt or .onnx + MODEL.json): "
+                                "embedding + per-level predictions and taxon cluster names"),
 }
 
 

@@ -20,9 +20,10 @@ from embed import EmbedError, model_id
 
 log = logging.getLogger(__name__)
 
-# on_batch(indices, vectors, bad): called after every model batch with the positions in `files` of the embedded
-# images, their float32 (k, d) unit rows and the [(position, reason)] of the undecodable ones (embed/cache.py).
-BatchCallback = Callable[[List[int], np.ndarray, List[Tuple[int, str]]], None]
+# on_batch(indices, vectors, extras, bad): called after every model batch with the positions in `files` of the
+# embedded images, their float32 (k, d) unit rows, their float32 (k, e) extras (None for backends without) and the
+# [(position, reason)] of the undecodable ones (embed/cache.py).
+BatchCallback = Callable[[List[int], np.ndarray, Optional[np.ndarray], List[Tuple[int, str]]], None]
 
 
 @dataclass(frozen=True)
@@ -31,12 +32,15 @@ class EmbedResult:
 
     ok_index: int64 (n_ok,) positions in the input list, increasing; skipped: (path, reason) for the others.
     seconds: where the time went: 'decode' (waiting for decoded batches), 'model' (inference incl. transfers).
+    extras: float32 (n_ok, e), what the backend outputs beside the embedding (e.g. the hierarchical backend's
+    per-level predictions, embed/hierarchical.py), row k for files[ok_index[k]]; None for backends without.
     """
 
     embeddings: np.ndarray
     ok_index: np.ndarray
     skipped: List[Tuple[str, str]]
     seconds: Dict[str, float] = field(default_factory=dict)
+    extras: Optional[np.ndarray] = None
 
 
 class EmbeddingBackend(ABC):
@@ -61,7 +65,9 @@ class EmbeddingBackend(ABC):
 
     @abstractmethod
     def embed_batch(self, batch):
-        """float tensor (B, 3, H, W) on `self.device` -> tensor (B, d); normalisation happens in `embed_files`."""
+        """float tensor (B, 3, H, W) on `self.device` -> tensor (B, d), or (tensor (B, d), extras tensor (B, e)) for
+        a backend with outputs beside the embedding; normalisation (of the embedding only) happens in
+        `embed_files`."""
 
 
 def default_num_workers(device: str) -> int:
@@ -84,17 +90,21 @@ class _BatchRunner:
         self.backend = backend
         self.size = batch_size
 
-    def __call__(self, batch):
+    def __call__(self, batch) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """(float32 (B, d) unit rows, float32 (B, e) extras or None) for a uint8 batch on the device."""
         import torch
 
         on_cuda = self.backend.device.startswith("cuda")
-        parts, start = [], 0
+        parts, extras, start = [], [], 0
         while start < batch.shape[0]:
             part = batch[start:start + self.size]
             try:
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda):
-                    vectors = self.backend.embed_batch(self.backend.preprocess.normalise(part))
+                    output = self.backend.embed_batch(self.backend.preprocess.normalise(part))
+                vectors, extra = output if isinstance(output, tuple) else (output, None)
                 parts.append(torch.nn.functional.normalize(vectors.float(), dim=1).cpu())
+                if extra is not None:
+                    extras.append(extra.float().cpu())
             except torch.cuda.OutOfMemoryError:
                 if on_cuda:
                     torch.cuda.empty_cache()
@@ -106,7 +116,7 @@ class _BatchRunner:
                             "there)", self.backend.device, self.size, self.size)
                 continue
             start += part.shape[0]
-        return torch.cat(parts).numpy()
+        return torch.cat(parts).numpy(), torch.cat(extras).numpy() if extras else None
 
 
 def embed_files(backend: EmbeddingBackend, files: Sequence[str], batch_size: int = 32, num_workers: int = -1,
@@ -128,6 +138,7 @@ def embed_files(backend: EmbeddingBackend, files: Sequence[str], batch_size: int
         collate_fn=collate, pin_memory=on_cuda)
     run_batch = _BatchRunner(backend, batch_size)
     rows: List[np.ndarray] = []
+    extra_rows: List[np.ndarray] = []
     ok_index: List[int] = []
     skipped: List[Tuple[str, str]] = []
     seconds = {"decode": 0.0, "model": 0.0}
@@ -142,17 +153,20 @@ def embed_files(backend: EmbeddingBackend, files: Sequence[str], batch_size: int
                 break
             indices, batch, bad = item
             skipped.extend((files[i], reason) for i, reason in bad)
-            vectors = np.zeros((0, 0), np.float32)
+            vectors, extras = np.zeros((0, 0), np.float32), None
             if batch is not None:
                 started = time.perf_counter()
-                vectors = run_batch(batch.to(backend.device, non_blocking=True))
+                vectors, extras = run_batch(batch.to(backend.device, non_blocking=True))
                 seconds["model"] += time.perf_counter() - started
                 rows.append(vectors)
+                if extras is not None:
+                    extra_rows.append(extras)
                 ok_index.extend(indices)
             if on_batch is not None:
-                on_batch(indices, vectors, bad)
+                on_batch(indices, vectors, extras, bad)
             bar.update(len(indices) + len(bad))
     dim = rows[0].shape[1] if rows else 0
     embeddings = np.concatenate(rows).astype(np.float32, copy=False) if rows else np.zeros((0, dim), np.float32)
     return EmbedResult(embeddings, np.asarray(ok_index, dtype=np.int64), skipped,
-                       {name: round(value, 3) for name, value in seconds.items()})
+                       {name: round(value, 3) for name, value in seconds.items()},
+                       np.concatenate(extra_rows) if extra_rows else None)

@@ -3,7 +3,8 @@
 Layout: CACHE_DIR/<backend>-<key>/ holds `namespace.json` (what the key stands for: model id, model files' sizes and
 times, the preprocessing version) and `chunk-*.npz` files, each written atomically (temporary file + rename) with
 `numpy.savez` and read with `allow_pickle=False`: `digest` (n,) S32 hex digests, `embedding` float32 (n, d) unit rows,
-`failed` (m,) S32 digests of contents that could not be decoded and `reason` (m,) their reasons. A run killed at any
+`failed` (m,) S32 digests of contents that could not be decoded and `reason` (m,) their reasons, plus for backends
+with outputs beside the embedding (embed/hierarchical.py) `extras` float32 (n, e). A run killed at any
 moment leaves whole chunks only, so the next run resumes from the last checkpoint; chunks are merged into one when
 they pile up. Nothing here is pickled, so a cache folder from elsewhere cannot run code.
 """
@@ -33,10 +34,15 @@ PIPELINE_VERSION = "uint8-pad-draft-v1"  # bump when embed/data.py changes the p
 
 
 def _stamp(path: str) -> List:
-    """Model identity for the key: the id itself, or for a local file/folder its files' names, sizes and times."""
+    """Model identity for the key: the id itself, or for a local file/folder its files' names, sizes and times (for a
+    file, its JSON sidecar's too: MODEL.json beside MODEL.pt describes what the outputs mean)."""
     if os.path.isfile(path):
         info = os.stat(path)
-        return [os.path.abspath(path), info.st_size, info.st_mtime_ns]
+        stamp = [os.path.abspath(path), info.st_size, info.st_mtime_ns]
+        sidecar = os.path.splitext(path)[0] + ".json"
+        if sidecar != path and os.path.isfile(sidecar):
+            stamp += [os.stat(sidecar).st_size, os.stat(sidecar).st_mtime_ns]
+        return stamp
     if os.path.isdir(path):
         return [os.path.abspath(path)] + sorted([entry.name, entry.stat().st_size, entry.stat().st_mtime_ns]
                                                 for entry in os.scandir(path) if entry.is_file())
@@ -46,11 +52,12 @@ def _stamp(path: str) -> List:
 @dataclass(frozen=True)
 class Lookup:
     """Cache answer for a list of digests: `vectors` float32 (n, d) (zeros where not found), `found` bool (n,),
-    `failed` {position: reason} for contents known to be undecodable."""
+    `failed` {position: reason} for contents known to be undecodable, `extras` float32 (n, e) or None."""
 
     vectors: np.ndarray
     found: np.ndarray
     failed: Dict[int, str]
+    extras: Optional[np.ndarray] = None
 
     @property
     def missing(self) -> np.ndarray:
@@ -78,11 +85,14 @@ class EmbeddingCache:
         try:
             with np.load(path, allow_pickle=False) as data:
                 chunk = {name: data[name] for name in ("digest", "embedding", "failed", "reason")}
+                chunk["extras"] = data["extras"] if "extras" in data.files else None
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as error:
             log.warning("ignoring damaged cache file %s (%s); its images are embedded again", path, error)
             return None
         if chunk["embedding"].ndim != 2 or chunk["embedding"].dtype != np.float32 or \
-                len(chunk["digest"]) != len(chunk["embedding"]) or len(chunk["failed"]) != len(chunk["reason"]):
+                len(chunk["digest"]) != len(chunk["embedding"]) or len(chunk["failed"]) != len(chunk["reason"]) or \
+                (chunk["extras"] is not None and (chunk["extras"].ndim != 2 or chunk["extras"].dtype != np.float32
+                                                  or len(chunk["extras"]) != len(chunk["digest"]))):
             log.warning("ignoring malformed cache file %s; its images are embedded again", path)
             return None
         return chunk
@@ -92,26 +102,36 @@ class EmbeddingCache:
         wanted: Dict[bytes, List[int]] = {}
         for position, digest in enumerate(digests):
             wanted.setdefault(digest.encode(), []).append(position)
-        vectors, found, failed = None, np.zeros(len(digests), dtype=bool), {}
+        vectors, extras, found, failed = None, None, np.zeros(len(digests), dtype=bool), {}
         for path in self._chunks():
             chunk = self._read(path)
             if chunk is None:
                 continue
             if vectors is None and len(chunk["digest"]):
                 vectors = np.zeros((len(digests), chunk["embedding"].shape[1]), dtype=np.float32)
-            for row, digest in enumerate(chunk["digest"].tolist()):
-                if digest in wanted and chunk["embedding"].shape[1] == vectors.shape[1]:
+                if chunk["extras"] is not None:
+                    extras = np.zeros((len(digests), chunk["extras"].shape[1]), dtype=np.float32)
+            usable = len(chunk["digest"]) and chunk["embedding"].shape[1] == vectors.shape[1] and \
+                (extras is None) == (chunk["extras"] is None) and \
+                (extras is None or chunk["extras"].shape[1] == extras.shape[1])
+            for row, digest in enumerate(chunk["digest"].tolist() if usable else ()):
+                if digest in wanted:
                     vectors[wanted[digest]] = chunk["embedding"][row]
+                    if extras is not None:
+                        extras[wanted[digest]] = chunk["extras"][row]
                     found[wanted[digest]] = True
             for digest, reason in zip(chunk["failed"].tolist(), chunk["reason"].tolist()):
                 for position in wanted.get(digest, ()):
                     failed[position] = reason
         for position in np.flatnonzero(found):
             failed.pop(int(position), None)
-        return Lookup(vectors if vectors is not None else np.zeros((len(digests), 0), np.float32), found, failed)
+        return Lookup(vectors if vectors is not None else np.zeros((len(digests), 0), np.float32), found, failed,
+                      extras)
 
-    def write(self, digests: Sequence[str], vectors: np.ndarray, failed: Sequence[Tuple[str, str]]) -> None:
-        """Add one chunk atomically: a reader (or a killed writer) sees all of it or none of it."""
+    def write(self, digests: Sequence[str], vectors: np.ndarray, failed: Sequence[Tuple[str, str]],
+              extras: Optional[np.ndarray] = None) -> None:
+        """Add one chunk atomically: a reader (or a killed writer) sees all of it or none of it.
+        extras: float32 (len(digests), e) stored beside the vectors, or None."""
         from outputs.atomic import atomic_open
 
         if not len(digests) and not failed:
@@ -122,8 +142,10 @@ class EmbeddingCache:
             with atomic_open(description, "w", encoding="utf-8") as handle:
                 json.dump(self.namespace, handle, indent=2)
         name = f"chunk-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.npz"
+        arrays = {} if extras is None else {"extras": np.ascontiguousarray(extras, dtype=np.float32).reshape(
+            len(digests), -1)}
         with atomic_open(os.path.join(self.folder, name), "wb") as handle:
-            np.savez(handle, digest=np.asarray(list(digests), dtype="S32"),
+            np.savez(handle, **arrays, digest=np.asarray(list(digests), dtype="S32"),
                      embedding=np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(digests), -1)
                      if len(digests) else np.zeros((0, 0), np.float32),
                      failed=np.asarray([d for d, _ in failed], dtype="S32"),
@@ -135,7 +157,8 @@ class EmbeddingCache:
         if len(paths) <= COMPACT_CHUNKS:
             return
         chunks = [chunk for chunk in map(self._read, paths) if chunk is not None]
-        dims = {chunk["embedding"].shape[1] for chunk in chunks if len(chunk["digest"])}
+        dims = {(chunk["embedding"].shape[1], None if chunk["extras"] is None else chunk["extras"].shape[1])
+                for chunk in chunks if len(chunk["digest"])}
         if len(dims) > 1:
             return
         digests = np.concatenate([chunk["digest"] for chunk in chunks])
@@ -145,8 +168,10 @@ class EmbeddingCache:
         reasons = np.concatenate([chunk["reason"].astype(str) for chunk in chunks])
         parts = [chunk["embedding"] for chunk in chunks if len(chunk["digest"])]
         vectors = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+        extra_parts = [chunk["extras"] for chunk in chunks if len(chunk["digest"]) and chunk["extras"] is not None]
+        extras = np.concatenate(extra_parts)[keep] if extra_parts else None
         self.write([d.decode() for d in digests[keep]], vectors[keep],
-                   [(d.decode(), str(r)) for d, r in zip(failed, reasons)])
+                   [(d.decode(), str(r)) for d, r in zip(failed, reasons)], extras)
         for path in paths:  # the merged chunk is in place first: a kill here leaves duplicates, never a loss
             os.remove(path)
 
@@ -156,21 +181,24 @@ class _Checkpointer:
 
     def __init__(self, cache: EmbeddingCache, digests: Sequence[str]):
         self.cache, self.digests = cache, digests
-        self.pending: List[Tuple[List[int], np.ndarray]] = []
+        self.pending: List[Tuple[List[int], np.ndarray, Optional[np.ndarray]]] = []
         self.failed: List[Tuple[str, str]] = []
         self.last = time.monotonic()
 
-    def __call__(self, indices: List[int], vectors: np.ndarray, bad: List[Tuple[int, str]]) -> None:
+    def __call__(self, indices: List[int], vectors: np.ndarray, extras: Optional[np.ndarray],
+                 bad: List[Tuple[int, str]]) -> None:
         if indices:
-            self.pending.append((indices, vectors))
+            self.pending.append((indices, vectors, extras))
         self.failed.extend((self.digests[i], reason) for i, reason in bad)
         if time.monotonic() - self.last >= CHECKPOINT_SECONDS:
             self.flush()
 
     def flush(self) -> None:
-        indices = [i for chunk, _ in self.pending for i in chunk]
-        vectors = np.concatenate([v for _, v in self.pending]) if self.pending else np.zeros((0, 0), np.float32)
-        self.cache.write([self.digests[i] for i in indices], vectors, self.failed)
+        indices = [i for chunk, _, _ in self.pending for i in chunk]
+        vectors = np.concatenate([v for _, v, _ in self.pending]) if self.pending else np.zeros((0, 0), np.float32)
+        extras = [e for _, _, e in self.pending if e is not None]
+        self.cache.write([self.digests[i] for i in indices], vectors, self.failed,
+                         np.concatenate(extras) if extras else None)
         self.pending, self.failed, self.last = [], [], time.monotonic()
 
 
@@ -218,13 +246,20 @@ def embed_with_cache(cache: EmbeddingCache, files: Sequence[str], digests: Seque
         log.info("all %d distinct images are in the cache %s: no model loaded", len(files), cache.folder)
     dim = fresh.embeddings.shape[1] if fresh is not None and fresh.embeddings.size else lookup.vectors.shape[1]
     vectors = np.zeros((len(files), dim), dtype=np.float32)
+    extra_dim = next((e.shape[1] for e in (fresh.extras if fresh is not None else None, lookup.extras)
+                      if e is not None), None)
+    extras = None if extra_dim is None else np.zeros((len(files), extra_dim), dtype=np.float32)
     ok = lookup.found.copy()
     if ok.any():
         vectors[ok] = lookup.vectors[ok]
+        if extras is not None and lookup.extras is not None:
+            extras[ok] = lookup.extras[ok]
     reasons = dict(lookup.failed)
     if fresh is not None:
         done = missing[fresh.ok_index]
         vectors[done] = fresh.embeddings
+        if extras is not None and fresh.extras is not None:
+            extras[done] = fresh.extras
         ok[done] = True
         position = {files[i]: int(i) for i in missing}
         reasons.update((position[path], reason) for path, reason in fresh.skipped)
@@ -233,5 +268,6 @@ def embed_with_cache(cache: EmbeddingCache, files: Sequence[str], digests: Seque
     info["embedding_cache"] = {"folder": cache.folder, "computed": computed, "reused": int(lookup.found.sum()),
                                "known_undecodable": len(lookup.failed), "seconds": seconds}
     return CachedEmbeddings(EmbedResult(vectors[ok_index], ok_index.astype(np.int64),
-                                        [(files[i], reasons[i]) for i in sorted(reasons)], seconds),
+                                        [(files[i], reasons[i]) for i in sorted(reasons)], seconds,
+                                        None if extras is None else extras[ok_index]),
                             computed, int(lookup.found.sum()), info)
