@@ -4,6 +4,7 @@ review.csv has the columns cluster,group,note, one row per reviewed cluster:
 - group = a name: the cluster belongs to that group; all clusters with the same name are merged into one;
 - group = -1: the cluster is "not a group" and is dissolved (its individuals become -1, not clustered);
 - group empty: only a note (the cluster is kept as it is).
+Other columns are ignored (report.html adds cluster_name, for the reader, when the run has a classifier's names).
 """
 from __future__ import annotations
 

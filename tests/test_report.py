@@ -89,6 +89,103 @@ def test_no_report_flag_and_thumbnails_reused(crops, tmp_path, fake_backend):
     assert {p.name: p.stat().st_mtime_ns for p in (out / "report").iterdir()} == first
 
 
+# ---------------------------------------------------------------- a hierarchical classifier's columns
+
+GEOMETRID = '<i>Geometridae</i> sp. 37 ("genus" uncertain) & co'
+LEVELS = ("order", "family", "genus", "species")
+
+
+def classified_table(tmp_path: Path, identified: bool = True) -> pd.DataFrame:
+    """clusters.csv's frame with a classifier's columns: cluster 0 (a family, named with markup; rows 1 and 2 are one
+    individual), cluster 1 (a species), one crop not clustered, and three crops identified by the classifier (two
+    Agrotis ipsilon, one Noctua pronuba) unless `identified` is False (then the column is absent)."""
+    cluster = [0, 0, 0, 1, 1, -1, -1, -1, -1]
+    predicted = [("Lepidoptera", .99, "Geometridae", .91, "Idaea", .42, "Idaea aversata", .30)] * 3 + \
+        [("Lepidoptera", .99, "Noctuidae", .95, "Agrotis", .9, "Agrotis ipsilon", .8)] * 2 + \
+        [("Diptera", .7, "", np.nan, "", np.nan, "", np.nan),
+         ("Lepidoptera", 1.0, "Noctuidae", .99, "Agrotis", .98, "Agrotis ipsilon", .93),
+         ("Lepidoptera", 1.0, "Noctuidae", .99, "Agrotis", .99, "Agrotis ipsilon", .97),
+         ("Lepidoptera", 1.0, "Noctuidae", .99, "Noctua", .99, "Noctua pronuba", .96)]
+    naming = [("Geometridae", "family", GEOMETRID)] * 3 + \
+        [("Agrotis ipsilon", "species", "Agrotis ipsilon (cluster 1)")] * 2 + \
+        [("", "", ""), ("Agrotis ipsilon", "species", "Agrotis ipsilon (identified, p=0.93)"),
+         ("Agrotis ipsilon", "species", "Agrotis ipsilon (identified, p=0.97)"),
+         ("Noctua pronuba", "species", "Noctua pronuba (identified, p=0.96)")]
+    table = pd.DataFrame({
+        "filename": [str(tmp_path / f"crop{k}.png") for k in range(9)], "cluster": cluster,
+        "cluster_size": [3, 3, 3, 2, 2, 1, 1, 1, 1], "sim_to_centroid": [.99, .97, .97, .98, .96] + [np.nan] * 4,
+        "individual": [0, 1, 1, 2, 3, 4, 5, 6, 7], "representative": [True, True, False] + [True] * 6,
+        "timestamp": [f"2024-06-0{k + 1}" for k in range(9)]})
+    for k, level in enumerate(LEVELS):
+        table[f"pred_{level}"] = [row[2 * k] for row in predicted]
+        table[f"prob_{level}"] = [row[2 * k + 1] for row in predicted]
+    for k, column in enumerate(("cluster_taxon", "cluster_taxon_level", "cluster_name")):
+        table[column] = [row[k] for row in naming]
+    if identified:
+        table["identified"] = [False] * 6 + [True] * 3
+    return table
+
+
+def write_classified_report(tmp_path: Path, table: pd.DataFrame) -> Path:
+    """OUT/report.html of `table` (no image files: the thumbnails read 'no preview')."""
+    from outputs.report import write_report
+
+    out = tmp_path / "out"
+    out.mkdir()
+    write_report(str(out), table, np.eye(len(table), 4, dtype=np.float32), 0.9, "fake")
+    return out
+
+
+def tooltip_predictions(data: dict, item: dict) -> str:
+    """The prediction line the page puts in a thumbnail's tooltip (as predictionText in template.html)."""
+    taxonomy = data["taxonomy"]
+    return " \u00b7 ".join(f"{level} {taxonomy['names'][pair[0]]}" + ("" if pair[1] is None else f" {pair[1]:.2f}")
+                           for level, pair in zip(taxonomy["levels"], item["p"]) if pair)
+
+
+def test_report_shows_cluster_names_predictions_and_identified_crops(tmp_path):
+    out = write_classified_report(tmp_path, classified_table(tmp_path))
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "<i>" not in page and "Geometridae</i>" not in page and "& co" not in page   # only escaped in the JSON
+    data = report_data(out)
+    assert data["columns"] == ["timestamp"]                       # classifier columns are not plain tooltip lines
+    named = {c["id"]: (c.get("name"), c.get("taxon"), c.get("level")) for c in data["clusters"]}
+    assert named == {0: (GEOMETRID, "Geometridae", "family"), 1: ("Agrotis ipsilon (cluster 1)", "Agrotis ipsilon",
+                                                                  "species"), -1: (None, None, None)}
+    by_file = {Path(item["f"]).name: item for item in data["items"]}
+    assert tooltip_predictions(data, by_file["crop0.png"]) == " \u00b7 ".join(
+        ["order Lepidoptera 0.99", "family Geometridae 0.91", "genus Idaea 0.42", "species Idaea aversata 0.30"])
+    assert tooltip_predictions(data, by_file["crop5.png"]) == "order Diptera 0.70"
+    # identified crops: their own groups by predicted taxon, not among the 'not clustered' singletons
+    not_clustered = next(c for c in data["clusters"] if c["id"] == -1)
+    assert [data["items"][i]["f"] for i in not_clustered["members"]] == [str(tmp_path / "crop5.png")]
+    assert data["run"]["not_clustered"] == 1 and data["run"]["identified"] == 3
+    groups = [(g["name"], g["level"], g["size"], [Path(data["items"][i]["f"]).name for i in g["members"]])
+              for g in data["identified"]]
+    assert groups == [("Agrotis ipsilon", "species", 2, ["crop7.png", "crop6.png"]),   # most probable first
+                      ("Noctua pronuba", "species", 1, ["crop8.png"])]
+    assert 'id="filter"' in page and "Identified by the classifier (not clustered)" in page
+
+
+def test_report_without_classifier_columns_is_unchanged(tmp_path):
+    full = classified_table(tmp_path)
+    plain = full.drop(columns=[c for c in full.columns if c.startswith(("pred_", "prob_", "cluster_t", "cluster_n"))]
+                      + ["identified"])
+    data = report_data(write_classified_report(tmp_path, plain))
+    assert set(data) == {"run", "columns", "items", "clusters", "map"} and data["columns"] == ["timestamp"]
+    assert set(data["run"]) == {"id", "title", "rows", "individuals", "clusters", "not_clustered", "threshold",
+                                "model", "map_method"} and data["run"]["not_clustered"] == 4
+    assert all(set(item) == {"f", "t", "u", "s", "n", "c", "m"} for item in data["items"])
+    assert all(set(c) == {"id", "size", "rows", "cohesion", "members"} for c in data["clusters"])
+
+
+def test_report_names_without_identified_column(tmp_path):
+    """Without the confidence filter (no `identified` column) the unclustered crops stay in 'Not clustered'."""
+    data = report_data(write_classified_report(tmp_path, classified_table(tmp_path, identified=False)))
+    assert "identified" not in data and "identified" not in data["run"] and data["run"]["not_clustered"] == 4
+    assert data["clusters"][0]["name"] == GEOMETRID and len(data["clusters"][-1]["members"]) == 4
+
+
 # ---------------------------------------------------------------- review.csv
 
 def write(path: Path, text: str) -> Path:
@@ -106,6 +203,12 @@ def test_read_review_rejects_bad_files(tmp_path, text, message):
     path = write(tmp_path / "review.csv", text)
     with pytest.raises(ReviewError, match=re.escape(str(path)) + ".*" + message):
         read_review(str(path), 3)
+
+
+def test_read_review_ignores_the_cluster_name_column(tmp_path):
+    """With a classifier's names, Export review adds cluster_name for the reader; --review does not need it."""
+    path = write(tmp_path / "review.csv", 'cluster,group,note,cluster_name\n0,moths,,"Agrotis ipsilon (cluster 0)"\n')
+    assert read_review(str(path), 3) == Review(groups={0: "moths"}, dissolved=(), notes={})
 
 
 def test_read_review_missing_file(tmp_path):

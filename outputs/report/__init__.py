@@ -15,8 +15,8 @@ def write_report(out_folder: str, table: pd.DataFrame, embedding: np.ndarray, th
                  model: str) -> Dict[str, float]:
     """Write OUT/report.html and its thumbnails OUT/report/*.jpg for the rows of clusters.csv.
 
-    table: clusters.csv's rows; embedding: float32 (n, d), row i = table row i. Returns seconds per step
-    (thumbnails, map, html) for run.json.
+    table: clusters.csv's rows (a classifier's optional columns: see taxonomy.py); embedding: float32 (n, d), row
+    i = table row i. Returns seconds per step (thumbnails, map, html) for run.json.
     """
     from outputs.report.html import report_document, write_html
     from outputs.report.projection import project_2d

@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 
 from outputs.atomic import atomic_open
+from outputs.report.taxonomy import (IDENTIFIED, KEYS, handled_columns, identified_groups, identified_mask,
+                                     namings, prediction_levels, predictions)
 
 TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "template.html")
 CONTRACT = ("filename", "cluster", "cluster_size", "sim_to_centroid", "individual", "representative")
@@ -52,14 +54,17 @@ def report_document(table: pd.DataFrame, thumbnails: Sequence[Optional[str]], co
                     info: Dict) -> Dict:
     """The page's data: one item per individual (its representative row), clusters largest first, the map.
 
-    table: clusters.csv's rows (contract columns first, then metadata columns shown as tooltips).
+    table: clusters.csv's rows (contract columns first, then metadata columns shown as tooltips; a classifier's
+    columns, see taxonomy.py, add per-item predictions, cluster names and the identified crops' groups).
     thumbnails: per representative row (in table order), path relative to the page or None.
     coordinates: int (I, 2), 0..1000, per representative row. info: title, threshold, model, map_method.
     """
     reps = np.flatnonzero(table["representative"].to_numpy(dtype=bool))
     individual = table["individual"].to_numpy(dtype=np.int64)
     counts = np.bincount(individual, minlength=int(individual.max(initial=-1)) + 1)
-    columns: List[str] = [c for c in table.columns if c not in CONTRACT]
+    crops = counts[individual[reps]]
+    handled = set(handled_columns(list(table.columns)))
+    columns: List[str] = [c for c in table.columns if c not in CONTRACT and c not in handled]
     meta = table[columns].iloc[reps].astype(object).to_numpy()
     filenames = table["filename"].astype(str).to_numpy()
     cluster = table["cluster"].to_numpy(dtype=np.int64)
@@ -68,27 +73,49 @@ def report_document(table: pd.DataFrame, thumbnails: Sequence[Optional[str]], co
     for k, row in enumerate(reps):
         items.append({"f": filenames[row], "t": thumbnails[k],
                       "u": Path(os.path.abspath(filenames[row])).as_uri(), "s": _number(similarity[row]),
-                      "n": int(counts[individual[row]]), "c": int(cluster[row]),
-                      "m": [_text(v) for v in meta[k]]})
+                      "n": int(crops[k]), "c": int(cluster[row]), "m": [_text(v) for v in meta[k]]})
     rep_cluster = cluster[reps]
-    clusters = []
+    identified = identified_mask(table)[reps] & (rep_cluster < 0)   # shown in their own section, by taxon
+    naming = namings(table)
+    document = {"run": {"id": run_key(list(filenames), cluster), "title": info["title"], "rows": int(len(table)),
+                        "individuals": int(reps.size), "clusters": int(rep_cluster.max(initial=-1)) + 1,
+                        "not_clustered": int(((rep_cluster < 0) & ~identified).sum()),
+                        "threshold": info["threshold"], "model": info["model"], "map_method": info["map_method"]},
+                "columns": columns, "items": items,
+                "clusters": _cluster_blocks(np.where(identified, -2, rep_cluster), similarity[reps], filenames[reps],
+                                            crops, None if naming is None else naming[reps]),
+                "map": {"x": coordinates[:, 0].tolist(), "y": coordinates[:, 1].tolist()}}
+    levels = prediction_levels(list(table.columns))
+    if levels:
+        document["taxonomy"] = predictions(table, reps, levels)
+        for item, predicted in zip(items, document["taxonomy"].pop("rows")):
+            item["p"] = predicted
+    if IDENTIFIED in table.columns:
+        document["run"]["identified"] = int(identified.sum())
+        document["identified"] = identified_groups(table, naming, reps, np.flatnonzero(identified), crops)
+    return document
+
+
+def _cluster_blocks(rep_cluster: np.ndarray, similarity: np.ndarray, filenames: np.ndarray, crops: np.ndarray,
+                    naming: Optional[np.ndarray]) -> List[Dict]:
+    """One block per cluster 0..K-1 (largest first, members by decreasing similarity), then -1 (not clustered,
+    members by filename); all arrays per individual. rep_cluster: -2 for individuals shown elsewhere (identified).
+    naming: str (I, 3) from taxonomy.namings, adds a cluster's name, taxon and level; None leaves them out."""
+    blocks = []
     for cid in [*range(int(rep_cluster.max(initial=-1)) + 1), -1]:
         members = np.flatnonzero(rep_cluster == cid)
         if members.size == 0:
             continue
         if cid >= 0:
-            members = members[np.argsort(-similarity[reps[members]], kind="stable")]
+            members = members[np.argsort(-similarity[members], kind="stable")]
         else:
-            members = members[np.argsort(filenames[reps[members]], kind="stable")]
-        clusters.append({"id": cid, "size": int(members.size), "rows": int(counts[individual[reps[members]]].sum()),
-                         "cohesion": _number(similarity[reps[members]].mean()) if cid >= 0 else None,
-                         "members": members.tolist()})
-    return {"run": {"id": run_key(list(filenames), cluster), "title": info["title"], "rows": int(len(table)),
-                    "individuals": int(reps.size), "clusters": int(rep_cluster.max(initial=-1)) + 1,
-                    "not_clustered": int((rep_cluster < 0).sum()), "threshold": info["threshold"],
-                    "model": info["model"], "map_method": info["map_method"]},
-            "columns": columns, "items": items, "clusters": clusters,
-            "map": {"x": coordinates[:, 0].tolist(), "y": coordinates[:, 1].tolist()}}
+            members = members[np.argsort(filenames[members], kind="stable")]
+        block = {"id": cid, "size": int(members.size), "rows": int(crops[members].sum()),
+                 "cohesion": _number(similarity[members].mean()) if cid >= 0 else None, "members": members.tolist()}
+        if naming is not None and cid >= 0:
+            block.update(zip(KEYS, naming[members[0]].tolist()))
+        blocks.append(block)
+    return blocks
 
 
 def write_html(path: str, document: Dict) -> None:
