@@ -194,3 +194,19 @@ def test_out_of_memory_halves_the_batch_and_continues(crops, caplog):
 def test_out_of_memory_with_one_image_is_a_clear_error(crops):
     with pytest.raises(embed.EmbedError, match="batch of one image.*-d cpu"):
         embed_files(OomBackend(fits=0), [str(crops / "c0_v0.png")], batch_size=4, num_workers=0, progress=False)
+
+
+def test_extras_are_cached_beside_the_vectors_and_survive_compaction(tmp_path, monkeypatch):
+    """A backend's extras (the hierarchical model's predictions) come back with the vectors, row for row."""
+    cache = EmbeddingCache(str(tmp_path), "fake", "m")
+    vectors, extras = np.eye(3, dtype=np.float32), np.arange(6, dtype=np.float32).reshape(3, 2)
+    digests = [f"{k:032x}" for k in range(3)]
+    cache.write(digests[:2], vectors[:2], [], extras[:2])
+    cache.write(digests[2:], vectors[2:], [], extras[2:])
+    lookup = cache.lookup([digests[2], digests[0], "e" * 32])
+    np.testing.assert_array_equal(lookup.extras[:2], extras[[2, 0]])
+    assert lookup.found.tolist() == [True, True, False]
+    monkeypatch.setattr("embed.cache.COMPACT_CHUNKS", 1)
+    cache.compact()
+    np.testing.assert_array_equal(cache.lookup(digests).extras, extras)
+    assert EmbeddingCache(str(tmp_path / "plain"), "fake", "m").lookup(digests).extras is None
