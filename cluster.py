@@ -942,7 +942,8 @@ def run(cfg: RunConfig) -> Dict:
             from outputs.folders import write_cluster_folders
 
             keep = table["representative"].to_numpy(bool) if cfg.dedup else np.ones(len(table), dtype=bool)
-            write_cluster_folders(cfg.out_folder, filenames, table["cluster"].to_numpy(np.int64), keep)
+            taxa = table["cluster_taxon"].where(table["identified"], "").tolist() if identified is not None else None
+            write_cluster_folders(cfg.out_folder, filenames, table["cluster"].to_numpy(np.int64), keep, taxa)
     if cfg.report or (cfg.report is None and len(table) <= REPORT_MAX_ROWS):
         with timer.stage("report"):
             from outputs.report import write_report

@@ -4,11 +4,19 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from typing import Dict, Sequence, Set
+import re
+from typing import Dict, Optional, Sequence, Set
 
 import numpy as np
 
 NOT_CLUSTERED = "not-clustered"
+IDENTIFIED = "identified"
+_UNSAFE = re.compile(r'[\x00-\x1f/\\:*?"<>|]')
+
+
+def safe_folder_name(name: str) -> str:
+    """`name` usable as one folder name on every OS: separators and reserved characters become '_'."""
+    return _UNSAFE.sub("_", name).strip(" .") or "_"
 
 
 def _free_name(name: str, used: Set[str]) -> str:
@@ -23,11 +31,12 @@ def _free_name(name: str, used: Set[str]) -> str:
 
 
 def write_cluster_folders(out_folder: str, filenames: Sequence[str], clusters: np.ndarray,
-                          keep: np.ndarray) -> Dict[str, int]:
+                          keep: np.ndarray, identified: Optional[Sequence[str]] = None) -> Dict[str, int]:
     """Copy filenames[i] for every i with keep[i] into OUT/clusters/<clusters[i]>/ (-1 -> not-clustered/).
 
     Builds the tree beside the target and swaps it in, so a previous run's folders are replaced whole.
-    Returns {folder name: files copied}. keep: bool (n,), e.g. representatives only for `-kp`.
+    Returns {folder name: files copied}. keep: bool (n,), e.g. representatives only for `-kp`. identified: per row
+    the taxon a classifier identified it as ('' for none); such rows go to identified/<taxon>/ instead.
     """
     target = os.path.join(out_folder, "clusters")
     staging = tempfile.mkdtemp(prefix=".clusters.", dir=out_folder)
@@ -39,8 +48,10 @@ def write_cluster_folders(out_folder: str, filenames: Sequence[str], clusters: n
     try:
         for index in np.flatnonzero(keep):
             folder = NOT_CLUSTERED if clusters[index] < 0 else str(int(clusters[index]))
+            if identified is not None and identified[index]:
+                folder = os.path.join(IDENTIFIED, safe_folder_name(identified[index]))
             if folder not in used:
-                os.mkdir(os.path.join(staging, folder))
+                os.makedirs(os.path.join(staging, folder))
                 used[folder] = set()
             name = _free_name(os.path.basename(filenames[index]), used[folder])
             shutil.copy2(filenames[index], os.path.join(staging, folder, name))

@@ -332,7 +332,7 @@ def test_cli_clusters_only_the_unknowns(colour_crops, tmp_path):
     model = export(tmp_path / "model", sharpness=12.0)
     out = tmp_path / "out"
     assert _run("-i", colour_crops, "-o", out, "-e", "hierarchical", "-fp", model, "-th", "0.98",
-                "--unknown_below", "0.9", "-c", "agglomerative", "--n_clusters", "1", "-q") == 0
+                "--unknown_below", "0.9", "-c", "agglomerative", "--n_clusters", "1", "-gs", "-q") == 0
     table = pd.read_csv(out / "clusters.csv", keep_default_na=False)
     kind = table["filename"].map(lambda name: Path(name).stem.split("_")[0])
     identified = table[table["identified"]]
@@ -342,6 +342,8 @@ def test_cli_clusters_only_the_unknowns(colour_crops, tmp_path):
     assert set(kind[~table["identified"]]) == {"olive"} and (unknown["cluster"] == 0).all()
     assert (unknown["cluster_name"] == "Agrotis sp. 0 (species uncertain)").all()
     assert table["individual"].is_unique and len(table) == 10
+    assert sorted(p.name for p in (out / "clusters" / "identified").iterdir()) == ["Agrotis ipsilon", "Noctua pronuba"]
+    assert len(list((out / "clusters" / "0").iterdir())) == 3
     run = json.loads((out / "run.json").read_text())
     assert run["counts"]["identified"] == 7 and run["identified"]["level"] == "species"
 
