@@ -148,8 +148,8 @@ class RunConfig:
         """-e hierarchical needs its model file; the ranges of --taxon_share and --unknown_below."""
         checks = [
             (self.embed == "hierarchical" and not self.from_pretrained and not self.embeddings,
-             "-e hierarchical needs -fp MODEL.pt (TorchScript) or MODEL.onnx, with MODEL.json beside it; see README "
-             "'Hierarchical taxonomic model' for how to export one"),
+             "-e hierarchical needs -fp MODEL.pt2 (torch.export), MODEL.pt (TorchScript) or MODEL.onnx, with "
+             "MODEL.json beside it; see README 'Hierarchical taxonomic model' for how to export one"),
             (not 0.0 < self.taxon_share <= 1.0,
              f"--taxon_share {self.taxon_share}: the weighted share of a cluster's members that must agree on a "
              f"taxon lies in (0, 1] (default 0.8)"),
@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
              "offline) or hierarchical (your taxonomic classifier: per-level predictions and taxon cluster names); "
              "default dino")
     add("-fp", "--from_pretrained", "--from-pretrained",
-        help="model to load: hub id or local folder for dino; a weights file for lite0; MODEL.pt (TorchScript) or "
+        help="model to load: hub id or local folder for dino; a weights file for lite0; MODEL.pt2, MODEL.pt or "
              "MODEL.onnx with MODEL.json beside it for hierarchical")
     add("-kp", "--dedup", action="store_true",
         help="keep one representative per individual in the cluster folders (implies -gs)")
@@ -624,14 +624,16 @@ def _review_rows(cfg: RunConfig, rows: _Rows, clusters: Dict):
     return reviewed, [rep_group[i] for i in rows.individual]
 
 
-def _extra_columns(cfg: RunConfig, filenames: List[str], run_info: Dict):
+def _extra_columns(cfg: RunConfig, filenames: List[str], run_info: Dict, taxonomy=None):
     """Metadata and label columns for clusters.csv; returns (MetadataColumns with the label column in its frame,
     labels list or None)."""
     from inputs.metadata import metadata_columns
     from outputs.table import CONTRACT_COLUMNS
 
     meta = metadata_columns(filenames, cfg.time_format, cfg.meta_folder, cfg.metadata,
-                            reserved=[*CONTRACT_COLUMNS, "label", "group", "linked_by", *TAXON_COLUMNS])
+                            reserved=[*CONTRACT_COLUMNS, "label", "group", "linked_by", *TAXON_COLUMNS,
+                                      *(f"{kind}_{level}" for level in (taxonomy.levels if taxonomy else ())
+                                        for kind in ("pred", "prob"))])
     run_info.update(meta.counts)
     for warning in meta.warnings:
         log.warning("%s", warning)
@@ -677,17 +679,16 @@ def _keep_rows(rows: _Rows, keep) -> _Rows:
                  predictions=None if rows.predictions is None else rows.predictions[keep])
 
 
-def _early_taxonomy(cfg: RunConfig):
-    """-e hierarchical: the model's sidecar, read and checked before anything is hashed or embedded (and
-    --unknown_level against its levels); None for other backends."""
+def _check_sidecar(cfg: RunConfig) -> None:
+    """-e hierarchical: read and check the model's sidecar (and --unknown_level against its levels) before anything
+    is hashed or embedded."""
     if cfg.embed != "hierarchical" or cfg.embeddings:
-        return None
+        return
     from embed.taxonomy import load_taxonomy, sidecar_path
 
     taxonomy = load_taxonomy(sidecar_path(cfg.from_pretrained))
     if cfg.unknown_level:
         taxonomy.level_index(cfg.unknown_level)
-    return taxonomy
 
 
 def _taxonomy(cfg: RunConfig, rows: _Rows):
@@ -772,7 +773,7 @@ def _identified_table(cfg: RunConfig, taxonomy, rows: _Rows, first_individual: i
     level = taxonomy.level_index(cfg.unknown_level or taxonomy.levels[0])
     index, probability = split_predictions(rows.predictions, len(taxonomy.levels))
     taxon = np.asarray(taxonomy.classes[level], dtype=object)[index[:, level]]
-    meta, _ = _extra_columns(cfg, rows.filenames, {})
+    meta, _ = _extra_columns(cfg, rows.filenames, {}, taxonomy)
     n = len(rows.filenames)
     table = pd.DataFrame({
         "filename": rows.filenames, "cluster": np.full(n, -1), "cluster_size": np.ones(n, dtype=np.int64),
@@ -872,7 +873,7 @@ def run(cfg: RunConfig) -> Dict:
     skipped: List[Tuple[str, str]] = []
     run_info: Dict = {}
     os.makedirs(cfg.out_folder, exist_ok=True)
-    _early_taxonomy(cfg)
+    _check_sidecar(cfg)
 
     if cfg.embeddings:
         rows = _reuse_rows(cfg, skipped, timer, run_info)
@@ -895,7 +896,7 @@ def run(cfg: RunConfig) -> Dict:
     if cfg.unknown_below is not None:
         rows, identified = _split_identified(cfg, rows, taxonomy, run_info)
     with timer.stage("metadata"):
-        meta, labels = _extra_columns(cfg, rows.filenames, run_info)
+        meta, labels = _extra_columns(cfg, rows.filenames, run_info, taxonomy)
     with timer.stage("graph"):
         forest = _shared_forest(cfg, rows, threshold, run_info)
     with timer.stage("individuals"):

@@ -371,6 +371,13 @@ def test_cli_bad_model_and_level_exit_2(colour_crops, tmp_path, caplog):
         assert _run("-i", colour_crops, "-o", tmp_path / "o2", "-e", "hierarchical", "-fp", model) == 2
     assert "not readable JSON" in caplog.text
     assert not (tmp_path / "o2" / "clusters.csv").exists()
+    broken.write_text(json.dumps(SIDECAR))
+    table = tmp_path / "meta.csv"
+    table.write_text("filename,pred_genus\n" + "".join(f"{p},x\n" for p in sorted(colour_crops.iterdir())))
+    with caplog.at_level(logging.ERROR):
+        assert _run("-i", colour_crops, "-o", tmp_path / "o3", "-e", "hierarchical", "-fp", model, "--metadata",
+                    table, "-q") == 2
+    assert "pred_genus" in caplog.text
 
 
 def test_readme_recipe_exports_a_model_that_the_cli_runs(colour_crops, tmp_path):
