@@ -83,13 +83,14 @@ def make_crops(folder: Path, n: int, seed: int = 0) -> list:
     return files
 
 
-def time_backend(model_path: Path, files: list, device: str, batch_size: int, repeats: int) -> dict:
+def time_backend(model_path: Path, files: list, device: str, batch_size: int, repeats: int,
+                 channels_last: bool = True) -> dict:
     """Median seconds and images/s of embed_files over `repeats` runs after a warm-up on 2 batches."""
     from embed.base import default_num_workers, embed_files
     from embed.hierarchical import HierarchicalBackend
 
     started = time.perf_counter()
-    backend = HierarchicalBackend(device, str(model_path))
+    backend = HierarchicalBackend(device, str(model_path), channels_last=channels_last)
     load_s = time.perf_counter() - started
     workers = default_num_workers(device)
     embed_files(backend, files[:2 * batch_size], batch_size, workers, progress=False)
@@ -123,6 +124,8 @@ def main() -> None:
         files = make_crops(Path(scratch) / "crops", args.n)
         results = {kind: time_backend(path, files, args.device, batch_size, args.repeats)
                    for kind, path in paths.items()}
+        if args.device.startswith("cuda"):   # the layout's share of the speed: the same .pt2 in NCHW
+            results["pt2_nchw"] = time_backend(paths["pt2"], files, args.device, batch_size, args.repeats, False)
     gpu = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None
     document = {"benchmark": "hierarchical", "device": args.device, "gpu": gpu, "cpu_cores": os.cpu_count(),
                 "platform": platform.platform(), "torch": torch.__version__, "n": args.n, "input_size": args.size,

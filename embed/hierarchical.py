@@ -9,7 +9,8 @@ by running the model on two blank images.
 
 Besides the embedding, each crop gets its tree-consistent top-1 class and probability per level (`extras`,
 float32 (B, 2L): L class indices, then L probabilities, finest level first; `split_predictions` reads them).
-torch.export and TorchScript models run on the device in bf16 autocast on CUDA, float32 on CPU; ONNX runs in onnxruntime (its CUDA
+torch.export and TorchScript models run on the device in bf16 autocast on CUDA (channels-last, the layout
+convolutions are fastest in there, unless the model refuses it), float32 on CPU; ONNX runs in onnxruntime (its CUDA
 provider when onnxruntime-gpu is installed, else the CPU).
 """
 from __future__ import annotations
@@ -49,8 +50,13 @@ class HierarchicalBackend(EmbeddingBackend):
 
     name = "hierarchical"
 
-    def __init__(self, device: str, model_path: str):
+    def __init__(self, device: str, model_path: str, channels_last: bool = True):
         super().__init__(device, model_path)
+        self.channels_last = channels_last and device.startswith("cuda")
+        if device.startswith("cuda"):
+            import torch
+
+            torch.backends.cudnn.benchmark = True   # fixed input size: let cuDNN pick its fastest convolutions
         if not os.path.isfile(model_path):
             raise EmbedError(f"-fp {model_path}: no such model file; -e hierarchical needs a torch.export (.pt2), "
                              f"TorchScript ({'/'.join(TORCHSCRIPT_SUFFIXES)}) or ONNX (.onnx) file with MODEL.json "
@@ -79,6 +85,8 @@ class HierarchicalBackend(EmbeddingBackend):
             outputs = {k: torch.from_numpy(v) for k, v in outputs.items()} if isinstance(outputs, dict) \
                 else [torch.from_numpy(v) for v in outputs]
         else:
+            if self.channels_last:
+                batch = batch.contiguous(memory_format=torch.channels_last)
             outputs = self.module(batch)
         if isinstance(outputs, dict):
             missing = [key for key in ("embedding", *levels) if key not in outputs]
@@ -99,6 +107,15 @@ class HierarchicalBackend(EmbeddingBackend):
 
         size = self.taxonomy.size
         blank = torch.zeros(2, 3, size, size, device=self.device)
+        if self.channels_last and self.module is not None:
+            try:
+                self.module = self.module.to(memory_format=torch.channels_last)
+                with torch.inference_mode():
+                    self._outputs(blank)
+            except Exception:  # noqa: BLE001 - e.g. a .view() that needs contiguous input: keep the default layout
+                log.info("%s does not run channels-last; keeping the default memory layout", self.model_path)
+                self.channels_last = False
+                self.module = self.module.to(memory_format=torch.contiguous_format)
         try:
             with torch.inference_mode():
                 embedding, logits = self._outputs(blank)
