@@ -303,7 +303,12 @@ def _run(*args) -> int:
 def test_cli_writes_predictions_and_cluster_names(colour_crops, tmp_path):
     model = export(tmp_path / "model", sharpness=12.0)
     out = tmp_path / "out"
-    assert _run("-i", colour_crops, "-o", out, "-e", "hierarchical", "-fp", model, "-th", "0.98", "-q") == 0
+    broken = tmp_path / "more" / "broken.jpg"
+    broken.parent.mkdir()
+    broken.write_bytes(b"\xff\xd8 not really a jpeg")
+    assert _run("-i", colour_crops, broken.parent, "-o", out, "-e", "hierarchical", "-fp", model, "-th", "0.98",
+                "-q") == 0
+    assert "broken.jpg" in (out / "skipped.csv").read_text()
     table = pd.read_csv(out / "clusters.csv", keep_default_na=False)
     assert [c for c in table.columns if c.startswith(("pred_", "prob_"))] == [
         "pred_order", "prob_order", "pred_family", "prob_family", "pred_genus", "prob_genus", "pred_species",
@@ -321,7 +326,8 @@ def test_cli_writes_predictions_and_cluster_names(colour_crops, tmp_path):
 
     # a second run embeds nothing and still has the predictions (from the cache), as does --embeddings
     again = tmp_path / "again"
-    assert _run("-i", colour_crops, "-o", out, "-e", "hierarchical", "-fp", model, "-th", "0.98", "-q") == 0
+    assert _run("-i", colour_crops, broken.parent, "-o", out, "-e", "hierarchical", "-fp", model, "-th", "0.98",
+                "-q") == 0
     assert json.loads((out / "run.json").read_text())["counts"]["embeddings_computed"] == 0
     assert _run("--embeddings", out / "embeddings.pkl", "-o", again, "-th", "0.98", "-q") == 0
     reused = pd.read_csv(again / "clusters.csv", keep_default_na=False).set_index("filename")
