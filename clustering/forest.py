@@ -60,10 +60,17 @@ def forest_from_edges(n: int, edge_blocks: Iterable[Edges], threshold: float, ma
 def spanning_forest(embeddings: np.ndarray, threshold: float, device: str = "cpu", precision: str = "auto",
                     max_pending: int = 0, stats: Optional[Dict] = None) -> Forest:
     """Maximum spanning forest of the pairs with cosine >= `threshold`; embeddings float32 (n, d), L2-normalised.
+    On the CPU the edge blocks are folded here (scipy); on a torch device ('cuda:N') on that device.
 
     stats: filled with how the graph was computed (see `threshold_edges`) and the number of edges found.
     """
     n = embeddings.shape[0]
+    if device != "cpu":  # CUDA: the edges stay on the GPU and are folded there; only the forest comes back
+        from clustering.graph import torch_forest_edges
+
+        rows, cols, sims = torch_forest_edges(embeddings, threshold, device, precision, max_pending, stats)
+        order = np.lexsort((cols, rows, -sims))
+        return Forest(n, rows[order], cols[order], sims[order], float(threshold))
     blocks = threshold_edges(embeddings, threshold, device, precision, stats=stats)
     if stats is not None:
         blocks = _counted(blocks, stats)

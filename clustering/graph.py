@@ -8,13 +8,15 @@ at the threshold, which depends on the summation order in any implementation). T
 low-precision error for unit vectors: inputs rounded with unit roundoff u give a dot product error
 <= (2u + u^2) * sum|x_i y_i| <= 2u + u^2, and rounding the output adds <= u (bf16: u = 2^-8 -> 0.0118 <= 0.02;
 fp16: u = 2^-11 -> 0.0015 <= 0.01). On the CPU the tiles are scanned by compiled kernels (clustering.scan); on CUDA
-by torch ops. Memory is bounded by one tile whatever N: never an N x N matrix.
+by torch ops, and `torch_forest_edges` keeps the edges on the GPU and folds them there into a maximum spanning forest
+(Boruvka), so only the forest (at most N - 1 edges) reaches the host. Memory is bounded by one tile whatever N: never
+an N x N matrix.
 """
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -23,6 +25,7 @@ Edges = Tuple[np.ndarray, np.ndarray, np.ndarray]  # rows int64, cols int64 (row
 MARGIN = {"float32": 0.0, "bfloat16": 0.02, "float16": 0.01}
 CPU_TILE = (4096, 8192)            # 32 Mi products per tile: 64-128 MiB of scores and masks
 GPU_TILE_ROWS = 16384
+GPU_TILE_ALIGN = 256               # tile widths (and the padded row count) on CUDA: aligned fp16 rows for cuBLAS
 MAX_TILE_PRODUCTS = 2**31 - 1      # torch.nonzero on CUDA indexes with 32-bit integers
 # torch path: above this share of a tile's products, re-scoring candidates one by one (a gather of 2 x d floats each)
 # costs more than one float32 product of the whole tile (~2 us per candidate on a 2-core CPU; HBM gathers are cheap).
@@ -66,7 +69,7 @@ def plan_graph(n: int, d: int, device: str = "cpu", precision: str = "auto") -> 
     there, and n >= BF16_MIN_ROWS so that the saving outweighs importing torch; else float32, with numpy) or one of
     MARGIN's keys (the CPU path has no float16: CPUs multiply it slowly).
     CUDA tiles are sized to a quarter of the free GPU memory (fp16 scores + masks, ~8 bytes per product) and at most
-    2^31 - 1 products.
+    2^31 - 1 products, GPU_TILE_ALIGN columns wide (the rows are padded to that multiple on the GPU).
     """
     if precision == "auto":
         if device.startswith("cuda"):
@@ -81,8 +84,9 @@ def plan_graph(n: int, d: int, device: str = "cpu", precision: str = "auto") -> 
 
         free, _ = torch.cuda.mem_get_info(torch.device(device))
         rows = min(GPU_TILE_ROWS, max(n, 1))
-        cols = int(max(1024, min(max(n, 1), (free // 4) // (8 * rows), MAX_TILE_PRODUCTS // rows)))
-        return GraphPlan(device, precision, MARGIN[precision], rows, cols)
+        cols = min(_padded(n), (free // 4) // (8 * rows), MAX_TILE_PRODUCTS // rows)
+        return GraphPlan(device, precision, MARGIN[precision], rows,
+                         int(max(GPU_TILE_ALIGN, cols // GPU_TILE_ALIGN * GPU_TILE_ALIGN)))
     return GraphPlan(device, precision, MARGIN[precision], *CPU_TILE)
 
 
@@ -158,26 +162,50 @@ def _cpu_tiles(x32: np.ndarray, threshold: float, plan: GraphPlan, counts: Dict)
             yield rows, cols, sims
 
 
+def _padded(n: int) -> int:
+    """n rounded up to a multiple of GPU_TILE_ALIGN (at least one)."""
+    return max(1, -(-n // GPU_TILE_ALIGN)) * GPU_TILE_ALIGN
+
+
 def _torch_tiles(x32: np.ndarray, threshold: float, plan: GraphPlan, counts: Dict) -> Iterator[Edges]:
-    """CUDA (and any torch device): tiles scored with torch ops; low-precision candidates are re-scored one by one
-    while they are few, by one float32 product of the tile when they are many (RESCORE_GATHER_SHARE)."""
+    """CUDA (and any torch device): the edges of `_torch_tile_loop`, block by block on the host."""
+    for rows, cols, sims in _torch_tile_loop(x32, threshold, plan, counts):
+        yield rows.cpu().numpy(), cols.cpu().numpy(), sims.float().cpu().numpy()
+
+
+def _torch_tile_loop(x32: np.ndarray, threshold: float, plan: GraphPlan, counts: Dict):
+    """Edge blocks (rows int64, cols int64, sims float32: torch tensors on plan.device, global row numbers).
+
+    Tiles are scored with torch ops; low-precision candidates are re-scored one by one while they are few, by one
+    float32 product of the tile when they are many (RESCORE_GATHER_SHARE). The vectors are padded on the device
+    with zero rows to a multiple of GPU_TILE_ALIGN so that every tile is an aligned width; pairs with a padding row
+    are dropped (they can only pass a threshold <= 0).
+    """
     import torch
 
+    n, d = x32.shape
     gather_share = RESCORE_GATHER_SHARE["cuda" if plan.device.startswith("cuda") else "cpu"]
-    exact = torch.from_numpy(x32).to(plan.device)
+    padded = _padded(n) if plan.device.startswith("cuda") else n
+    exact = torch.zeros((padded, d), dtype=torch.float32, device=plan.device)
+    exact[:n].copy_(torch.from_numpy(x32))
     low_precision = plan.precision != "float32"
     fast = exact.to(getattr(torch, plan.precision)) if low_precision else exact
     with torch.inference_mode(), _exact_float32_matmul():
-        for r0, r1, c0, c1 in _tile_starts(x32.shape[0], plan):
+        for r0, r1, c0, c1 in _tile_starts(padded, plan):
             counts["tiles"] += 1
             low_precision = low_precision and _use_fast_pass(counts)
             source = fast if low_precision else exact
             scores = source[r0:r1] @ source[c0:c1].T
             floor = threshold - plan.margin if low_precision else threshold
             local_rows, local_cols = torch.nonzero(scores >= floor, as_tuple=True)
+            keep = None
             if c0 < r1:  # the tile touches the diagonal: keep the strict upper triangle only
-                upper = local_rows + r0 < local_cols + c0
-                local_rows, local_cols = local_rows[upper], local_cols[upper]
+                keep = local_rows + r0 < local_cols + c0
+            if floor <= 0 and c1 > n:  # padding rows score 0: drop their pairs
+                outside = local_cols + c0 < n
+                keep = outside if keep is None else keep & outside
+            if keep is not None:
+                local_rows, local_cols = local_rows[keep], local_cols[keep]
             if not low_precision:
                 counts["tiles_float32"] += 1
                 sims = scores[local_rows, local_cols]
@@ -186,9 +214,88 @@ def _torch_tiles(x32: np.ndarray, threshold: float, plan: GraphPlan, counts: Dic
                 sims = (exact[r0:r1] @ exact[c0:c1].T)[local_rows, local_cols]
             else:
                 sims = (exact[r0 + local_rows] * exact[c0 + local_cols]).sum(dim=1)
+            del scores
             keep = sims >= threshold
-            local_rows, local_cols, sims = local_rows[keep], local_cols[keep], sims[keep]
-            if local_rows.numel():
-                yield (local_rows.cpu().numpy().astype(np.int64) + r0,
-                       local_cols.cpu().numpy().astype(np.int64) + c0,
-                       sims.float().cpu().numpy())
+            if keep.any():
+                yield local_rows[keep] + r0, local_cols[keep] + c0, sims[keep].float()
+
+
+def torch_forest_edges(embeddings: np.ndarray, threshold: float, device: str, precision: str = "auto",
+                       max_pending: int = 0, stats: Optional[Dict] = None) -> Edges:
+    """The edges (rows int64, cols int64 with rows < cols, sims float32) of a maximum spanning forest of the pairs
+    with cosine >= threshold, computed on a torch device (CUDA): the tiles of `threshold_edges`, their edges kept on
+    the device and folded there into a forest (`_torch_spanning_forest`) whenever more than `max_pending` (default
+    max(4n, 2^24)) accumulate. Only the forest (at most n - 1 edges) is copied to the host, and the CPU does no
+    per-edge work. stats: as for `threshold_edges`, plus 'edges' (pairs found).
+    """
+    import torch
+
+    x32 = np.ascontiguousarray(embeddings, dtype=np.float32)
+    n, d = x32.shape
+    plan = plan_graph(n, d, device, precision)
+    counts = {"tiles": 0, "tiles_float32": 0, "tiles_dense": 0}
+    if stats is not None:
+        stats.update(device=plan.device, precision=plan.precision, rescore_margin=plan.margin,
+                     tile=[plan.tile_rows, plan.tile_cols], tile_counts=counts, forest_on="device")
+    limit = max_pending or max(4 * n, 1 << 24)
+    parts: List = []
+    pending = found = 0
+    for block in _torch_tile_loop(x32, threshold, plan, counts):
+        parts.append(block)
+        pending += block[0].numel()
+        found += block[0].numel()
+        if pending > limit:
+            parts = [_torch_spanning_forest(n, *(torch.cat(column) for column in zip(*parts)))]
+            pending = 0
+    if stats is not None:
+        stats["edges"] = found
+    if not parts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    rows, cols, sims = _torch_spanning_forest(n, *(torch.cat(column) for column in zip(*parts)))
+    return rows.cpu().numpy(), cols.cpu().numpy(), sims.cpu().numpy()
+
+
+def _torch_spanning_forest(n: int, rows, cols, sims):
+    """Maximum spanning forest of the given unique undirected edges (torch tensors on one device), by Boruvka:
+    every component picks its strongest edge, the picks are merged by pointer jumping, until no edge joins two
+    components. Ties are broken by edge position, so the order is total and no cycle can form. Returns the subset
+    (rows, cols, sims) of the input edges that forms the forest.
+    """
+    import torch
+
+    count = rows.numel()
+    if count == 0:
+        return rows, cols, sims
+    device = rows.device
+    bits = sims.float().contiguous().view(torch.int32).to(torch.int64)
+    ordered = torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)            # monotone in the float value
+    position = torch.arange(count, device=device)
+    key = ordered * (1 << 32) + ((1 << 32) - 1 - position)                # unique; larger = stronger
+    nodes = torch.arange(n, device=device)
+    component = nodes.clone()
+    chosen = torch.zeros(count, dtype=torch.bool, device=device)
+    a, b, k, at = rows, cols, key, position
+    lowest = torch.iinfo(torch.int64).min
+    while True:
+        ca, cb = component[a], component[b]
+        live = ca != cb
+        a, b, k, at, ca, cb = a[live], b[live], k[live], at[live], ca[live], cb[live]
+        if a.numel() == 0:
+            break
+        best = torch.full((n,), lowest, dtype=torch.int64, device=device)
+        best.scatter_reduce_(0, ca, k, reduce="amax")
+        best.scatter_reduce_(0, cb, k, reduce="amax")
+        wins_a, wins_b = k == best[ca], k == best[cb]        # the strongest edge of component ca / cb
+        chosen[at[wins_a | wins_b]] = True
+        parent = nodes.clone()
+        parent[ca[wins_a]] = cb[wins_a]
+        parent[cb[wins_b]] = ca[wins_b]
+        mutual = (parent[parent] == nodes) & (nodes < parent)  # two components that picked the same edge
+        parent[mutual] = nodes[mutual]
+        while True:
+            grand = parent[parent]
+            if torch.equal(grand, parent):
+                break
+            parent = grand
+        component = parent[component]
+    return rows[chosen], cols[chosen], sims[chosen]

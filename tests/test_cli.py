@@ -78,7 +78,9 @@ def test_end_to_end_writes_the_contracted_outputs(crops, tmp_path, fake_backend)
     counts = manifest["counts"]
     assert (counts["inputs"], counts["embedded"], counts["skipped"], counts["individuals"]) == (18, 16, 1, 16)
     assert (counts["clusters"], counts["singletons"], counts["largest_cluster"]) == (3, 1, 5)
-    assert manifest["parameters"]["threshold"] == 0.9 and manifest["device"] == "cpu"
+    from embed.device import resolve_device
+
+    assert manifest["parameters"]["threshold"] == 0.9 and manifest["device"] == resolve_device("auto")
     assert {"collect", "embed", "cluster", "write", "total"} <= set(manifest["timings_s"])
     assert "torch" in manifest["versions"]
     assert not (out / "clusters").exists() and not (out / "clusters.pkl").exists()

@@ -71,7 +71,7 @@ def test_every_algorithm_writes_the_same_outputs(embeddings, tmp_path, args):
 
 
 def test_cosine_records_the_graph_and_the_histogram(embeddings, tmp_path):
-    _, manifest = run(embeddings, tmp_path / "out", "-th", "0.95")
+    _, manifest = run(embeddings, tmp_path / "out", "-th", "0.95", "-d", "cpu")  # -d auto is the GPU where one is
     graph = manifest["graph"]                                   # the run's one similarity-graph pass
     assert graph["precision"] == "float32"                      # 26 crops: bf16 would not pay for importing torch
     assert graph["device"] == "cpu" and graph["forest_threshold"] == 0.95 and graph["rows"] == 26

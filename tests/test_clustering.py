@@ -8,8 +8,8 @@ from scipy.sparse.csgraph import connected_components
 from clustering import ClusteringError, ClusterParams, run_algorithm
 from clustering.components import number_clusters
 from clustering.forest import contract, forest_from_edges, partition_at, spanning_forest
-from clustering.graph import (BF16_MIN_ROWS, MARGIN, GraphPlan, _cpu_tiles, _torch_tiles, cpu_has_fast_bf16,
-                              plan_graph, threshold_edges)
+from clustering.graph import (BF16_MIN_ROWS, MARGIN, GraphPlan, _cpu_tiles, _torch_spanning_forest, _torch_tiles,
+                              cpu_has_fast_bf16, plan_graph, threshold_edges, torch_forest_edges)
 from clustering.guard import split_oversized
 from clustering.postprocess import centroid_similarity, drop_far_members, drop_small_groups
 from clustering.scan import bf16_floor_key
@@ -106,6 +106,24 @@ def test_centroid_similarity():
     assert np.isnan(sims[2]) and sims[3] == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("chunk", [1, 7, 300, 16384])
+def test_centroid_similarity_in_chunks_equals_the_direct_sum(chunk, monkeypatch):
+    """Clusters smaller and larger than a chunk, in scattered order, and rows left out: the plain float64 formula."""
+    import clustering.postprocess as postprocess
+
+    monkeypatch.setattr(postprocess, "CHUNK_ROWS", chunk)
+    rng = np.random.default_rng(5)
+    x = unit_rows(rng.normal(size=(3000, 16)))
+    labels = np.where(rng.random(3000) < 0.1, -1, np.minimum(rng.zipf(1.5, 3000), 400) - 1)
+    labels[labels >= 0] = np.unique(labels[labels >= 0], return_inverse=True)[1]
+    expected = np.full(3000, np.nan)
+    for label in np.unique(labels[labels >= 0]):
+        members = labels == label
+        centroid = x[members].astype(np.float64).sum(axis=0)
+        expected[members] = x[members] @ (centroid / np.linalg.norm(centroid))
+    np.testing.assert_allclose(centroid_similarity(x, labels), expected, atol=1e-6)
+
+
 def test_unknown_algorithm_and_bad_threshold():
     x = unit_rows(np.ones((2, 3)))
     with pytest.raises(ClusteringError, match="available: cosine, agglomerative, kmeans, hdbscan"):
@@ -151,6 +169,55 @@ def test_torch_tiles_the_gpu_path_give_the_exact_graph(precision):
         counts = {"tiles": 0, "tiles_float32": 0, "tiles_dense": 0}
         plan = GraphPlan("cpu", precision, MARGIN[precision], 100, 160)
         assert_exact_graph(list(_torch_tiles(x, threshold, plan, counts)), x, threshold)
+
+
+@pytest.mark.parametrize("quantum", [0.0, 0.01])
+def test_boruvka_forest_equals_kruskal(quantum):
+    """The device fold (Boruvka on torch tensors, here on the CPU): same total weight and same partition at every
+    threshold as scipy's minimum spanning tree, also with many tied similarities (quantum 0.01)."""
+    import torch
+
+    rng = np.random.default_rng(3)
+    n, m = 400, 3000
+    a, b = rng.integers(0, n, m), rng.integers(0, n, m)
+    rows, cols = np.minimum(a, b)[a != b], np.maximum(a, b)[a != b]
+    pairs = np.unique(rows * n + cols)
+    rows, cols = pairs // n, pairs % n
+    sims = rng.uniform(0.5, 1.0, rows.size).astype(np.float32)
+    if quantum:
+        sims = (np.round(sims / quantum) * quantum).astype(np.float32)
+    got = [t.numpy() for t in _torch_spanning_forest(n, torch.from_numpy(rows), torch.from_numpy(cols),
+                                                     torch.from_numpy(sims))]
+    reference = forest_from_edges(n, [(rows, cols, sims)], 0.5)
+    assert got[0].size == reference.rows.size
+    np.testing.assert_allclose(np.sort(got[2]), np.sort(reference.sims), rtol=0, atol=0)
+    for t in (0.5, 0.7, 0.9, 0.97):
+        keep = got[2] >= t
+        from clustering.forest import component_ids
+
+        assert same_partition(component_ids(n, got[0][keep], got[1][keep]), partition_at(reference, t))
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "float32"])
+def test_forest_folded_on_the_device_equals_the_cpu_forest(precision, monkeypatch):
+    """torch_forest_edges (the CUDA path: tiles and fold on the device), run on the CPU with small tiles and folds:
+    the forest of the CPU path, edge weights and partitions alike."""
+    import clustering.graph as graph
+
+    monkeypatch.setattr(graph, "CPU_TILE", (100, 160))
+    x = grouped_vectors(900, 24, 12, 0.45, seed=11)
+    for threshold in (-0.1, 0.5, 0.93):
+        stats = {}
+        rows, cols, sims = torch_forest_edges(x, threshold, "cpu", precision, max_pending=500, stats=stats)
+        cpu = spanning_forest(x, threshold, "cpu", "float32")
+        assert (rows < cols).all() and rows.size == cpu.rows.size
+        np.testing.assert_allclose(np.sort(sims), np.sort(cpu.sims), atol=1e-6)
+        np.testing.assert_allclose(sims, np.einsum("ij,ij->i", x[rows], x[cols]), atol=2e-6)
+        from clustering.forest import component_ids
+
+        assert same_partition(component_ids(900, rows, cols), partition_at(cpu, threshold))
+        full = x @ x.T
+        assert stats["edges"] == int(np.triu(full >= threshold, 1).sum())
 
 
 @pytest.mark.parametrize("path", ["cpu", "torch"])
@@ -256,6 +323,19 @@ def test_size_histogram_bands():
     assert size_histogram(sizes) == {"2": 2, "3-4": 2, "5-9": 2, "10-19": 2, "20-49": 2, "50-99": 2, "100-199": 1,
                                      "1000-1999": 1, "2000-4999": 1}
     assert size_histogram(np.zeros(0, dtype=np.int64)) == {}
+
+
+@pytest.mark.gpu
+def test_gpu_tiles_are_aligned_and_padding_never_pairs():
+    """On CUDA the rows are padded to a multiple of 256 and every tile is a multiple of 256 wide; a threshold <= 0
+    links every real pair and never a padding row."""
+    x = grouped_vectors(1000, 16, 10, 0.5, seed=2)
+    plan = plan_graph(1000, 16, "cuda:0")
+    assert plan.tile_cols % 256 == 0
+    rows, cols, sims = torch_forest_edges(x, -1.0, "cuda:0")
+    assert rows.size == 999 and cols.max() < 1000
+    blocks = list(threshold_edges(x, -1.0, "cuda:0"))
+    assert sum(block[0].size for block in blocks) == 1000 * 999 // 2
 
 
 @pytest.mark.gpu
