@@ -55,7 +55,9 @@ def _build_array(data, dtype, shape, order: str) -> np.ndarray:
         raise pickle.UnpicklingError("malformed array shape")
     if len(data) != int(np.prod(shape, dtype=np.int64)) * dtype.dtype.itemsize:
         raise pickle.UnpicklingError("array data does not match its shape")
-    return np.frombuffer(bytes(data), dtype=dtype.dtype).reshape(shape, order=order).copy()
+    if isinstance(data, bytearray):  # protocol 5 (what write_embeddings writes): a fresh writable buffer, no copy
+        return np.frombuffer(data, dtype=dtype.dtype).reshape(shape, order=order)
+    return np.frombuffer(data, dtype=dtype.dtype).reshape(shape, order=order).copy()
 
 
 def _frombuffer(data, dtype, shape, order="C") -> np.ndarray:
@@ -113,11 +115,21 @@ class _SafeUnpickler(pickle.Unpickler):
 
 
 def write_embeddings(path: str, filenames: List[str], embedding: np.ndarray, model: str) -> None:
-    """Write the contracted dict atomically (pickle protocol 4)."""
+    """Write the contracted dict atomically (pickle protocol 5, Python >= 3.8: the array is written from its own
+    memory and read back into one buffer, where protocol 4 needs a second copy of N x d each way)."""
     payload = {"filename": list(filenames), "embedding": np.ascontiguousarray(embedding, dtype=np.float32),
                "model": model, "dim": int(embedding.shape[1])}
     with atomic_open(path, "wb") as handle:
-        pickle.dump(payload, handle, protocol=4)
+        pickle.dump(payload, handle, protocol=5)
+
+
+def _row_norms(embedding: np.ndarray) -> np.ndarray:
+    """L2 norm of every row, (n,), without a temporary of the array's size: float32 sums (error ~1e-7), float64
+    where float32 squares overflow."""
+    norms = np.sqrt(np.einsum("ij,ij->i", embedding, embedding))
+    if not np.isfinite(norms).all() and np.isfinite(embedding).all():
+        norms = np.sqrt(np.einsum("ij,ij->i", embedding, embedding, dtype=np.float64))
+    return norms
 
 
 def read_embeddings(path: str) -> StoredEmbeddings:
@@ -142,9 +154,9 @@ def read_embeddings(path: str) -> StoredEmbeddings:
     if len(set(filenames)) != len(filenames):
         raise EmbeddingsFileError(f"--embeddings {path}: a filename appears twice; {fix}")
     embedding = embedding.astype(np.float32, copy=False)
-    if not np.isfinite(embedding).all():
+    norms = _row_norms(embedding)
+    if not np.isfinite(norms).all():   # a NaN or infinite value anywhere in a row makes its norm non-finite
         raise EmbeddingsFileError(f"--embeddings {path}: the embeddings contain NaN or infinite values; {fix}")
-    norms = np.linalg.norm(embedding, axis=1)
     if embedding.shape[0] and not np.allclose(norms, 1.0, atol=1e-3):
         embedding = embedding / np.maximum(norms[:, None], 1e-12)
     return StoredEmbeddings(list(filenames), embedding, str(payload["model"]))
