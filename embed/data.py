@@ -36,7 +36,7 @@ def load_rgb(path: str, draft: Optional[Tuple[int, str]] = None) -> Image.Image:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, BACKGROUND_RGB + (255,))
         image = Image.alpha_composite(background, rgba)
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def _grey16_to_8bit(image: Image.Image) -> Image.Image:
@@ -95,6 +95,14 @@ class Preprocess:
         width, height = image.size
         if self.geometry == "pad":
             side = max(width, height)
+            if width > height and side != self.size:
+                # The same pixels as resizing the padded square, faster: PIL resizes in two passes (horizontal,
+                # then vertical, rounding to uint8 between them), and the horizontal pass of a white padding row is
+                # a white row, so only the crop's own rows go through it before the vertical padding is added.
+                rows = image.resize((self.size, height), self.resample)
+                square = Image.new("RGB", (self.size, side), BACKGROUND_RGB)
+                square.paste(rows, (0, (side - height) // 2))
+                return square.resize((self.size, self.size), self.resample)
             if width != height:
                 square = Image.new("RGB", (side, side), BACKGROUND_RGB)
                 square.paste(image, ((side - width) // 2, (side - height) // 2))

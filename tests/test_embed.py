@@ -275,6 +275,22 @@ def test_pad_fits_an_elongated_crop_whole_onto_white():
     assert (pixels[25, 0] == [255, 0, 0]).all() and (pixels[25, -1] == [255, 0, 0]).all()  # both ends kept
 
 
+@pytest.mark.parametrize("resample", [Image.NEAREST, Image.BILINEAR, Image.BICUBIC, Image.LANCZOS])
+def test_pad_gives_the_pixels_of_resizing_the_padded_square(resample):
+    """Wide crops skip the horizontal pass over the padding rows: byte-identical to padding first, then resizing."""
+    rng = np.random.default_rng(resample)
+    for size in (56, 224):
+        preprocess = Preprocess(size, resample=resample, **TF)
+        shapes = [(300, 7), (225, 224), (57, 1), (40, 13), (224, 100), (500, 499), *rng.integers(1, 600, (6, 2))]
+        for width, height in shapes:
+            image = Image.fromarray(rng.integers(0, 256, (int(height), int(width), 3), dtype=np.uint8))
+            side = max(image.size)
+            square = Image.new("RGB", (side, side), (255, 255, 255))
+            square.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
+            expected = square if side == size else square.resize((size, size), resample)
+            assert np.array_equal(np.asarray(preprocess.fit(image)), np.asarray(expected)), (width, height)
+
+
 def test_centre_crop_cuts_the_ends_of_an_elongated_crop():
     image = Image.new("RGB", (100, 20), (0, 0, 255))
     image.paste((255, 0, 0), (0, 0, 10, 20))  # a red end that a centre crop loses
@@ -364,11 +380,21 @@ def test_fake_embed_all_bad_or_empty(tmp_path):
     assert result.embeddings.shape[0] == 0 and result.skipped == []
 
 
-@pytest.mark.parametrize("cores,cpu,cuda", [(1, 0, 0), (2, 0, 1), (4, 2, 3), (16, 4, 8), (None, 0, 0)])
+@pytest.mark.parametrize("cores,cpu,cuda", [(1, 0, 0), (2, 0, 1), (4, 2, 3), (16, 4, 15), (64, 4, 32)])
 def test_default_num_workers(monkeypatch, cores, cpu, cuda):
-    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    import embed.base
+
+    monkeypatch.setattr(embed.base, "_usable_cores", lambda: cores)
     assert default_num_workers("cpu") == cpu
     assert default_num_workers("cuda:0") == cuda
+
+
+def test_usable_cores_falls_back_to_cpu_count(monkeypatch):
+    import embed.base
+
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert embed.base._usable_cores() == 1
 
 
 # --- real lite0 (bundled weights) -----------------------------------------------------------------------------------
