@@ -14,16 +14,23 @@ groups stay whole at the threshold and some fall apart) are clustered by:
                     with AVX512-BF16/AMX, float32 elsewhere)
   ours_engine_fp32  the same with float32 tiles, what a CPU without native bf16 gets
   faiss             faiss IndexFlatIP.range_search at the same threshold (the bare search is the time compared),
-                    then scipy connected_components: the reference partition
+                    then scipy connected_components: the reference partition (faiss-cpu; on a GPU machine without
+                    faiss-gpu, it runs on the CPU cores beside the GPU)
+  torch_bruteforce  what faiss-gpu's range search does, in plain torch on the GPU: float32 similarities of a block of
+                    rows against all N (never more than 2^31 - 1 at once), threshold, nonzero, pairs to the host,
+                    then scipy connected_components; the reference partition when faiss does not run
   sklearn_single    AgglomerativeClustering(linkage="single", metric="cosine", distance_threshold=1-t) (N <= 30 000)
   biodivx           the BiodivX approach re-implemented: dense cosine matrix per 10 000-row chunk, transitive closure
                     by repeated boolean matrix squaring, chunks clustered independently (N <= 20 000 by default)
-Each method runs in its own process (peak RSS is its own), repeats are interleaved so that machine noise hits every
-method alike, and the medians, ratios and partition agreement go to bench/results/clustering.json.
+Each method runs in its own process (peak RSS is its own; on CUDA also the peak GPU memory: torch's allocator peak
+in-process, the device's used memory polled through NVML for the CLI), repeats are interleaved so that machine noise
+hits every method alike, and the medians, ratios and partition agreement go to bench/results/clustering.json.
+`--baseline_repeats` runs the slow baselines fewer times than ours where a full set is not affordable.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -40,7 +47,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-METHODS = ["ours_cli", "ours_engine", "ours_engine_fp32", "faiss", "sklearn_single", "biodivx"]
+METHODS = ["ours_cli", "ours_engine", "ours_engine_fp32", "faiss", "torch_bruteforce", "sklearn_single",
+           "biodivx"]
 SKLEARN_MAX_N = 30_000
 BIODIVX_MAX_N = 20_000
 BIODIVX_CHUNK = 10_000
@@ -53,10 +61,11 @@ def synthetic_groups(n: int, d: int, threshold: float, seed: int):
     expected within-group cosine of threshold + U(-0.04, 0.06), so groups straddle the threshold.
     """
     rng = np.random.default_rng(seed)
-    sizes = []
-    while sum(sizes) < n:
+    sizes, total = [], 0
+    while total < n:
         sizes.append(int(min(200, rng.zipf(1.6))))
-    sizes[-1] -= sum(sizes) - n
+        total += sizes[-1]
+    sizes[-1] -= total - n
     groups = np.repeat(np.arange(len(sizes)), sizes)
     rng.shuffle(groups)
     centres = rng.normal(size=(len(sizes), d)).astype(np.float32)
@@ -88,44 +97,144 @@ def biodivx_chunked(x: np.ndarray, threshold: float, chunk: int = BIODIVX_CHUNK)
     return labels
 
 
+def torch_bruteforce(x: np.ndarray, threshold: float, device: str) -> np.ndarray:
+    """faiss-gpu's range search in plain torch: float32 (no TF32) similarities of row blocks against all N rows,
+    pairs >= threshold to the host, then scipy connected_components."""
+    import torch
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = x.shape[0]
+    block = max(1, min(n, (2**31 - 1) // max(n, 1)))          # torch.nonzero on CUDA: < 2^31 elements
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    rows, cols = [], []
+    try:
+        with torch.inference_mode():
+            xg = torch.from_numpy(x).to(device)
+            for r0 in range(0, n, block):
+                i, j = torch.nonzero(xg[r0:r0 + block] @ xg.T >= threshold, as_tuple=True)
+                keep = i + r0 < j                                # each pair once (the graph is symmetric)
+                rows.append((i[keep] + r0).cpu().numpy())
+                cols.append(j[keep].cpu().numpy())
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    graph = coo_matrix((np.ones(rows.size, np.int8), (rows, cols)), shape=(n, n)).tocsr()
+    return connected_components(graph, directed=False)[1]
+
+
+class GpuMemoryPoller:
+    """Peak used memory of GPU 0 (the whole device, as nvidia-smi shows it) while the block runs, polled through
+    NVML every 20 ms; `peak_mb` stays None when NVML is not there."""
+
+    def __init__(self, index: int = 0):
+        self.index, self.peak_mb, self.before_mb = index, None, None
+
+    def __enter__(self):
+        import threading
+
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(self.index)
+        except Exception:
+            self.thread = None
+            return self
+        used = lambda: pynvml.nvmlDeviceGetMemoryInfo(handle).used / 2**20  # noqa: E731
+        self.before_mb = self.peak_mb = used()
+        self.stop = threading.Event()
+
+        def poll():
+            while not self.stop.wait(0.02):
+                self.peak_mb = max(self.peak_mb, used())
+
+        self.thread = threading.Thread(target=poll, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.thread is not None:
+            self.stop.set()
+            self.thread.join()
+        return False
+
+
 def run_method(method: str, data: Path, threshold: float, out: Path, device: str = "cpu") -> dict:
     """Run one method on the vectors in `data` (.npy; the .pkl beside it for the CLI); labels saved to `out`.
     device: where `ours_*` build the graph ('cpu' or 'cuda:N')."""
     x = np.load(data)
     timings = {}
+    on_cuda = device.startswith("cuda")
     if method == "ours_cli":
-        start = time.perf_counter()
-        subprocess.run([sys.executable, str(REPO / "cluster.py"), "--embeddings", str(data.with_suffix(".pkl")),
-                        "-o", str(out.parent / "cli_out"), "-th", str(threshold), "-d", device, "--no_report", "-q"],
-                       check=True)
-        timings["seconds"] = time.perf_counter() - start
+        del x
+        with GpuMemoryPoller() if on_cuda else contextlib.nullcontext() as poller:
+            start = time.perf_counter()
+            subprocess.run([sys.executable, str(REPO / "cluster.py"), "--embeddings", str(data.with_suffix(".pkl")),
+                            "-o", str(out.parent / "cli_out"), "-th", str(threshold), "-d", device, "--no_report",
+                            "-q"], check=True)
+            timings["seconds"] = time.perf_counter() - start
+        if poller is not None and poller.peak_mb is not None:
+            timings["peak_gpu_used_mb_nvml"] = round(poller.peak_mb, 1)
+            timings["gpu_used_before_mb_nvml"] = round(poller.before_mb, 1)
         import pandas as pd
 
         labels = pd.read_csv(out.parent / "cli_out" / "clusters.csv", usecols=["cluster"])["cluster"].to_numpy()
+        manifest = json.loads((out.parent / "cli_out" / "run.json").read_text())
+        timings["stages_s"] = manifest.get("timings_s")
+        timings["graph"] = {k: v for k, v in manifest.get("graph", {}).items() if k != "tile_counts"}
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     else:
-        # imports and one-off warm-ups (numba's cached kernels) happen before the clock starts, for every method
-        import faiss
+        # imports and one-off warm-ups (numba's cached kernels, CUDA context and cuBLAS) happen before the clock
+        # starts, for every method
         from scipy.sparse import csr_matrix
         from scipy.sparse.csgraph import connected_components
         from sklearn.cluster import AgglomerativeClustering
 
-        from clustering.forest import partition_at, spanning_forest
+        from clustering.forest import forest_from_edges, partition_at, spanning_forest
 
         precision = "float32" if method.endswith("fp32") else "auto"
+        if method == "faiss":
+            import faiss
         if method.startswith("ours_engine"):
             from clustering.graph import plan_graph
 
             spanning_forest(x[:256], threshold, device, "float32")
             spanning_forest(x[:256], threshold, device, "bfloat16" if device == "cpu" else "float16")
             timings["precision"] = plan_graph(*x.shape, device, precision).precision
+        if method == "torch_bruteforce":
+            torch_bruteforce(x[:256], threshold, device)
+        if on_cuda:
+            import torch
+
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats(device)
         start = time.perf_counter()
         if method.startswith("ours_engine"):
-            labels = partition_at(spanning_forest(x, threshold, device, precision), threshold)
-            if device.startswith("cuda"):
-                import torch
+            from clustering.graph import threshold_edges
 
-                torch.cuda.synchronize()
+            stats, waited = {}, [0.0]
+
+            def timed(blocks):                      # time the fold spends waiting for edge blocks
+                while True:
+                    asked = time.perf_counter()
+                    block = next(blocks, None)
+                    waited[0] += time.perf_counter() - asked
+                    if block is None:
+                        return
+                    yield block
+
+            edges = threshold_edges(x, threshold, device, precision, stats=stats)
+            forest = forest_from_edges(x.shape[0], timed(edges), threshold)
+            timings["forest_seconds"] = time.perf_counter() - start
+            timings["waiting_for_edges_seconds"] = waited[0]
+            labels = partition_at(forest, threshold)
+            timings["tile"] = stats.get("tile")
+            timings["tile_counts"] = stats.get("tile_counts")
+            timings["forest_edges"] = int(forest.sims.size)
+        elif method == "torch_bruteforce":
+            labels = torch_bruteforce(x, threshold, device)
         elif method == "faiss":
             index = faiss.IndexFlatIP(x.shape[1])
             index.add(x)
@@ -142,6 +251,10 @@ def run_method(method: str, data: Path, threshold: float, out: Path, device: str
             raise SystemExit(f"unknown method {method}")
         timings["seconds"] = time.perf_counter() - start
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        if on_cuda:
+            import torch
+
+            timings["peak_gpu_allocated_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     np.save(out, np.asarray(labels, dtype=np.int64))
     return {**timings, "peak_rss_mb": round(peak / 1024, 1)}
 
@@ -156,6 +269,27 @@ def singletons_apart(labels: np.ndarray) -> np.ndarray:
 
 def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
     return len(set(zip(a.tolist(), b.tolist()))) == len(np.unique(a)) == len(np.unique(b))
+
+
+def rounding_evidence(x: np.ndarray, reference: np.ndarray, labels: np.ndarray, threshold: float,
+                      limit: int = 50) -> dict:
+    """Where two partitions differ: for each group of one that the other splits (up to `limit`, at most 5 000
+    members), the strongest float64 similarity between its parts. Values within ~1e-6 of the threshold mean the
+    difference is float32 rounding of pairs lying at the threshold (summation order differs between cuBLAS and
+    the re-scoring), not a missed or invented link."""
+    gaps = []
+    for a, b in ((reference, labels), (labels, reference)):
+        order = np.argsort(a, kind="stable")
+        for members in np.split(order, np.flatnonzero(np.diff(a[order])) + 1):
+            if len(gaps) >= limit:
+                break
+            if 2 <= members.size <= 5000 and np.unique(b[members]).size > 1:
+                block = x[members].astype(np.float64)
+                sims = block @ block.T
+                parts = b[members]
+                gaps.append(float(sims[parts[:, None] != parts[None, :]].max()) - threshold)
+    return {"groups_checked": len(gaps), "float64_gap_to_threshold": [float(f"{g:.3g}") for g in gaps],
+            "max_abs_gap": float(f"{max(abs(g) for g in gaps):.3g}") if gaps else None}
 
 
 def clusters_split(reference: np.ndarray, labels: np.ndarray) -> int:
@@ -176,8 +310,12 @@ def machine() -> dict:
     from clustering.graph import cpu_has_fast_bf16
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cores": len(os.sched_getaffinity(0)), "cpu": cpu, "cpu_native_bf16": cpu_has_fast_bf16(), "gpu": gpu,
-            "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}
+    found = {"cores": len(os.sched_getaffinity(0)), "cpu": cpu, "cpu_native_bf16": cpu_has_fast_bf16(), "gpu": gpu,
+             "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}
+    if gpu is not None:
+        found.update(gpu_memory_gb=round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1),
+                     cuda=torch.version.cuda)
+    return found
 
 
 def versions() -> dict:
@@ -192,29 +330,52 @@ def versions() -> dict:
     return found
 
 
-def bench_size(n: int, d: int, threshold: float, repeats: int, methods, work: Path, device: str = "cpu") -> dict:
+BASELINES = ("faiss", "torch_bruteforce", "sklearn_single", "biodivx")
+PER_RUN_KEYS = ("peak_gpu_allocated_mb", "peak_gpu_used_mb_nvml", "gpu_used_before_mb_nvml", "forest_seconds",
+                "waiting_for_edges_seconds", "tile", "tile_counts", "forest_edges", "stages_s", "graph")
+
+
+def bench_size(n: int, d: int, threshold: float, repeats: int, methods, work: Path, device: str = "cpu",
+               baseline_repeats: int = 0) -> dict:
     from outputs.embeddings import write_embeddings
 
+    started = time.perf_counter()
     x, truth = synthetic_groups(n, d, threshold, seed=n)
     data = work / f"vectors_{n}.npy"
     np.save(data, x)
     write_embeddings(str(data.with_suffix(".pkl")), [f"synthetic/{i:07d}.png" for i in range(n)], x, "bench:synthetic")
     del x
+    print(f"  data ready in {time.perf_counter() - started:.1f} s", flush=True)
     runnable = [m for m in methods if not (m == "sklearn_single" and n > SKLEARN_MAX_N)
                 and not (m == "biodivx" and n > BIODIVX_MAX_N)]
+    wanted = {m: (baseline_repeats or repeats) if m in BASELINES else repeats for m in runnable}
     runs = {m: [] for m in runnable}
-    for repeat in range(repeats):
+    failed = {}
+    for repeat in range(max(wanted.values(), default=0)):
         for method in runnable:
+            if repeat >= wanted[method] or method in failed:
+                continue
             out = work / f"labels_{method}_{n}.npy"
             result = subprocess.run([sys.executable, __file__, "--worker", method, "--data", str(data),
                                      "--threshold", str(threshold), "--out", str(out), "--device", device],
-                                    check=True, capture_output=True, text=True)
+                                    capture_output=True, text=True)
+            if result.returncode != 0:
+                failed[method] = result.stderr.strip().splitlines()[-12:]
+                print(f"  N={n} {method} FAILED:\n    " + "\n    ".join(failed[method]), flush=True)
+                continue
             runs[method].append(json.loads(result.stdout.strip().splitlines()[-1]))
-            print(f"  N={n} repeat {repeat + 1}/{repeats} {method:18s} {runs[method][-1]['seconds']:8.2f} s "
-                  f"peak {runs[method][-1]['peak_rss_mb']:8.0f} MB", flush=True)
+            last = runs[method][-1]
+            gpu = last.get("peak_gpu_allocated_mb", last.get("peak_gpu_used_mb_nvml"))
+            print(f"  N={n} repeat {repeat + 1}/{wanted[method]} {method:18s} {last['seconds']:8.2f} s "
+                  f"peak RSS {last['peak_rss_mb']:8.0f} MB" + (f", GPU {gpu:8.0f} MB" if gpu is not None else ""),
+                  flush=True)
+    runnable = [m for m in runnable if runs[m]]
     labels = {m: singletons_apart(np.load(work / f"labels_{m}_{n}.npy")) for m in runnable}
-    reference = labels.get("faiss", labels.get("ours_engine"))
+    reference_method = next((m for m in ("faiss", "torch_bruteforce", "ours_engine") if m in labels), runnable[0])
+    reference = labels[reference_method]
     summary = {}
+    from sklearn.metrics import adjusted_rand_score
+
     for method in runnable:
         median = statistics.median(r["seconds"] for r in runs[method])
         entry = {"median_seconds": round(median, 3), "runs_seconds": [round(r["seconds"], 3) for r in runs[method]],
@@ -224,9 +385,18 @@ def bench_size(n: int, d: int, threshold: float, repeats: int, methods, work: Pa
         if method == "faiss":
             entry["range_search_median_seconds"] = round(statistics.median(
                 r["range_search_seconds"] for r in runs[method]), 3)
-        from sklearn.metrics import adjusted_rand_score
-
+        middle = sorted(runs[method], key=lambda r: r["seconds"])[(len(runs[method]) - 1) // 2]
+        for key in PER_RUN_KEYS:
+            if key in middle:
+                value = middle[key]
+                entry[key] = round(value, 3) if isinstance(value, float) else value
+        for key in ("peak_gpu_allocated_mb", "peak_gpu_used_mb_nvml"):
+            if key in middle:
+                entry[key] = max(r[key] for r in runs[method])
         entry["identical_to_reference"] = same_partition(labels[method], reference)
+        if not entry["identical_to_reference"]:
+            entry["difference"] = rounding_evidence(np.load(data, mmap_mode="r"), reference, labels[method],
+                                                    threshold)
         entry["ari_vs_reference"] = round(float(adjusted_rand_score(reference, labels[method])), 6)
         entry["reference_clusters_split"] = clusters_split(reference, labels[method])
         summary[method] = entry
@@ -236,6 +406,11 @@ def bench_size(n: int, d: int, threshold: float, repeats: int, methods, work: Pa
         for method in runnable:
             if method.startswith("ours"):
                 ratios[f"{method}_vs_faiss_range_search"] = round(summary[method]["median_seconds"] / bare, 4)
+    if "torch_bruteforce" in summary:
+        for method in runnable:
+            if method.startswith("ours"):
+                ratios[f"{method}_vs_torch_bruteforce"] = round(
+                    summary[method]["median_seconds"] / summary["torch_bruteforce"]["median_seconds"], 4)
     if "sklearn_single" in summary:
         for method in ("ours_cli", "ours_engine"):
             if method in summary:
@@ -245,9 +420,13 @@ def bench_size(n: int, d: int, threshold: float, repeats: int, methods, work: Pa
         ratios["biodivx_vs_ours_cli_speedup"] = round(summary["biodivx"]["median_seconds"]
                                                       / summary["ours_cli"]["median_seconds"], 2)
     ref_sizes = np.bincount(reference)
-    return {"n": n, "d": d, "threshold": threshold, "device": device, "repeats": repeats,
-            "true_groups": int(truth.max() + 1),
-            "reference_clusters": int((ref_sizes >= 2).sum()), "methods": summary, "ratios": ratios}
+    result = {"n": n, "d": d, "threshold": threshold, "device": device, "repeats": repeats,
+              "baseline_repeats": baseline_repeats or repeats, "true_groups": int(truth.max() + 1),
+              "reference_method": reference_method, "reference_clusters": int((ref_sizes >= 2).sum()),
+              "methods": summary, "ratios": ratios}
+    if failed:
+        result["failed"] = failed
+    return result
 
 
 def main() -> int:
@@ -256,9 +435,12 @@ def main() -> int:
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--threshold", type=float, default=0.9)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--baseline_repeats", type=int, default=0,
+                        help="repeats of faiss, torch_bruteforce, sklearn_single, biodivx (default: --repeats)")
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     parser.add_argument("--device", default="cpu", help="where ours_* build the graph: cpu (default) or cuda:N")
     parser.add_argument("--output", default=str(REPO / "bench" / "results" / "clustering.json"))
+    parser.add_argument("--note", help="free text recorded in the results (e.g. which baselines could not run)")
     parser.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -266,14 +448,17 @@ def main() -> int:
     if args.worker:
         print(json.dumps(run_method(args.worker, Path(args.data), args.threshold, Path(args.out), args.device)))
         return 0
-    results = {"benchmark": "clustering", "date": time.strftime("%Y-%m-%d"), "machine": machine(),
+    results = {"benchmark": "clustering", "date": time.strftime("%Y-%m-%d"), "machine": None,
                "versions": versions(), "sizes": []}
+    if args.note:
+        results["note"] = args.note
     with tempfile.TemporaryDirectory(prefix="bench-clustering-") as work:
         for n in args.sizes:
             print(f"N={n}, d={args.dim}, threshold {args.threshold}", flush=True)
             results["sizes"].append(bench_size(n, args.dim, args.threshold, args.repeats, args.methods, Path(work),
-                                              args.device))
+                                              args.device, args.baseline_repeats))
             print(json.dumps(results["sizes"][-1]["ratios"], indent=1), flush=True)
+    results["machine"] = machine()   # after the runs: on a GPU machine it opens a CUDA context
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(f"written {args.output}")
