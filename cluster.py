@@ -391,6 +391,16 @@ class _Rows:
         return ordered
 
 
+def _take(embedding, index):
+    """embedding[index] (float32 (len(index), d)), without copying N x d when `index` is every row in order, as
+    it is whenever no two crops were linked (index: int64 positions)."""
+    import numpy as np
+
+    if index.size == embedding.shape[0] and np.array_equal(index, np.arange(index.size)):
+        return embedding
+    return embedding[index]
+
+
 def _collect(cfg: RunConfig, skipped: List[Tuple[str, str]]) -> List[str]:
     from inputs.collect import collect_images
 
@@ -474,8 +484,7 @@ def _reuse_rows(cfg: RunConfig, skipped: List[Tuple[str, str]], timer: _Timer, r
     readable = groups.first >= 0
     first[np.asarray(present, dtype=np.int64)[readable]] = np.asarray(present, dtype=np.int64)[groups.first[readable]]
     run_info.update(device="none (embeddings reused)", model=stored.model, reused_embeddings=cfg.embeddings)
-    in_order = rows.size == len(stored.filenames) and bool((rows == np.arange(rows.size)).all())
-    embedding = stored.embedding if in_order else stored.embedding[rows]       # no second copy of N x d
+    embedding = _take(stored.embedding, rows)
     digests = [""] * len(filenames)
     for k, digest in zip(present, groups.digests):
         digests[k] = digest
@@ -564,11 +573,10 @@ def _cluster_rows(cfg: RunConfig, rows: _Rows, threshold: float, forest=None) ->
     device = resolve_device(cfg.device) if cfg.cluster in ("cosine", "kmeans") else "cpu"
     params = _cluster_params(cfg, threshold, device)
     reps = rows.representative_rows()
-    in_order = reps.size == len(rows.filenames)          # every row its own individual: no copy of N x d
-    vectors = rows.embedding if in_order else rows.embedding[reps]
+    vectors = _take(rows.embedding, reps)
     if ALGORITHMS[cfg.cluster].links_members:
         members = np.flatnonzero(rows.distinct)
-        result = run_algorithm(cfg.cluster, rows.embedding[members], params, item_of_row=rows.individual[members],
+        result = run_algorithm(cfg.cluster, _take(rows.embedding, members), params, item_of_row=rows.individual[members],
                                forest=forest)
     else:
         result = run_algorithm(cfg.cluster, vectors, params)
@@ -620,7 +628,7 @@ def _review_rows(cfg: RunConfig, rows: _Rows, clusters: Dict):
     rep_cluster = number_clusters(merged, [rows.filenames[i] for i in reps], np.bincount(rows.individual))
     log.info("--review %s: %d groups named, %d clusters dissolved -> %d clusters", cfg.review,
              len(set(review.groups.values())), len(review.dissolved), int(rep_cluster.max(initial=-1)) + 1)
-    reviewed = {**clusters, **_per_row(rows, rows.embedding[reps], rep_cluster)}
+    reviewed = {**clusters, **_per_row(rows, _take(rows.embedding, reps), rep_cluster)}
     return reviewed, [rep_group[i] for i in rows.individual]
 
 
@@ -818,7 +826,7 @@ def _shared_forest(cfg: RunConfig, rows: _Rows, threshold: float, run_info: Dict
     if not needed:
         return None
     stats: Dict = {}
-    forest = spanning_forest(rows.embedding[np.flatnonzero(rows.distinct)], min(needed), resolve_device(cfg.device),
+    forest = spanning_forest(_take(rows.embedding, np.flatnonzero(rows.distinct)), min(needed), resolve_device(cfg.device),
                              stats=stats)
     run_info["graph"] = {**stats, "forest_threshold": forest.threshold, "forest_edges": int(forest.sims.size),
                          "rows": forest.n}
@@ -910,7 +918,7 @@ def run(cfg: RunConfig) -> Dict:
     with timer.stage("silhouette"):
         from evaluate.metrics import silhouette
 
-        run_info["quality"] = silhouette(rows.embedding[rows.representative_rows()], rep_cluster)
+        run_info["quality"] = silhouette(_take(rows.embedding, rows.representative_rows()), rep_cluster)
     extra = meta.frame
     if cfg.review:
         extra.insert(0, "group", group)
@@ -1008,7 +1016,7 @@ def _sweep(cfg: RunConfig, rows: _Rows, labels, forest) -> Dict:
     from evaluate.sweep_plot import plot_sweep
     from outputs.table import write_csv
 
-    table = sweep_table(rows.embedding[rows.representative_rows()], parse_sweep(cfg.sweep), rows.individual, labels,
+    table = sweep_table(_take(rows.embedding, rows.representative_rows()), parse_sweep(cfg.sweep), rows.individual, labels,
                         forest)
     threshold, rule = recommend(table)
     write_csv(table, os.path.join(cfg.out_folder, "sweep.csv"))
