@@ -34,32 +34,14 @@ sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 import numpy as np  # noqa: E402
 
+import crop_maker  # noqa: E402
+
 RUNS = 3
 
 
 def make_crops(folder: Path, n: int, seed: int = 0) -> List[str]:
     """n JPEG crops of random size, aspect and position from scikit-learn's sample photos."""
-    from PIL import Image
-    from sklearn.datasets import load_sample_images
-
-    photos = [Image.fromarray(image) for image in load_sample_images().images]
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    files = []
-    for k in range(n):
-        photo = photos[k % len(photos)]
-        side = int(rng.integers(40, 421))
-        aspect = float(np.exp(rng.uniform(np.log(1 / 3), np.log(3))))
-        width = max(8, min(photo.width, int(side * np.sqrt(aspect))))
-        height = max(8, min(photo.height, int(side / np.sqrt(aspect))))
-        x, y = int(rng.integers(0, photo.width - width + 1)), int(rng.integers(0, photo.height - height + 1))
-        crop = photo.crop((x, y, x + width, y + height))
-        if rng.random() < 0.5:
-            crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
-        path = folder / f"crop_{k:05d}.jpg"
-        crop.save(path, quality=int(rng.integers(80, 96)))
-        files.append(str(path))
-    return files
+    return crop_maker.make_crops(folder, n, seed)
 
 
 def tiny_dino_folder(folder: Path, size: str) -> str:

@@ -29,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Dict, List
 
@@ -38,41 +37,14 @@ sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 import numpy as np  # noqa: E402
 
+import crop_maker  # noqa: E402
+
 TARGET_IMAGES_PER_S = 4000
-
-
-def _crops_part(args) -> List[str]:
-    folder, start, count, seed = args
-    from PIL import Image
-    from sklearn.datasets import load_sample_images
-
-    photos = [Image.fromarray(image) for image in load_sample_images().images]
-    rng = np.random.default_rng(seed)
-    files = []
-    for k in range(start, start + count):
-        photo = photos[k % len(photos)]
-        side = int(rng.integers(100, 401))
-        aspect = float(np.exp(rng.uniform(np.log(1 / 3), np.log(3))))
-        width = max(8, min(photo.width, int(side * np.sqrt(aspect))))
-        height = max(8, min(photo.height, int(side / np.sqrt(aspect))))
-        x, y = int(rng.integers(0, photo.width - width + 1)), int(rng.integers(0, photo.height - height + 1))
-        crop = photo.crop((x, y, x + width, y + height))
-        if rng.random() < 0.5:
-            crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
-        path = Path(folder) / f"crop_{k:06d}.jpg"
-        crop.save(path, quality=int(rng.integers(80, 96)))
-        files.append(str(path))
-    return files
 
 
 def make_crops(folder: Path, n: int) -> List[str]:
     """n JPEG crops of 100-400 px from the sample photos, written by every core."""
-    folder.mkdir(parents=True, exist_ok=True)
-    cores = len(os.sched_getaffinity(0))
-    step = -(-n // cores)
-    parts = [(str(folder), start, min(step, n - start), start) for start in range(0, n, step)]
-    with ProcessPoolExecutor(cores) as pool:
-        return [path for part in pool.map(_crops_part, parts) for path in part]
+    return crop_maker.make_crops(folder, n, min_side=100, max_side=400, processes=crop_maker.all_cores())
 
 
 def dino_base_folder(folder: Path) -> str:

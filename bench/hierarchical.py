@@ -6,7 +6,7 @@
 The model is EfficientNetV2-S (torchvision, random weights: throughput does not depend on the weights) with one
 linear head per level sized like the BiodivX classifier: 7 967 species, 3 938 genera, 443 families, 33 orders,
 5 classes, on its 1280-d pooled features; exported with torch.export (`.pt2`) and with TorchScript (`.pt`), with a
-generated sidecar. Crops are random-texture JPEGs of 100-400 px. Timed: `embed_files` (decoding workers, bf16
+generated sidecar. Crops are JPEGs of 100-400 px cut from the sample photos (bench/crop_maker.py). Timed: `embed_files` (decoding workers, bf16
 autocast on CUDA, tree-consistent decoding of the five heads), medians of --repeats runs after one warm-up; the
 result goes to bench/results/hierarchical_<device kind>.json.
 """
@@ -22,10 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "bench")]
+
+import crop_maker  # noqa: E402
 
 LEVELS = ["species", "genus", "family", "order", "class"]
 COUNTS = [7967, 3938, 443, 33, 5]
@@ -66,23 +66,6 @@ def build_model(size: int, folder: Path) -> dict:
     return paths
 
 
-def make_crops(folder: Path, n: int, seed: int = 0) -> list:
-    """n JPEG crops of 100-400 px with random smooth textures (so the JPEGs decode like photos, not flat colour)."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    tiles = [Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).resize((400, 400), Image.BICUBIC)
-             for _ in range(32)]
-    files = []
-    for k in range(n):
-        width, height = (int(v) for v in rng.integers(100, 401, 2))
-        path = folder / f"crop_{k:06d}.jpg"
-        tiles[k % 32].crop((0, 0, width, height)).save(path, quality=90)
-        files.append(str(path))
-    return files
-
-
 def time_backend(model_path: Path, files: list, device: str, batch_size: int, repeats: int,
                  channels_last: bool = True) -> dict:
     """Median seconds and images/s of embed_files over `repeats` runs after a warm-up on 2 batches."""
@@ -121,7 +104,8 @@ def main() -> None:
     batch_size = args.batch_size or default_batch_size(args.device)
     with tempfile.TemporaryDirectory() as scratch:
         paths = build_model(args.size, Path(scratch))
-        files = make_crops(Path(scratch) / "crops", args.n)
+        files = crop_maker.make_crops(Path(scratch) / "crops", args.n, min_side=100, max_side=400,
+                                       processes=crop_maker.all_cores())
         results = {kind: time_backend(path, files, args.device, batch_size, args.repeats)
                    for kind, path in paths.items()}
         if args.device.startswith("cuda"):   # the layout's share of the speed: the same .pt2 in NCHW
