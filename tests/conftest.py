@@ -27,6 +27,13 @@ def draw_crop(path: Path, colour, seed: int, size=(48, 40)) -> Path:
     return path
 
 
+def draw_views(folder: Path, colours: int, views: int) -> None:
+    """Draw `views` crops of each of the first `colours` PALETTE colours: folder/c{colour}_v{view}.png."""
+    for colour in range(colours):
+        for view in range(views):
+            draw_crop(folder / f"c{colour}_v{view}.png", PALETTE[colour], seed=10 * colour + view)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def user_cache(tmp_path_factory):
     """Exported ONNX models go to a per-session folder (also for subprocesses), never to the user's ~/.cache."""

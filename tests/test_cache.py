@@ -16,7 +16,7 @@ import pytest
 
 import cluster
 import embed
-from conftest import PALETTE, REPO, draw_crop
+from conftest import PALETTE, REPO, draw_crop, draw_views
 from embed.base import EmbeddingBackend, embed_files
 from embed.cache import CACHE_FOLDER, EmbeddingCache
 from embed.data import Preprocess
@@ -26,9 +26,7 @@ from embed.data import Preprocess
 def crops(tmp_path) -> Path:
     """3 colours x 4 views, a byte-identical copy and a corrupt file."""
     root = tmp_path / "crops"
-    for colour_index in range(3):
-        for view in range(4):
-            draw_crop(root / f"c{colour_index}_v{view}.png", PALETTE[colour_index], seed=10 * colour_index + view)
+    draw_views(root, 3, 4)
     (root / "copy.png").write_bytes((root / "c0_v0.png").read_bytes())
     (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
     return root

@@ -9,16 +9,14 @@ import pandas as pd
 import pytest
 
 import cluster
-from conftest import PALETTE, draw_crop
+from conftest import PALETTE, draw_crop, draw_views
 
 
 @pytest.fixture
 def crops(tmp_path) -> Path:
     """4 colours x 6 views plus 2 lone crops (black, and a colour far from the palette)."""
     root = tmp_path / "crops"
-    for colour_index in range(4):
-        for view in range(6):
-            draw_crop(root / f"c{colour_index}_v{view}.png", PALETTE[colour_index], seed=10 * colour_index + view)
+    draw_views(root, 4, 6)
     draw_crop(root / "lone_black.png", PALETTE[5], seed=1)
     draw_crop(root / "lone_grey.png", (128, 128, 128), seed=2)
     return root

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import cluster
-from conftest import PALETTE, draw_crop
+from conftest import PALETTE, draw_crop, draw_views
 from outputs.report.html import script_json
 from outputs.review import Review, ReviewError, apply_review, read_review
 
@@ -20,9 +20,7 @@ from outputs.review import Review, ReviewError, apply_review, read_review
 def crops(tmp_path) -> Path:
     """3 colours x 4 views, a byte-identical copy, a lone crop, and a crop whose name is markup."""
     root = tmp_path / "crops"
-    for colour in range(3):
-        for view in range(4):
-            draw_crop(root / f"c{colour}_v{view}.png", PALETTE[colour], seed=10 * colour + view)
+    draw_views(root, 3, 4)
     (root / "copy_of_c0_v0.png").write_bytes((root / "c0_v0.png").read_bytes())
     draw_crop(root / "<b>x.png", PALETTE[5], seed=99)
     return root
