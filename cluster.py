@@ -490,7 +490,8 @@ def _reuse_rows(cfg: RunConfig, skipped: List[Tuple[str, str]], timer: _Timer, r
         digests[k] = digest
     return _Rows(filenames=filenames, embedding=embedding, individual=_individual_ids(first),
                  representative=first == np.arange(len(filenames)), model=stored.model,
-                 distinct=first == np.arange(len(filenames)), predictions=_cached_predictions(cfg, stored.model, digests))
+                 distinct=first == np.arange(len(filenames)),
+                 predictions=_cached_predictions(cfg, stored.model, digests))
 
 
 def _cached_predictions(cfg: RunConfig, model: str, digests: List[str]):
@@ -576,8 +577,8 @@ def _cluster_rows(cfg: RunConfig, rows: _Rows, threshold: float, forest=None) ->
     vectors = _take(rows.embedding, reps)
     if ALGORITHMS[cfg.cluster].links_members:
         members = np.flatnonzero(rows.distinct)
-        result = run_algorithm(cfg.cluster, _take(rows.embedding, members), params, item_of_row=rows.individual[members],
-                               forest=forest)
+        result = run_algorithm(cfg.cluster, _take(rows.embedding, members), params,
+                               item_of_row=rows.individual[members], forest=forest)
     else:
         result = run_algorithm(cfg.cluster, vectors, params)
     groups = result.groups
@@ -752,6 +753,7 @@ def _prediction_columns(taxonomy, rows: _Rows) -> Dict[str, object]:
 
 def _taxon_columns(cfg: RunConfig, taxonomy, rows: _Rows, cluster, run_info: Dict) -> "object":
     """clusters.csv columns of the clustered rows: per-level predictions and the cluster names (clustering/naming)."""
+    import numpy as np
     import pandas as pd
 
     from clustering.naming import name_columns
@@ -760,11 +762,10 @@ def _taxon_columns(cfg: RunConfig, taxonomy, rows: _Rows, cluster, run_info: Dic
     index, probability = split_predictions(rows.predictions, len(taxonomy.levels))
     names = name_columns(cluster, rows.individual, index, probability, taxonomy.levels, taxonomy.classes,
                          cfg.taxon_share)
-    levels = pd.Series(names["cluster_taxon_level"])[cluster >= 0]
-    first = ~pd.Series(cluster).duplicated().to_numpy()[cluster >= 0]
+    ids, first_row = np.unique(cluster, return_index=True)
+    named_at = pd.Series(names["cluster_taxon_level"][first_row[ids >= 0]]).value_counts()
     run_info["taxonomy"] = {"sidecar": taxonomy.source, "levels": list(taxonomy.levels), "share": cfg.taxon_share,
-                            "clusters_named_at": {level or "none": int(count) for level, count in
-                                                  levels[first].value_counts().items()}}
+                            "clusters_named_at": {level or "none": int(count) for level, count in named_at.items()}}
     frame = pd.DataFrame({**_prediction_columns(taxonomy, rows), **names})
     if cfg.unknown_below is not None:
         frame["identified"] = False
@@ -826,8 +827,8 @@ def _shared_forest(cfg: RunConfig, rows: _Rows, threshold: float, run_info: Dict
     if not needed:
         return None
     stats: Dict = {}
-    forest = spanning_forest(_take(rows.embedding, np.flatnonzero(rows.distinct)), min(needed), resolve_device(cfg.device),
-                             stats=stats)
+    forest = spanning_forest(_take(rows.embedding, np.flatnonzero(rows.distinct)), min(needed),
+                             resolve_device(cfg.device), stats=stats)
     run_info["graph"] = {**stats, "forest_threshold": forest.threshold, "forest_edges": int(forest.sims.size),
                          "rows": forest.n}
     return forest
@@ -1016,8 +1017,8 @@ def _sweep(cfg: RunConfig, rows: _Rows, labels, forest) -> Dict:
     from evaluate.sweep_plot import plot_sweep
     from outputs.table import write_csv
 
-    table = sweep_table(_take(rows.embedding, rows.representative_rows()), parse_sweep(cfg.sweep), rows.individual, labels,
-                        forest)
+    table = sweep_table(_take(rows.embedding, rows.representative_rows()), parse_sweep(cfg.sweep), rows.individual,
+                        labels, forest)
     threshold, rule = recommend(table)
     write_csv(table, os.path.join(cfg.out_folder, "sweep.csv"))
     plot_sweep(table, threshold, os.path.join(cfg.out_folder, "sweep.png"))

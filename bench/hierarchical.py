@@ -1,14 +1,15 @@
 """Throughput of `-e hierarchical` end to end from JPEG files: a BiodivX-sized classifier, exported and run.
 
-    python bench/hierarchical.py --device cuda:0 --n 20000         # on a GPU machine (needs torchvision there)
-    python bench/hierarchical.py --device cpu --n 500 --size 224     # this project's CPU machines
+    python bench/hierarchical.py --device cuda:0 --n 8000     # on a GPU machine
+    python bench/hierarchical.py --device cpu --n 500         # any machine with torchvision (not this project's CPU
+                                                              # machines: torch 2.13 there has no torchvision)
 
 The model is EfficientNetV2-S (torchvision, random weights: throughput does not depend on the weights) with one
 linear head per level sized like the BiodivX classifier: 7 967 species, 3 938 genera, 443 families, 33 orders,
 5 classes, on its 1280-d pooled features; exported with torch.export (`.pt2`) and with TorchScript (`.pt`), with a
-generated sidecar. Crops are JPEGs of 100-400 px cut from the sample photos (bench/crop_maker.py). Timed: `embed_files` (decoding workers, bf16
-autocast on CUDA, tree-consistent decoding of the five heads), medians of --repeats runs after one warm-up; the
-result goes to bench/results/hierarchical_<device kind>.json.
+generated sidecar. Crops are JPEGs of 100-400 px cut from the sample photos (bench/crop_maker.py). Timed:
+`embed_files` (decoding workers, bf16 autocast on CUDA, tree-consistent decoding of the five heads), medians of
+--repeats runs after one warm-up; the result goes to bench/results/hierarchical_{gpu,cpu}.json.
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ clustering: it only reads the per-row cluster ids.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, Sequence
 
 import numpy as np
 
@@ -67,18 +67,17 @@ def cluster_name(cluster_id: int, taxon: str, level: int, levels: Sequence[str])
 
 
 def name_columns(cluster: np.ndarray, individual: np.ndarray, index: np.ndarray, probability: np.ndarray,
-                 levels: Sequence[str], classes: Sequence[Sequence[str]], share: float) -> Dict[str, List]:
+                 levels: Sequence[str], classes: Sequence[Sequence[str]], share: float) -> Dict[str, np.ndarray]:
     """Per-row columns cluster_taxon, cluster_taxon_level, cluster_taxon_share and cluster_name ('' / NaN for rows
     not clustered); arguments as in `cluster_taxa`, plus the level names and class names per level, finest first."""
     found = cluster_taxa(cluster, individual, index, probability, share)
-    names = [cluster_name(k, classes[found.level[k]][found.taxon[k]] if found.level[k] >= 0 else "",
-                          int(found.level[k]), levels) for k in range(found.taxon.size)]
-    columns: Dict[str, List] = {"cluster_taxon": [], "cluster_taxon_level": [], "cluster_taxon_share": [],
-                                "cluster_name": []}
-    for k in cluster.tolist():
-        chosen = found.level[k] if k >= 0 else -1
-        columns["cluster_taxon"].append(classes[chosen][found.taxon[k]] if chosen >= 0 else "")
-        columns["cluster_taxon_level"].append(levels[chosen] if chosen >= 0 else "")
-        columns["cluster_taxon_share"].append(round(float(found.share[k]), 4) if k >= 0 else float("nan"))
-        columns["cluster_name"].append(names[k] if k >= 0 else "")
-    return columns
+    taxa = [classes[level][taxon] if level >= 0 else "" for taxon, level in zip(found.taxon, found.level)]
+    per_cluster = {   # one entry per cluster, then one for the rows in none (-1)
+        "cluster_taxon": taxa + [""],
+        "cluster_taxon_level": [levels[level] if level >= 0 else "" for level in found.level] + [""],
+        "cluster_taxon_share": np.append(np.round(found.share, 4), np.nan),
+        "cluster_name": [cluster_name(k, taxon, int(level), levels)
+                         for k, (taxon, level) in enumerate(zip(taxa, found.level))] + [""]}
+    position = np.where(cluster >= 0, cluster, found.taxon.size)
+    return {column: np.asarray(values, dtype=object if column != "cluster_taxon_share" else np.float64)[position]
+            for column, values in per_cluster.items()}

@@ -1,8 +1,9 @@
-"""`-e hierarchical -fp MODEL.pt|MODEL.onnx`: a hierarchical taxonomic classifier exported by any lab.
+"""`-e hierarchical -fp MODEL.pt2|.pt|.onnx`: a hierarchical taxonomic classifier exported by any lab.
 
 No architecture code lives here: the model is a torch.export program (`.pt2`, torch.export.save), a TorchScript file
-(torch.jit.trace/script + save; deprecated by PyTorch but widespread) or an ONNX file whose forward takes a normalised image batch float (B, 3, S, S) and returns the embedding (B, d) and one logits
-tensor (B, C_l) per taxonomic level, finest first: a tuple/list `(embedding, logits_species, logits_genus, ...)` or
+(torch.jit.trace/script + save; deprecated by PyTorch but widespread) or an ONNX file whose forward takes a
+normalised image batch float (B, 3, S, S) and returns the embedding (B, d) and one logits tensor (B, C_l) per
+taxonomic level, finest first: a tuple/list `(embedding, logits_species, logits_genus, ...)` or
 a dict keyed "embedding" and the level names (ONNX: outputs named so, else taken in that order). `MODEL.json`
 beside it (embed/taxonomy.py) names the levels, classes and tree, and the preprocessing. Both are checked on load
 by running the model on two blank images.

@@ -145,8 +145,10 @@ def _ancestors(parents, levels: List[str], classes: List[List[str]], fail) -> np
 def _parent_index(given, level: str, coarser: str, names: List[str], coarser_names: List[str], fail) -> np.ndarray:
     """int64 (C_level,): index in `coarser` of each class's parent, from names or indices."""
     if not isinstance(given, list) or len(given) != len(names):
+        got = "nothing" if given is None else f"{len(given)} entries" if isinstance(given, list) \
+            else type(given).__name__
         fail(f"'parents' must give level '{level}' a list of {len(names)} parents (one per class, a name or index "
-             f"in level '{coarser}'); got {'nothing' if given is None else f'{len(given)} entries' if isinstance(given, list) else type(given).__name__}")
+             f"in level '{coarser}'); got {got}")
     position = {name: k for k, name in enumerate(coarser_names)}
     parent = np.empty(len(names), dtype=np.int64)
     for k, value in enumerate(given):

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Export a hierarchical taxonomic classifier for `cluster.py -e hierarchical -fp MODEL.pt`.
+"""Export a hierarchical taxonomic classifier for `cluster.py -e hierarchical -fp MODEL.pt2`.
 
     python example/export_hierarchical.py --out models/   # insects.pt2, insects.pt, insects.onnx + insects.json
     python cluster.py -i crops/ -o out/ -e hierarchical -fp models/insects.pt2
 
 What crop-cluster needs, whatever your training code looks like:
-  1. a torch.export program (.pt2; or TorchScript .pt, or ONNX .onnx) whose forward takes a normalised image batch float (B, 3, S, S) and returns
-     (embedding (B, d), logits of the finest level (B, C0), ..., logits of the coarsest level (B, C_L-1));
+  1. a torch.export program (.pt2; or TorchScript .pt, or ONNX .onnx) whose forward takes a normalised image
+     batch float (B, 3, S, S) and returns (embedding (B, d), logits of the finest level (B, C0), ..., logits of
+     the coarsest level (B, C_L-1));
   2. MODEL.json beside it: the level names (finest first), each level's class names in the order of its logits,
      each class's parent in the next coarser level, and the input size, mean and std (pixels scaled to 0..1).
 This script builds a small network with random weights to show the shapes; for your model, replace `backbone`

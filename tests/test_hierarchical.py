@@ -270,16 +270,16 @@ def test_name_columns_for_several_clusters_and_unclustered_rows():
     cluster_ids = np.asarray([1, 1, 0, 0, -1, 2])
     columns = name_columns(cluster_ids, np.arange(6), index, probability, LEVELS,
                            [CLASSES[level] for level in LEVELS], 0.8)
-    assert columns["cluster_name"] == ["Agrotis ipsilon (cluster 1)"] * 2 + \
+    assert columns["cluster_name"].tolist() == ["Agrotis ipsilon (cluster 1)"] * 2 + \
         ["Noctuidae sp. 0 (genus uncertain)"] * 2 + ["", "Tipula paludosa (cluster 2)"]
-    assert columns["cluster_taxon_level"] == ["species", "species", "family", "family", "", "species"]
+    assert columns["cluster_taxon_level"].tolist() == ["species", "species", "family", "family", "", "species"]
     assert columns["cluster_taxon"][4] == "" and np.isnan(columns["cluster_taxon_share"][4])
     empty = name_columns(np.full(3, -1), np.arange(3), index[:3], probability[:3], LEVELS,
                          [CLASSES[level] for level in LEVELS], 0.8)
-    assert empty["cluster_name"] == ["", "", ""]
+    assert empty["cluster_name"].tolist() == ["", "", ""]
     split = name_columns(np.zeros(2, np.int64), np.arange(2), *_rows([RED, CYAN], 1.0), LEVELS,
                          [CLASSES[level] for level in LEVELS], 0.8)
-    assert split["cluster_name"] == ["unplaced sp. 0 (order uncertain)"] * 2
+    assert split["cluster_name"].tolist() == ["unplaced sp. 0 (order uncertain)"] * 2
 
 
 # ---------------------------------------------------------------------------------------------------------------
