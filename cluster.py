@@ -688,13 +688,15 @@ def _keep_rows(rows: _Rows, keep) -> _Rows:
                  predictions=None if rows.predictions is None else rows.predictions[keep])
 
 
-def _check_sidecar(cfg: RunConfig) -> None:
-    """-e hierarchical: read and check the model's sidecar (and --unknown_level against its levels) before anything
-    is hashed or embedded."""
+def _check_model_files(cfg: RunConfig) -> None:
+    """-e hierarchical: the model file must exist and its sidecar be valid (and --unknown_level one of its levels),
+    checked before anything is hashed or embedded."""
     if cfg.embed != "hierarchical" or cfg.embeddings:
         return
+    from embed.hierarchical import require_model_file
     from embed.taxonomy import load_taxonomy, sidecar_path
 
+    require_model_file(cfg.from_pretrained)
     taxonomy = load_taxonomy(sidecar_path(cfg.from_pretrained))
     if cfg.unknown_level:
         taxonomy.level_index(cfg.unknown_level)
@@ -882,7 +884,7 @@ def run(cfg: RunConfig) -> Dict:
     skipped: List[Tuple[str, str]] = []
     run_info: Dict = {}
     os.makedirs(cfg.out_folder, exist_ok=True)
-    _check_sidecar(cfg)
+    _check_model_files(cfg)
 
     if cfg.embeddings:
         rows = _reuse_rows(cfg, skipped, timer, run_info)

@@ -39,6 +39,14 @@ def preprocess_of(taxonomy: Taxonomy) -> Preprocess:
                       std=tuple(255.0 * s for s in taxonomy.std), geometry=taxonomy.geometry)
 
 
+def require_model_file(model_path: str) -> None:
+    """EmbedError naming the accepted formats when `model_path` is not a file."""
+    if not os.path.isfile(model_path):
+        raise EmbedError(f"-fp {model_path}: no such model file; -e hierarchical needs a torch.export (.pt2), "
+                         f"TorchScript ({'/'.join(TORCHSCRIPT_SUFFIXES)}) or ONNX (.onnx) file with MODEL.json "
+                         f"beside it; {EXPORT_HINT}")
+
+
 def split_predictions(extras, n_levels: int):
     """(index int64 (n, L), probability float32 (n, L)) from the backend's extras float32 (n, 2L), finest first."""
     import numpy as np
@@ -53,15 +61,12 @@ class HierarchicalBackend(EmbeddingBackend):
 
     def __init__(self, device: str, model_path: str, channels_last: bool = True):
         super().__init__(device, model_path)
+        require_model_file(model_path)
         self.channels_last = channels_last and device.startswith("cuda")
         if device.startswith("cuda"):
             import torch
 
             torch.backends.cudnn.benchmark = True   # fixed input size: let cuDNN pick its fastest convolutions
-        if not os.path.isfile(model_path):
-            raise EmbedError(f"-fp {model_path}: no such model file; -e hierarchical needs a torch.export (.pt2), "
-                             f"TorchScript ({'/'.join(TORCHSCRIPT_SUFFIXES)}) or ONNX (.onnx) file with MODEL.json "
-                             f"beside it; {EXPORT_HINT}")
         self.taxonomy = load_taxonomy(sidecar_path(model_path))
         self.preprocess = preprocess_of(self.taxonomy)
         self.session = self.module = None

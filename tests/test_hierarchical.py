@@ -369,6 +369,8 @@ def test_cli_option_errors(tmp_path, caplog, args, message):
 def test_cli_bad_model_and_level_exit_2(colour_crops, tmp_path, caplog):
     model = export(tmp_path / "model")
     with caplog.at_level(logging.ERROR):
+        assert _run("-i", colour_crops, "-o", tmp_path / "o0", "-e", "hierarchical", "-fp", tmp_path / "no.pt2") == 2
+        assert "no.pt2: no such model file" in caplog.text
         assert _run("-i", colour_crops, "-o", tmp_path / "o1", "-e", "hierarchical", "-fp", model,
                     "--unknown_below", "0.9", "--unknown_level", "tribe") == 2
         assert "level 'tribe' is not in" in caplog.text and "species, genus, family, order" in caplog.text
