@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
 import sys
 import tempfile
@@ -39,10 +37,13 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for folder in (str(REPO), str(REPO / "bench")):
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
 
 import numpy as np  # noqa: E402
+
+import machine as bench_machine  # noqa: E402
 
 THRESHOLDS = np.round(np.arange(0.50, 0.9801, 0.01), 2)
 PRECISION_TARGET = 0.95
@@ -242,21 +243,9 @@ def row_at(table: List[Dict], t: float) -> Dict:
 # ---------------------------------------------------------------- run
 
 def machine_info() -> Dict:
-    import PIL
-    import scipy
-    import sklearn
-    import torch
-
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"cores": os.cpu_count(), "cpu": cpu, "gpu": None, "python": platform.python_version(),
-            "platform": platform.platform(),
-            "versions": {"torch": torch.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
-                         "scikit-learn": sklearn.__version__, "pillow": PIL.__version__}}
+    """The machine (bench/machine.py, no GPU here) and the versions of the packages the calibration uses."""
+    return {**bench_machine.machine(), "versions": bench_machine.versions(
+        ("torch", "numpy", "scipy", "scikit-learn", "pillow"))}
 
 
 def embed(backend, files: Sequence[str]) -> Tuple[np.ndarray, float]:

@@ -33,8 +33,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -46,7 +44,9 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "bench")]
+
+import machine as bench_machine  # noqa: E402
 
 METHODS = ["ours_cli", "ours_engine", "ours_engine_fp32", "faiss", "torch_bruteforce", "sklearn_single",
            "biodivx"]
@@ -289,31 +289,13 @@ def clusters_split(reference: np.ndarray, labels: np.ndarray) -> int:
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
+    """The machine (bench/machine.py), whether the CPU multiplies bf16 natively, and the GPU when one is visible."""
     import torch
 
     from clustering.graph import cpu_has_fast_bf16
 
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    found = {"cores": len(os.sched_getaffinity(0)), "cpu": cpu, "cpu_native_bf16": cpu_has_fast_bf16(), "gpu": gpu,
-             "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}
-    if gpu is not None:
-        found.update(gpu_memory_gb=round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1),
-                     cuda=torch.version.cuda)
-    return found
-
-
-def versions() -> dict:
-    from importlib import metadata
-
-    found = {"python": platform.python_version()}
-    for name in ("torch", "numpy", "scipy", "scikit-learn", "numba", "faiss-cpu", "faiss-gpu-cu12"):
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return found
+    return {**bench_machine.machine("cuda:0" if torch.cuda.is_available() else None),
+            "cpu_native_bf16": cpu_has_fast_bf16()}
 
 
 BASELINES = ("faiss", "torch_bruteforce", "sklearn_single", "biodivx")
@@ -435,7 +417,8 @@ def main() -> int:
         print(json.dumps(run_method(args.worker, Path(args.data), args.threshold, Path(args.out), args.device)))
         return 0
     results = {"benchmark": "clustering", "date": time.strftime("%Y-%m-%d"), "machine": None,
-               "versions": versions(), "sizes": []}
+               "versions": bench_machine.versions(
+                   ("torch", "numpy", "scipy", "scikit-learn", "numba", "faiss-cpu", "faiss-gpu-cu12")), "sizes": []}
     if args.note:
         results["note"] = args.note
     with tempfile.TemporaryDirectory(prefix="bench-clustering-") as work:

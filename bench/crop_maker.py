@@ -1,7 +1,6 @@
 """Benchmark crops: JPEGs of random size, aspect and position cut from scikit-learn's sample photos (offline)."""
 from __future__ import annotations
 
-import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import List
@@ -47,7 +46,3 @@ def make_crops(folder: Path, n: int, seed: int = 0, min_side: int = 40, max_side
     with ProcessPoolExecutor(processes) as pool:
         return [path for part in pool.map(_write_part, parts) for path in part]
 
-
-def all_cores() -> int:
-    """Cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -32,8 +32,6 @@ from typing import Dict, List
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
-import numpy as np  # noqa: E402
-
 import crop_maker  # noqa: E402
 
 RUNS = 3

@@ -35,16 +35,16 @@ from typing import Dict, List
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
-import numpy as np  # noqa: E402
 
 import crop_maker  # noqa: E402
+import machine as bench_machine  # noqa: E402
 
 TARGET_IMAGES_PER_S = 4000
 
 
 def make_crops(folder: Path, n: int) -> List[str]:
     """n JPEG crops of 100-400 px from the sample photos, written by every core."""
-    return crop_maker.make_crops(folder, n, min_side=100, max_side=400, processes=crop_maker.all_cores())
+    return crop_maker.make_crops(folder, n, min_side=100, max_side=400, processes=bench_machine.usable_cores())
 
 
 def dino_base_folder(folder: Path) -> str:
@@ -146,33 +146,6 @@ def cli(crops: Path, out: Path, device: str, *extra: str) -> Dict:
             "batch_size": manifest["parameters"].get("batch_size"), "device": manifest.get("device")}
 
 
-def machine(device: str) -> Dict:
-    import platform
-
-    import torch
-
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor())
-    found = {"cores": len(os.sched_getaffinity(0)), "cpu": cpu,
-             "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}
-    if device.startswith("cuda"):
-        props = torch.cuda.get_device_properties(torch.device(device))
-        found.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 2**30, 1), cuda=torch.version.cuda)
-    return found
-
-
-def versions() -> Dict:
-    from importlib import metadata
-
-    found = {}
-    for name in ("torch", "transformers", "pillow", "numpy"):
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return found
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=20000, help="JPEG crops to generate")
@@ -208,8 +181,10 @@ def main(argv=None) -> int:
     lite0_configs = parse(args.lite0_configs) if args.lite0_configs else configs[:1]
     scratch = Path(tempfile.mkdtemp(prefix="bench-embed-gpu-"))
     os.environ.setdefault("CROP_CLUSTER_CACHE", str(scratch / "user-cache"))
-    document: Dict = {"benchmark": "embed_gpu", "date": time.strftime("%Y-%m-%d"), "machine": machine(args.device),
-                      "versions": versions(), "n_crops": args.n, "runs": args.runs,
+    document: Dict = {"benchmark": "embed_gpu", "date": time.strftime("%Y-%m-%d"),
+                      "machine": bench_machine.machine(args.device),
+                      "versions": bench_machine.versions(("torch", "transformers", "pillow", "numpy")),
+                      "n_crops": args.n, "runs": args.runs,
                       "target_images_per_s": TARGET_IMAGES_PER_S,
                       "defaults": {"num_workers": default_num_workers(args.device),
                                    "batch_size": default_batch_size(args.device)}}

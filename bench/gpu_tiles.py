@@ -1,6 +1,7 @@
 """One tile of the CUDA graph (clustering/graph.py) timed on the GPU: the fp16 product at an odd width (131 071, the
 old plan) and at a multiple of 256 (130 816, the plan now), the threshold compare and torch.nonzero; 16 384 rows,
-d = 768, CUDA events, mean of 10 after a warm-up. Prints the figures and writes tile_profile.json to $OUT (or here).
+d = 768, CUDA events, mean of 10 after a warm-up. Prints the figures and writes tile_profile.json to $OUT (or here);
+the H100 figures are in bench/results/clustering_gpu.json under "tile_profile_round2".
 
     python3 bench/gpu_tiles.py
 """
@@ -28,6 +29,8 @@ def timed_ms(fn, repeats: int = 10) -> float:
 
 
 def main() -> int:
+    if not torch.cuda.is_available():
+        raise SystemExit("bench/gpu_tiles.py times CUDA tiles: run it on a machine with a CUDA GPU")
     torch.manual_seed(0)
     x = torch.nn.functional.normalize(torch.randn(300000, DIM, device=DEVICE), dim=1).half()
     a = x[:ROWS]

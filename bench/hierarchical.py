@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -27,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 import crop_maker  # noqa: E402
+import machine as bench_machine  # noqa: E402
 
 LEVELS = ["species", "genus", "family", "order", "class"]
 COUNTS = [7967, 3938, 443, 33, 5]
@@ -106,14 +105,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         paths = build_model(args.size, Path(scratch))
         files = crop_maker.make_crops(Path(scratch) / "crops", args.n, min_side=100, max_side=400,
-                                       processes=crop_maker.all_cores())
+                                       processes=bench_machine.usable_cores())
         results = {kind: time_backend(path, files, args.device, batch_size, args.repeats)
                    for kind, path in paths.items()}
         if args.device.startswith("cuda"):   # the layout's share of the speed: the same .pt2 in NCHW
             results["pt2_nchw"] = time_backend(paths["pt2"], files, args.device, batch_size, args.repeats, False)
     gpu = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None
-    document = {"benchmark": "hierarchical", "device": args.device, "gpu": gpu, "cpu_cores": os.cpu_count(),
-                "platform": platform.platform(), "torch": torch.__version__, "n": args.n, "input_size": args.size,
+    document = {"benchmark": "hierarchical", "device": args.device, "machine": bench_machine.machine(args.device),
+                "torch": torch.__version__, "n": args.n, "input_size": args.size,
                 "model": "EfficientNetV2-S (torchvision, random weights) + heads " + "/".join(map(str, COUNTS)),
                 "precision": "bf16 autocast" if gpu else "float32", "results": results}
     out = args.out or REPO / "bench" / "results" / f"hierarchical_{'gpu' if gpu else 'cpu'}.json"

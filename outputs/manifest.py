@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import platform
 from importlib import metadata
-from typing import Any, Dict
+from typing import Any, Dict, Iterable
 
 from outputs.atomic import atomic_open
 
@@ -12,15 +12,20 @@ PACKAGES = ("crop-cluster", "torch", "transformers", "faiss-cpu", "faiss-gpu-cu1
             "pillow", "scikit-learn")
 
 
-def versions() -> Dict[str, str]:
-    """Python, platform and installed package versions (packages that are not installed are left out)."""
-    found = {"python": platform.python_version(), "platform": platform.platform()}
-    for name in PACKAGES:
+def package_versions(names: Iterable[str]) -> Dict[str, str]:
+    """Installed version of each distribution in `names` (those not installed are left out)."""
+    found = {}
+    for name in names:
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
     return found
+
+
+def versions() -> Dict[str, str]:
+    """Python, platform and installed package versions (packages that are not installed are left out)."""
+    return {"python": platform.python_version(), "platform": platform.platform(), **package_versions(PACKAGES)}
 
 
 def cluster_counts(clusters, individuals_total: int) -> Dict[str, Any]:
@@ -39,7 +44,7 @@ def cluster_counts(clusters, individuals_total: int) -> Dict[str, Any]:
             "cluster_size_histogram": size_histogram(sizes)}
 
 
-def size_histogram(sizes: np.ndarray) -> dict:
+def size_histogram(sizes) -> dict:
     """Number of clusters per size band ('2', '3-4', '5-9', '10-19', '20-49', ...) for run.json; empty bands left out.
 
     sizes: members per cluster (int array).
