@@ -137,8 +137,8 @@ def write_sequence(photos, folder: Path, seed: int):
 
 def link(emb, files, seconds, boxes, dedup_threshold, track_seconds, track_min):
     """Individual ids from `link_individuals` with the given rules switched on (exact always)."""
-    from dedup.individuals import LinkParams, link_individuals
-    from inputs.sidecars import parse_crop_name
+    from crop_cluster.dedup.individuals import LinkParams, link_individuals
+    from crop_cluster.inputs.sidecars import parse_crop_name
 
     n = len(files)
     sources = [(parse_crop_name(f) or (None,))[0] for f in files]
@@ -150,7 +150,7 @@ def link(emb, files, seconds, boxes, dedup_threshold, track_seconds, track_min):
 
 
 def score(labels, pred) -> Dict:
-    from evaluate.metrics import partition_metrics
+    from crop_cluster.evaluate.metrics import partition_metrics
 
     m = partition_metrics(list(labels), pred)
     return {"precision": m["pairwise_precision"], "recall": m["pairwise_recall"], "f1": m["pairwise_f1"],
@@ -166,7 +166,7 @@ def different_max(emb, labels) -> float:
 
 
 def timestamps(files: Sequence[str]) -> np.ndarray:
-    from inputs.timestamps import parse_timestamps
+    from crop_cluster.inputs.timestamps import parse_timestamps
 
     return parse_timestamps(files, "%Y%m%d%H%M%S").seconds
 
@@ -236,8 +236,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    from dedup import BACKEND_DEFAULTS
-    from embed import load_backend
+    from crop_cluster.dedup import BACKEND_DEFAULTS
+    from crop_cluster.embed import load_backend
 
     backend = load_backend(base.BACKEND, "cpu")
     current = {"dedup_threshold": BACKEND_DEFAULTS[base.BACKEND].dedup_threshold,

@@ -138,7 +138,7 @@ def on_white_padded(path: str):
 
     Returns (RGB image, (x1, y1, x2, y2)); the margin lets box jitter and rotation stay inside the picture.
     """
-    from embed.data import load_rgb
+    from crop_cluster.embed.data import load_rgb
     from PIL import Image
 
     with Image.open(path) as raw:
@@ -183,7 +183,7 @@ def single_link(similarity: np.ndarray, threshold: float) -> np.ndarray:
 
 def sweep(embeddings: np.ndarray, labels: Sequence[str]) -> List[Dict]:
     """One row per threshold: t, n_groups (incl. singletons), pairwise precision/recall/F1, ARI."""
-    from evaluate.metrics import partition_metrics
+    from crop_cluster.evaluate.metrics import partition_metrics
 
     similarity = embeddings @ embeddings.T
     rows = []
@@ -250,7 +250,7 @@ def machine_info() -> Dict:
 
 def embed(backend, files: Sequence[str]) -> Tuple[np.ndarray, float]:
     """lite0 embeddings (n, 1280) of `files` (all must decode) and the wall time in seconds."""
-    from embed.base import embed_files
+    from crop_cluster.embed.base import embed_files
 
     start = time.perf_counter()
     result = embed_files(backend, list(files), batch_size=32, num_workers=0, progress=False)
@@ -272,7 +272,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    from embed import BACKENDS, load_backend
+    from crop_cluster.embed import BACKENDS, load_backend
 
     backend = load_backend(BACKEND, "cpu")
     sets: Dict[str, Dict] = {}

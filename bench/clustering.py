@@ -193,13 +193,13 @@ def run_method(method: str, data: Path, threshold: float, out: Path, device: str
         from scipy.sparse.csgraph import connected_components
         from sklearn.cluster import AgglomerativeClustering
 
-        from clustering.forest import partition_at, spanning_forest
+        from crop_cluster.clustering.forest import partition_at, spanning_forest
 
         precision = "float32" if method.endswith("fp32") else "auto"
         if method == "faiss":
             import faiss
         if method.startswith("ours_engine"):
-            from clustering.graph import plan_graph
+            from crop_cluster.clustering.graph import plan_graph
 
             spanning_forest(x[:256], threshold, device, "float32")
             spanning_forest(x[:256], threshold, device, "bfloat16" if device == "cpu" else "float16")
@@ -292,7 +292,7 @@ def machine() -> dict:
     """The machine (bench/machine.py), whether the CPU multiplies bf16 natively, and the GPU when one is visible."""
     import torch
 
-    from clustering.graph import cpu_has_fast_bf16
+    from crop_cluster.clustering.graph import cpu_has_fast_bf16
 
     return {**bench_machine.machine("cuda:0" if torch.cuda.is_available() else None),
             "cpu_native_bf16": cpu_has_fast_bf16()}
@@ -305,7 +305,7 @@ PER_RUN_KEYS = ("peak_gpu_allocated_mb", "peak_gpu_used_mb_nvml", "gpu_used_befo
 
 def bench_size(n: int, d: int, threshold: float, repeats: int, methods, work: Path, device: str = "cpu",
                baseline_repeats: int = 0) -> dict:
-    from outputs.embeddings import write_embeddings
+    from crop_cluster.outputs.embeddings import write_embeddings
 
     started = time.perf_counter()
     x, truth = synthetic_groups(n, d, threshold, seed=n)

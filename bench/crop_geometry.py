@@ -45,9 +45,9 @@ def example_set(folder: Path):
 
 
 def main() -> int:
-    from embed import BACKENDS, load_backend
-    from embed.data import Preprocess
-    from embed.lite0 import PREPROCESS
+    from crop_cluster.embed import BACKENDS, load_backend
+    from crop_cluster.embed.data import Preprocess
+    from crop_cluster.embed.lite0 import PREPROCESS
 
     threshold = BACKENDS["lite0"].default_threshold
     backend = load_backend("lite0", "cpu")

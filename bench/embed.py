@@ -58,7 +58,7 @@ def tiny_dino_folder(folder: Path, size: str) -> str:
 
 def throughput(backend, files: List[str], batch_size: int = 32) -> Dict:
     """Median images/s of embed_files over RUNS runs (after one warm-up batch) and the decode/model split."""
-    from embed.base import embed_files
+    from crop_cluster.embed.base import embed_files
 
     embed_files(backend, files[:batch_size], batch_size=batch_size, num_workers=0, progress=False)
     runs = []
@@ -79,8 +79,8 @@ def draft_speed(folder: Path) -> Dict:
     from PIL import Image
     from sklearn.datasets import load_sample_images
 
-    from embed.data import load_rgb
-    from embed.lite0 import PREPROCESS
+    from crop_cluster.embed.data import load_rgb
+    from crop_cluster.embed.lite0 import PREPROCESS
 
     path = folder / "large.jpg"
     Image.fromarray(load_sample_images().images[0]).resize((1280, 854), Image.BICUBIC).save(path, quality=90)
@@ -152,8 +152,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     import calibrate_threshold
-    from embed import load_backend
-    from embed.lite0 import Lite0Backend
+    from crop_cluster.embed import load_backend
+    from crop_cluster.embed.lite0 import Lite0Backend
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()

@@ -66,7 +66,7 @@ def model_only(backend, batch_size: int, runs: int, batches: int = 20) -> Dict:
     """images/s of the model on uint8 batches already on the device (what embed_files does after decoding)."""
     import torch
 
-    from embed.base import _BatchRunner
+    from crop_cluster.embed.base import _BatchRunner
 
     size = backend.preprocess.size
     batch = torch.randint(0, 256, (batch_size, 3, size, size), dtype=torch.uint8, device=backend.device)
@@ -91,7 +91,7 @@ def decode_only(backend, files: List[str], workers: int, batch_size: int, runs: 
     """images/s of the DataLoader alone: decoding, fitting, collating and pinning, no model."""
     import torch
 
-    from embed.data import ImageDataset, collate
+    from crop_cluster.embed.data import ImageDataset, collate
 
     rates = []
     for _ in range(runs):
@@ -108,11 +108,11 @@ def decode_only(backend, files: List[str], workers: int, batch_size: int, runs: 
 def pipeline(backend, files: List[str], workers: int, batch_size: int, runs: int, niceness: int) -> Dict:
     """The real pipeline, embed_files: median images/s over `runs` and its decode/model split. niceness: of the
     decoding workers (embed.base.GPU_WORKER_NICENESS; 0 = as nice as the main process)."""
-    import embed.base
-    from embed.base import embed_files
+    import crop_cluster.embed.base as embed_base
+    from crop_cluster.embed.base import embed_files
 
-    default_niceness = embed.base.GPU_WORKER_NICENESS
-    embed.base.GPU_WORKER_NICENESS = niceness
+    default_niceness = embed_base.GPU_WORKER_NICENESS
+    embed_base.GPU_WORKER_NICENESS = niceness
     try:
         embed_files(backend, files[:4 * batch_size], batch_size=batch_size, num_workers=workers, progress=False)
         results = []
@@ -121,7 +121,7 @@ def pipeline(backend, files: List[str], workers: int, batch_size: int, runs: int
             result = embed_files(backend, files, batch_size=batch_size, num_workers=workers, progress=False)
             results.append((time.perf_counter() - started, result.seconds, result.embeddings.shape[0]))
     finally:
-        embed.base.GPU_WORKER_NICENESS = default_niceness
+        embed_base.GPU_WORKER_NICENESS = default_niceness
     wall, seconds, embedded = sorted(results, key=lambda run: run[0])[len(results) // 2]
     return {"workers": workers, "batch_size": batch_size, "worker_niceness": niceness, "images": len(files),
             "embedded": embedded,
@@ -165,8 +165,8 @@ def main(argv=None) -> int:
 
     from transformers.utils import logging as hf_logging
 
-    from embed import load_backend
-    from embed.base import GPU_WORKER_NICENESS, default_batch_size, default_num_workers
+    from crop_cluster.embed import load_backend
+    from crop_cluster.embed.base import GPU_WORKER_NICENESS, default_batch_size, default_num_workers
 
     hf_logging.set_verbosity_error()
 

@@ -69,8 +69,8 @@ def build_model(size: int, folder: Path) -> dict:
 def time_backend(model_path: Path, files: list, device: str, batch_size: int, repeats: int,
                  channels_last: bool = True) -> dict:
     """Median seconds and images/s of embed_files over `repeats` runs after a warm-up on 2 batches."""
-    from embed.base import default_num_workers, embed_files
-    from embed.hierarchical import HierarchicalBackend
+    from crop_cluster.embed.base import default_num_workers, embed_files
+    from crop_cluster.embed.hierarchical import HierarchicalBackend
 
     started = time.perf_counter()
     backend = HierarchicalBackend(device, str(model_path), channels_last=channels_last)
@@ -99,7 +99,7 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from embed.base import default_batch_size
+    from crop_cluster.embed.base import default_batch_size
 
     batch_size = args.batch_size or default_batch_size(args.device)
     with tempfile.TemporaryDirectory() as scratch:

@@ -40,6 +40,6 @@ def machine(device: Optional[str] = None) -> Dict:
 
 def versions(names: Iterable[str]) -> Dict[str, str]:
     """Installed version of each distribution in `names` (those not installed are left out)."""
-    from outputs.manifest import package_versions
+    from crop_cluster.outputs.manifest import package_versions
 
     return package_versions(names)

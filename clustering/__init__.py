@@ -8,11 +8,14 @@ import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, Optional
 
+from crop_cluster.errors import CropClusterError
+
+
 if TYPE_CHECKING:  # numpy is only needed once an algorithm runs
     import numpy as np
 
 
-class ClusteringError(ValueError):
+class ClusteringError(CropClusterError, ValueError):
     """Clustering options that cannot work (unknown algorithm, bad parameter, input too large for the algorithm)."""
 
 
@@ -65,16 +68,16 @@ class AlgorithmInfo:
 
 
 ALGORITHMS: Dict[str, AlgorithmInfo] = {
-    "cosine": AlgorithmInfo("clustering.cosine", "cluster_cosine", ("threshold", "max_cluster_size"),
+    "cosine": AlgorithmInfo(".cosine", "cluster_cosine", ("threshold", "max_cluster_size"),
                             "exact single linkage at a cosine threshold (connected components of the ε-graph)",
                             links_members=True),
-    "agglomerative": AlgorithmInfo("clustering.agglomerative", "cluster_agglomerative",
+    "agglomerative": AlgorithmInfo(".agglomerative", "cluster_agglomerative",
                                    ("linkage", "distance_threshold", "n_clusters", "pca", "standardize"),
                                    "scikit-learn agglomerative (ward/average/complete) after optional "
                                    "standardise + PCA; O(N^2) memory"),
-    "kmeans": AlgorithmInfo("clustering.kmeans", "cluster_kmeans", ("n_clusters", "seed"),
+    "kmeans": AlgorithmInfo(".kmeans", "cluster_kmeans", ("n_clusters", "seed"),
                             "spherical k-means (faiss), trained on a sample, assigned in chunks"),
-    "hdbscan": AlgorithmInfo("clustering.density", "cluster_hdbscan", ("min_cluster_size", "min_samples", "seed"),
+    "hdbscan": AlgorithmInfo(".density", "cluster_hdbscan", ("min_cluster_size", "min_samples", "seed"),
                              "scikit-learn HDBSCAN after PCA to at most 50 dimensions; -1 = noise"),
 }
 
@@ -95,7 +98,7 @@ def run_algorithm(name: str, embeddings: "np.ndarray", params: ClusterParams,
         raise ClusteringError(f"threshold {params.threshold} is not a cosine similarity; choose a value in [-1, 1], "
                               f"typically 0.6 to 0.95")
     info = ALGORITHMS[name]
-    function = getattr(importlib.import_module(info.module), info.function)
+    function = getattr(importlib.import_module(info.module, __package__), info.function)
     if item_of_row is None and forest is None:
         return function(embeddings, params)
     if not info.links_members:

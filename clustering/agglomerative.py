@@ -11,8 +11,8 @@ import os
 
 import numpy as np
 
-from clustering import LINKAGES, ClusteringError, ClusterParams, ClusterResult
-from clustering.features import reduce_features
+from crop_cluster.clustering import LINKAGES, ClusteringError, ClusterParams, ClusterResult
+from crop_cluster.clustering.features import reduce_features
 
 MEMORY_SHARE = 0.7  # refuse when the distance matrices would need more than this share of the available memory
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from clustering import ClusterParams, ClusterResult
-from clustering.forest import Forest, contract, partition_at, spanning_forest
-from clustering.guard import split_oversized
+from crop_cluster.clustering import ClusterParams, ClusterResult
+from crop_cluster.clustering.forest import Forest, contract, partition_at, spanning_forest
+from crop_cluster.clustering.guard import split_oversized
 
 
 def cluster_cosine(embeddings: np.ndarray, params: ClusterParams, item_of_row: np.ndarray = None,

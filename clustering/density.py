@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from clustering import ClusteringError, ClusterParams, ClusterResult
-from clustering.features import reduce_features
+from crop_cluster.clustering import ClusteringError, ClusterParams, ClusterResult
+from crop_cluster.clustering.features import reduce_features
 
 MAX_DIMENSIONS = 50
 

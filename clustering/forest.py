@@ -14,7 +14,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
 
-from clustering.graph import Edges, threshold_edges
+from crop_cluster.clustering.graph import Edges, threshold_edges
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def spanning_forest(embeddings: np.ndarray, threshold: float, device: str = "cpu
     """
     n = embeddings.shape[0]
     if device != "cpu":  # CUDA: the edges stay on the GPU and are folded there; only the forest comes back
-        from clustering.graph import torch_forest_edges
+        from crop_cluster.clustering.graph import torch_forest_edges
 
         rows, cols, sims = torch_forest_edges(embeddings, threshold, device, precision, max_pending, stats)
         order = np.lexsort((cols, rows, -sims))

@@ -139,7 +139,7 @@ def _use_fast_pass(counts: Dict) -> bool:
 def _cpu_tiles(x32: np.ndarray, threshold: float, plan: GraphPlan, counts: Dict) -> Iterator[Edges]:
     """CPU: matrix products on every core (bf16 in torch/oneDNN, float32 in numpy's BLAS), scanned by the
     compiled kernels of clustering.scan."""
-    from clustering.scan import bf16_floor_key, scan_bf16_tile, scan_float32_tile
+    from crop_cluster.clustering.scan import bf16_floor_key, scan_bf16_tile, scan_float32_tile
 
     low_precision = plan.precision == "bfloat16"
     if low_precision:

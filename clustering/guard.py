@@ -13,7 +13,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from clustering.forest import Forest
+from crop_cluster.clustering.forest import Forest
 
 
 def split_oversized(forest: Forest, groups: np.ndarray, threshold: float, max_size: int) -> Tuple[np.ndarray, Dict]:

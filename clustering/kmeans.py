@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from clustering import ClusteringError, ClusterParams, ClusterResult
+from crop_cluster.clustering import ClusteringError, ClusterParams, ClusterResult
 
 POINTS_PER_CENTROID = 256
 SEEDING_POINTS_PER_CENTROID = 20

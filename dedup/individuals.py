@@ -21,8 +21,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from dedup import TRACK_MAX_DISTANCE, TRACK_MAX_SECONDS
-from dedup.union import RULES, FrameUnion
+from crop_cluster.dedup import TRACK_MAX_DISTANCE, TRACK_MAX_SECONDS
+from crop_cluster.dedup.union import RULES, FrameUnion
 
 
 @dataclass(frozen=True)
@@ -75,9 +75,9 @@ def link_individuals(embeddings: np.ndarray, exact_first: np.ndarray, filenames:
     params.dedup_threshold); its links at or above the threshold are the near-duplicate pairs, so similarities are
     not computed twice. Without it, `near_duplicate_edges` builds one.
     """
-    from dedup.near import near_duplicate_edges
-    from dedup.representative import choose_representatives, quality_of
-    from dedup.track import TrackGates, track_links
+    from crop_cluster.dedup.near import near_duplicate_edges
+    from crop_cluster.dedup.representative import choose_representatives, quality_of
+    from crop_cluster.dedup.track import TrackGates, track_links
 
     n = len(filenames)
     frame = frame_ids(filenames, frames, seconds)

@@ -22,7 +22,7 @@ def near_duplicate_edges(embeddings: np.ndarray, threshold: float,
     (k,), sims float32 (k,)) with k <= m - 1, sorted by decreasing similarity, so linking them in order with a
     union-find joins the most similar crops first.
     """
-    from clustering.forest import spanning_forest
+    from crop_cluster.clustering.forest import spanning_forest
 
     if embeddings.shape[0] < 2:
         empty = np.zeros(0, dtype=np.int64)

@@ -9,8 +9,10 @@ import importlib
 from dataclasses import dataclass
 from typing import Optional
 
+from crop_cluster.errors import CropClusterError
 
-class EmbedError(ValueError):
+
+class EmbedError(CropClusterError, ValueError):
     """A model, device or embeddings file that cannot be used; the message says what to do instead."""
 
 
@@ -30,11 +32,11 @@ class BackendInfo:
 
 
 BACKENDS = {
-    "dino": BackendInfo("embed.hf", "DinoBackend", "facebook/dinov2-base", 0.90,
+    "dino": BackendInfo(".hf", "DinoBackend", "facebook/dinov2-base", 0.90,
                         "DINOv2 (or any transformers vision model) by hub id or local folder; CLS token"),
-    "lite0": BackendInfo("embed.lite0", "Lite0Backend", "efficientnet-lite0", 0.82,
+    "lite0": BackendInfo(".lite0", "Lite0Backend", "efficientnet-lite0", 0.82,
                          "EfficientNet-Lite0 ImageNet, bundled with the install, works offline; 1280-d"),
-    "hierarchical": BackendInfo("embed.hierarchical", "HierarchicalBackend", "", 0.85,
+    "hierarchical": BackendInfo(".hierarchical", "HierarchicalBackend", "", 0.85,
                                 "your hierarchical taxonomic classifier (-fp MODEL.pt or .onnx + MODEL.json): "
                                 "embedding + per-level predictions and taxon cluster names"),
 }
@@ -62,5 +64,5 @@ def model_id(name: str, model_path: Optional[str] = None) -> str:
 def load_backend(name: str, device: str, model_path: Optional[str] = None):
     """Instantiate backend `name` on `device` ('cpu', 'cuda:0'), loading `model_path` or the backend's default."""
     info = backend_info(name)
-    cls = getattr(importlib.import_module(info.module), info.class_name)
+    cls = getattr(importlib.import_module(info.module, __package__), info.class_name)
     return cls(device=device, model_path=model_path or info.default_model)

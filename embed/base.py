@@ -16,7 +16,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from embed import EmbedError, model_id
+from crop_cluster.embed import EmbedError, model_id
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def embed_files(backend: EmbeddingBackend, files: Sequence[str], batch_size: int
     import torch
     from tqdm import tqdm
 
-    from embed.data import ImageDataset, collate
+    from crop_cluster.embed.data import ImageDataset, collate
 
     if num_workers < 0:
         num_workers = default_num_workers(backend.device)

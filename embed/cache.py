@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from embed.base import EmbedResult
+from crop_cluster.embed.base import EmbedResult
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class EmbeddingCache:
               extras: Optional[np.ndarray] = None) -> None:
         """Add one chunk atomically: a reader (or a killed writer) sees all of it or none of it.
         extras: float32 (len(digests), e) stored beside the vectors, or None."""
-        from outputs.atomic import atomic_open
+        from crop_cluster.outputs.atomic import atomic_open
 
         if not len(digests) and not failed:
             return
@@ -221,7 +221,7 @@ def embed_with_cache(cache: EmbeddingCache, files: Sequence[str], digests: Seque
     load(): the backend; called only when something is missing, so a fully cached run never loads the model.
     batch_size None: default_batch_size of the backend's device.
     """
-    from embed.base import default_batch_size, embed_files
+    from crop_cluster.embed.base import default_batch_size, embed_files
 
     started = time.perf_counter()
     lookup = cache.lookup(digests)

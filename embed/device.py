@@ -5,7 +5,7 @@ import os
 import re
 import shutil
 
-from embed import EmbedError
+from crop_cluster.embed import EmbedError
 
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 # Where an NVIDIA driver shows itself (Linux device nodes and /proc entry, WSL2's GPU node); without any of them and

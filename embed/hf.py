@@ -13,9 +13,9 @@ from urllib.parse import urlparse
 
 from PIL import Image
 
-from embed import EmbedError
-from embed.base import EmbeddingBackend
-from embed.data import Preprocess
+from crop_cluster.embed import EmbedError
+from crop_cluster.embed.base import EmbeddingBackend
+from crop_cluster.embed.data import Preprocess
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ import logging
 import os
 from typing import List, Tuple
 
-from embed import EmbedError
-from embed.base import EmbeddingBackend
-from embed.data import Preprocess
-from embed.taxonomy import Taxonomy, load_taxonomy, sidecar_path
+from crop_cluster.embed import EmbedError
+from crop_cluster.embed.base import EmbeddingBackend
+from crop_cluster.embed.data import Preprocess
+from crop_cluster.embed.taxonomy import Taxonomy, load_taxonomy, sidecar_path
 
 log = logging.getLogger(__name__)
 

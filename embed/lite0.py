@@ -13,9 +13,9 @@ import hashlib
 import io
 import os
 
-from embed import EmbedError
-from embed.base import EmbeddingBackend
-from embed.data import Preprocess
+from crop_cluster.embed import EmbedError
+from crop_cluster.embed.base import EmbeddingBackend
+from crop_cluster.embed.data import Preprocess
 
 INPUT_SIZE = 224
 PREPROCESS = Preprocess(INPUT_SIZE, mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0), geometry="pad")
@@ -61,7 +61,7 @@ class Lite0Backend(EmbeddingBackend):
         self.model = _pooled_features(model).to(device)
         self.session = None
         if device == "cpu" and onnx:
-            from embed.onnx import onnx_session
+            from crop_cluster.embed.onnx import onnx_session
 
             self.session = onnx_session(self.model, INPUT_SIZE, "lite0", [_file_digest(weights), PREPROCESS.key])
         if self.session is not None:

@@ -24,7 +24,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from embed import EmbedError
+from crop_cluster.embed import EmbedError
 
 LEVEL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")   # becomes part of a column name: pred_<level>
 SIDECAR_HINT = "see README 'Hierarchical taxonomic model' for the sidecar format"

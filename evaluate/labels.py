@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import List, Optional, Sequence
 
-from inputs.table import TableError, read_table
+from crop_cluster.inputs.table import TableError, read_table
 
 FOLDERS = "folders"
 

@@ -17,10 +17,13 @@ import pandas as pd
 from sklearn import metrics as skm
 from sklearn.metrics.cluster import contingency_matrix
 
+from crop_cluster.errors import CropClusterError
+
+
 DECIMALS = 6
 
 
-class NoLabelsError(ValueError):
+class NoLabelsError(CropClusterError, ValueError):
     """No input file has a label, so there is nothing to evaluate."""
 
 

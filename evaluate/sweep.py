@@ -20,14 +20,17 @@ from typing import Dict, Iterator, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from evaluate.metrics import partition_metrics
+from crop_cluster.evaluate.metrics import partition_metrics
+
+from crop_cluster.errors import CropClusterError
+
 
 LABEL_COLUMNS = ("ari", "ami", "pairwise_precision", "pairwise_recall", "pairwise_f1")
 MAX_STEPS = 1000
 MAX_LARGEST_SHARE = 0.25  # without labels, a threshold whose largest cluster holds more individuals is chaining
 
 
-class SweepError(ValueError):
+class SweepError(CropClusterError, ValueError):
     """A --sweep value that is not START:STOP:STEP with -1 <= START <= STOP <= 1 and STEP > 0."""
 
 
@@ -60,7 +63,7 @@ def sweep_partitions(embeddings: np.ndarray, thresholds: Sequence[float], forest
     built at or below the lowest threshold (e.g. the one `-c cosine` built), reused instead of building one.
     crops: int (n,) crops per item (default 1 each): one individual seen in 2 crops is a cluster.
     """
-    from clustering.forest import partition_at, spanning_forest
+    from crop_cluster.clustering.forest import partition_at, spanning_forest
 
     thresholds = np.sort(np.asarray(thresholds, dtype=np.float64))
     if forest is None or forest.threshold > thresholds[0]:

@@ -6,7 +6,7 @@ from typing import List, Tuple
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
-from outputs.atomic import atomic_open
+from crop_cluster.outputs.atomic import atomic_open
 
 SIZE = (960, 540)
 MARGIN = (70, 40, 230, 60)  # left, top, right, bottom (pixels)

@@ -11,11 +11,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Iterator, List, Set, Tuple
 
+from crop_cluster.errors import CropClusterError
+
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 GLOB_CHARACTERS = set("*?[")
 
 
-class InputError(ValueError):
+class InputError(CropClusterError, ValueError):
     """An `-i` entry that cannot be used at all (missing path, empty result); the message names it."""
 
 

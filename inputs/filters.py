@@ -22,6 +22,9 @@ from typing import List, Sequence, Tuple, Union
 import numpy as np
 import pandas as pd
 
+from crop_cluster.errors import CropClusterError
+
+
 OPERATORS = ("==", "=", "!=", "<=", ">=", "<", ">")
 GRAMMAR = ("write COLUMN OP VALUE, joined by and/or, e.g. --filter \"ood_score > 0.4\" or "
            "--filter \"trap == 'A' and ood_score >= 0.2\" (OP: == != < <= > >=)")
@@ -29,7 +32,7 @@ _TOKEN = re.compile(r"\s*(?:(?P<op>==|!=|<=|>=|=|<|>)|`(?P<ticked>[^`]+)`|'(?P<s
                     r"|(?P<word>[^\s=!<>'\"`]+))")
 
 
-class FilterError(ValueError):
+class FilterError(CropClusterError, ValueError):
     """A ``--filter`` expression that cannot be parsed or names an unknown column; the message shows the fix."""
 
 
@@ -156,3 +159,15 @@ def exclusion_reasons(filters: Sequence[Filter], frame: pd.DataFrame, keep: np.n
         values = ", ".join(f"{c}={'missing' if pd.isna(frame[c].iat[row]) else frame[c].iat[row]}" for c in columns)
         reasons.append(f"excluded by --filter {expressions} ({values})")
     return reasons
+
+
+def select_files(expressions: Sequence[str], metadata: str, filenames: Sequence[str]):
+    """--filter: (bool (n,) the files to cluster, (filename, reason) of each file left out), from the rows of the
+    `metadata` CSV (matched like --labels) that every expression in `expressions` must pass."""
+    from crop_cluster.inputs.table import read_table
+
+    filters = [parse_filter(text) for text in expressions]
+    frame = read_table(metadata, list(filenames)).frame
+    keep = evaluate(filters, frame, metadata)
+    left_out = list(zip([filenames[i] for i in np.flatnonzero(~keep)], exclusion_reasons(filters, frame, keep)))
+    return keep, left_out

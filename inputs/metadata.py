@@ -11,10 +11,13 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from crop_cluster.errors import CropClusterError
+
+
 BOX_COLUMNS = ("box_x1", "box_y1", "box_x2", "box_y2")
 
 
-class MetadataError(ValueError):
+class MetadataError(CropClusterError, ValueError):
     """Metadata that cannot be merged (e.g. a --metadata column that clashes with a column the tool writes)."""
 
 
@@ -41,14 +44,14 @@ def metadata_columns(filenames: Sequence[str], time_format: Optional[str] = None
 
     reserved: column names the caller writes itself; a table column with such a name raises MetadataError.
     """
-    from inputs.sidecars import parse_crop_name
+    from crop_cluster.inputs.sidecars import parse_crop_name
 
     n = len(filenames)
     result = MetadataColumns(pd.DataFrame(index=range(n)), seconds=np.full(n, np.nan),
                              sources=[(parse_crop_name(name) or (None,))[0] for name in filenames],
                              boxes=np.full((n, 4), np.nan))
     if time_format:
-        from inputs.timestamps import parse_timestamps
+        from crop_cluster.inputs.timestamps import parse_timestamps
 
         stamps = parse_timestamps(filenames, time_format)
         result.seconds = stamps.seconds
@@ -59,7 +62,7 @@ def metadata_columns(filenames: Sequence[str], time_format: Optional[str] = None
             result.warnings.append(f"{stamps.n_unmatched} of {len(filenames)} file names have no timestamp matching "
                                    f"--time_format {time_format} (e.g. {', '.join(stamps.examples_unmatched)})")
     if meta_folder:
-        from inputs.sidecars import read_boxes
+        from crop_cluster.inputs.sidecars import read_boxes
 
         boxes = read_boxes(filenames, meta_folder)
         result.boxes = boxes.boxes
@@ -72,7 +75,7 @@ def metadata_columns(filenames: Sequence[str], time_format: Optional[str] = None
             result.warnings.append(f"{len(boxes.problems)} sidecar problems (boxes left empty for those crops), "
                                    f"e.g. {path}: {reason}")
     if table:
-        from inputs.table import read_table
+        from crop_cluster.inputs.table import read_table
 
         aligned = read_table(table, filenames)
         clashes = sorted(set(aligned.frame.columns) & (set(result.frame.columns) | set(reserved)))

@@ -40,11 +40,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from crop_cluster.errors import CropClusterError
+
+
 CROP_PATTERN = "crop_<image>_CROPNUMBER_<n>_UUID_<uuid>.<ext>"
 _NUMBER = re.compile(r"[0-9]+")
 
 
-class SidecarError(ValueError):
+class SidecarError(CropClusterError, ValueError):
     """The meta folder does not exist, is not a folder, or cannot be listed."""
 
 

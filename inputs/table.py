@@ -19,10 +19,13 @@ from typing import List, Sequence
 import numpy as np
 import pandas as pd
 
+from crop_cluster.errors import CropClusterError
+
+
 FILENAME = "filename"
 
 
-class TableError(ValueError):
+class TableError(CropClusterError, ValueError):
     """A user CSV table cannot be read, lacks a column, or names a file twice."""
 
 

@@ -30,6 +30,9 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from crop_cluster.errors import CropClusterError
+
+
 EXAMPLE = (
     "e.g. --time_format '%Y%m%d%H%M%S' for names like crop_20230908001617-00-06_CROPNUMBER_0_UUID_x.png, "
     "or '%Y-%m-%d_%H-%M-%S' (BiodivX spelling '%YYYY-%mm-%dd_%HH-%MM-%SS') for 2023-09-08_00-16-17.jpg"
@@ -65,7 +68,7 @@ _DIRECTIVE_PATTERNS = {
 _VALUE_DIRECTIVES = frozenset("YymdjHIMSfbB")
 
 
-class TimeFormatError(ValueError):
+class TimeFormatError(CropClusterError, ValueError):
     """A ``--time_format`` has no date/time directive, an unsupported or repeated one."""
 
 

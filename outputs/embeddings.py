@@ -11,7 +11,9 @@ from typing import List
 
 import numpy as np
 
-from outputs.atomic import atomic_open
+from crop_cluster.errors import CropClusterError
+from crop_cluster.outputs.atomic import atomic_open
+
 
 # Plain numeric dtypes an embeddings file may use; object/structured dtypes are refused.
 _NUMERIC_KINDS = "fiub"
@@ -90,7 +92,7 @@ def _materialise(value):
     return value
 
 
-class EmbeddingsFileError(ValueError):
+class EmbeddingsFileError(CropClusterError, ValueError):
     """An embeddings file that cannot be used; the message names it and says how to make a valid one."""
 
 

@@ -1,6 +1,6 @@
 """Load a run into FiftyOne: OUT/fiftyone.json with one sample per crop and its cluster fields.
 
-    python -m outputs.fiftyone_export OUT [--name NAME] [--launch]
+    python -m crop_cluster.outputs.fiftyone_export OUT [--name NAME] [--launch]
 
 writes OUT/fiftyone.json from OUT/clusters.csv (no FiftyOne needed). With FiftyOne installed (`pip install
 fiftyone`), `--launch` loads it as a dataset and opens the app; in Python, `load_dataset("OUT/fiftyone.json")`.
@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Sequence
 
 import pandas as pd
 
-from outputs.atomic import atomic_open
+from crop_cluster.outputs.atomic import atomic_open
 
 RESERVED = {"id", "filepath", "tags", "metadata", "media_type", "_id", "_media_type", "_rand", "_dataset_id"}
 
@@ -79,7 +79,7 @@ def load_dataset(path: str):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m outputs.fiftyone_export", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m crop_cluster.outputs.fiftyone_export", description=__doc__.split("\n\n")[0])
     parser.add_argument("out_folder", help="a crop-cluster output folder (with clusters.csv)")
     parser.add_argument("--name", help="dataset name (default: the folder's name)")
     parser.add_argument("--launch", action="store_true", help="load into FiftyOne and open the app (needs fiftyone)")

@@ -6,7 +6,7 @@ import platform
 from importlib import metadata
 from typing import Any, Dict, Iterable
 
-from outputs.atomic import atomic_open
+from crop_cluster.outputs.atomic import atomic_open
 
 PACKAGES = ("crop-cluster", "torch", "transformers", "faiss-cpu", "faiss-gpu-cu12", "numpy", "scipy", "pandas",
             "pillow", "scikit-learn")

@@ -16,11 +16,14 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import pandas as pd
 
+from crop_cluster.errors import CropClusterError
+
+
 NOT_A_GROUP = "-1"
 COLUMNS = ("cluster", "group", "note")
 
 
-class ReviewError(ValueError):
+class ReviewError(CropClusterError, ValueError):
     """A review.csv that cannot be applied; the message names the file and how to fix it."""
 
 

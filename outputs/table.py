@@ -5,7 +5,7 @@ from typing import List, Sequence, Tuple
 
 import pandas as pd
 
-from outputs.atomic import atomic_open
+from crop_cluster.outputs.atomic import atomic_open
 
 CONTRACT_COLUMNS = ["filename", "cluster", "cluster_size", "sim_to_centroid", "individual", "representative"]
 

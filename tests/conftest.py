@@ -64,7 +64,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def fake_backend(monkeypatch):
     """Register the fast "fake" backend (3-d mean colour, default threshold 0.9) for this test."""
-    import embed
+    from crop_cluster import embed
 
     monkeypatch.setitem(embed.BACKENDS, "fake", embed.BackendInfo(
         "fake_backend", "MeanColourBackend", "mean-colour", 0.9, "test backend"))

@@ -1,8 +1,8 @@
 """A fast backend for CLI tests: the embedding of an image is the centred mean colour of its non-white pixels (3-d)."""
 from __future__ import annotations
 
-from embed.base import EmbeddingBackend
-from embed.data import Preprocess
+from crop_cluster.embed.base import EmbeddingBackend
+from crop_cluster.embed.data import Preprocess
 
 
 class MeanColourBackend(EmbeddingBackend):

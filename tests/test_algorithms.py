@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clustering import ClusteringError, ClusterParams, run_algorithm
-from clustering.agglomerative import check_fits, memory_needed_bytes
+from crop_cluster.clustering import ClusteringError, ClusterParams, run_algorithm
+from crop_cluster.clustering.agglomerative import check_fits, memory_needed_bytes
 
 
 def blobs(per_blob: int, blobs_count: int, d: int = 32, spread: float = 0.05, seed: int = 0):

@@ -14,12 +14,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import cluster
-import embed
+from crop_cluster.cli import main
+from crop_cluster import embed
 from conftest import PALETTE, REPO, draw_crop, draw_views
-from embed.base import EmbeddingBackend, embed_files
-from embed.cache import CACHE_FOLDER, EmbeddingCache
-from embed.data import Preprocess
+from crop_cluster.embed.base import EmbeddingBackend, embed_files
+from crop_cluster.embed.cache import CACHE_FOLDER, EmbeddingCache
+from crop_cluster.embed.data import Preprocess
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def crops(tmp_path) -> Path:
 
 
 def run_cli(*args) -> dict:
-    assert cluster.main([str(a) for a in args]) == 0
+    assert main([str(a) for a in args]) == 0
     out = Path(args[args.index("-o") + 1])
     return json.loads((out / "run.json").read_text())
 
@@ -86,10 +86,10 @@ def test_cache_dir_is_shared_between_output_folders_and_keyed_by_model(crops, tm
 
 def test_cache_dir_misuse_exits_2(crops, tmp_path, fake_backend, caplog):
     (tmp_path / "file").write_text("x")
-    assert cluster.main(["-i", str(crops), "-o", str(tmp_path / "o"), "-e", fake_backend, "--cache_dir",
+    assert main(["-i", str(crops), "-o", str(tmp_path / "o"), "-e", fake_backend, "--cache_dir",
                          str(tmp_path / "file")]) == 2
     assert "--cache_dir" in caplog.text and "give a folder" in caplog.text
-    assert cluster.main(["--embeddings", "x.pkl", "-o", str(tmp_path / "o"), "--cache_dir", "c"]) == 2
+    assert main(["--embeddings", "x.pkl", "-o", str(tmp_path / "o"), "--cache_dir", "c"]) == 2
 
 
 def test_cache_round_trip_damaged_chunks_and_compaction(tmp_path, monkeypatch):
@@ -105,7 +105,7 @@ def test_cache_round_trip_damaged_chunks_and_compaction(tmp_path, monkeypatch):
     np.testing.assert_array_equal(lookup.vectors[[0, 2, 4]], vectors[[2, 0, 2]])
     assert lookup.failed == {1: "cannot decode image (X)"} and lookup.missing.tolist() == [3]
     os.remove(os.path.join(cache.folder, "chunk-99-damaged.npz"))
-    monkeypatch.setattr("embed.cache.COMPACT_CHUNKS", 1)
+    monkeypatch.setattr("crop_cluster.embed.cache.COMPACT_CHUNKS", 1)
     cache.compact()
     assert len(list(Path(cache.folder).glob("chunk-*.npz"))) == 1
     again = cache.lookup(digests + ["f" * 32])
@@ -118,7 +118,10 @@ def test_cache_round_trip_damaged_chunks_and_compaction(tmp_path, monkeypatch):
 SLOW_RUN = """
 import sys, time
 sys.path[:0] = [{repo!r}, {tests!r}]
-import embed, embed.cache, cluster, fake_backend
+import fake_backend
+from crop_cluster import embed
+from crop_cluster.cli import main
+import crop_cluster.embed.cache as embed_cache
 
 class Slow(fake_backend.MeanColourBackend):
     def embed_batch(self, batch):
@@ -128,7 +131,7 @@ class Slow(fake_backend.MeanColourBackend):
 fake_backend.Slow = Slow
 embed.BACKENDS["fake"] = embed.BackendInfo("fake_backend", "Slow", "mean-colour", 0.9, "slow test backend")
 embed.cache.CHECKPOINT_SECONDS = 0.0
-sys.exit(cluster.main(sys.argv[1:]))
+sys.exit(main(sys.argv[1:]))
 """
 
 
@@ -204,7 +207,7 @@ def test_extras_are_cached_beside_the_vectors_and_survive_compaction(tmp_path, m
     lookup = cache.lookup([digests[2], digests[0], "e" * 32])
     np.testing.assert_array_equal(lookup.extras[:2], extras[[2, 0]])
     assert lookup.found.tolist() == [True, True, False]
-    monkeypatch.setattr("embed.cache.COMPACT_CHUNKS", 1)
+    monkeypatch.setattr("crop_cluster.embed.cache.COMPACT_CHUNKS", 1)
     cache.compact()
     np.testing.assert_array_equal(cache.lookup(digests).extras, extras)
     assert EmbeddingCache(str(tmp_path / "plain"), "fake", "m").lookup(digests).extras is None

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import cluster
+from crop_cluster.cli import build_parser, main
 from conftest import PALETTE, REPO, draw_crop
 
 CONTRACT_COLUMNS = ["filename", "cluster", "cluster_size", "sim_to_centroid", "individual", "representative"]
@@ -38,7 +38,7 @@ def crops(tmp_path) -> Path:
 
 
 def run_cli(*args) -> int:
-    return cluster.main([str(a) for a in args])
+    return main([str(a) for a in args])
 
 
 def read_outputs(out: Path):
@@ -78,7 +78,7 @@ def test_end_to_end_writes_the_contracted_outputs(crops, tmp_path, fake_backend)
     counts = manifest["counts"]
     assert (counts["inputs"], counts["embedded"], counts["skipped"], counts["individuals"]) == (18, 16, 1, 16)
     assert (counts["clusters"], counts["singletons"], counts["largest_cluster"]) == (3, 1, 5)
-    from embed.device import resolve_device
+    from crop_cluster.embed.device import resolve_device
 
     assert manifest["parameters"]["threshold"] == 0.9 and manifest["device"] == resolve_device("auto")
     assert {"collect", "embed", "cluster", "write", "total"} <= set(manifest["timings_s"])
@@ -120,7 +120,7 @@ def test_save_embs_writes_rows_with_embeddings(crops, tmp_path, fake_backend):
 def test_reusing_embeddings_with_another_threshold_embeds_nothing(crops, tmp_path, fake_backend, monkeypatch):
     first = tmp_path / "first"
     assert run_cli("-i", crops, "-o", first, "-e", fake_backend, "-q") == 0
-    import embed
+    from crop_cluster import embed
 
     monkeypatch.setattr(embed, "load_backend", lambda *a, **k: pytest.fail("must not load a model"))
     second = tmp_path / "second"
@@ -196,14 +196,14 @@ def test_all_inputs_unreadable_exits_2_and_lists_them(tmp_path, caplog, fake_bac
 
 
 def test_argparse_errors_return_2_without_traceback(capsys):
-    assert cluster.main(["-i", "x"]) == 2  # -o missing
+    assert main(["-i", "x"]) == 2  # -o missing
     assert "-o/--out_folder" in capsys.readouterr().err
-    assert cluster.main(["-i", "x", "-o", "y", "-e", "nope"]) == 2
+    assert main(["-i", "x", "-o", "y", "-e", "nope"]) == 2
 
 
 def test_every_flag_is_in_the_readme():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    flags = {option for action in cluster.build_parser()._actions for option in action.option_strings}
+    flags = {option for action in build_parser()._actions for option in action.option_strings}
     missing = sorted(flag for flag in flags if not re.search(re.escape(flag) + r"(?![\w-])", readme))
     assert not missing, f"flags missing from README.md: {missing}"
 
@@ -216,7 +216,7 @@ def test_help_is_instant_and_lists_the_biodivx_flags():
     for flag in ["-i", "-o", "-mf", "--time_format", "-d", "-e", "-fp", "-kp", "-gs", "-c", "-th", "-se", "-sl", "-x"]:
         assert re.search(re.escape(flag) + r"\b", result.stdout), flag
     assert "torch" not in subprocess.run(
-        [sys.executable, "-c", "import sys, cluster; cluster.build_parser(); print(sorted(sys.modules))"],
+        [sys.executable, "-c", "import sys, cluster; build_parser(); print(sorted(sys.modules))"],
         capture_output=True, text=True, cwd=REPO).stdout
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import cluster
+from crop_cluster.cli import main
 from conftest import PALETTE, draw_crop, draw_views
 
 
@@ -25,12 +25,12 @@ def crops(tmp_path) -> Path:
 @pytest.fixture
 def embeddings(crops, tmp_path, fake_backend) -> Path:
     first = tmp_path / "first"
-    assert cluster.main([str(a) for a in ("-i", crops, "-o", first, "-e", fake_backend, "-q")]) == 0
+    assert main([str(a) for a in ("-i", crops, "-o", first, "-e", fake_backend, "-q")]) == 0
     return first / "embeddings.pkl"
 
 
 def run(embeddings: Path, out: Path, *args) -> tuple:
-    code = cluster.main([str(a) for a in ("--embeddings", embeddings, "-o", out, "-q", *args)])
+    code = main([str(a) for a in ("--embeddings", embeddings, "-o", out, "-q", *args)])
     assert code == 0
     return pd.read_csv(out / "clusters.csv"), json.loads((out / "run.json").read_text())
 
@@ -110,26 +110,26 @@ def test_post_filters_min_size_and_min_similarity(embeddings, tmp_path):
     (["-c", "hdbscan", "--pca", "5"], "--pca applies to -c agglomerative"),
 ])
 def test_bad_clustering_options_exit_2_naming_the_flag(embeddings, tmp_path, caplog, args, message):
-    code = cluster.main([str(a) for a in ("--embeddings", embeddings, "-o", tmp_path / "bad", *args)])
+    code = main([str(a) for a in ("--embeddings", embeddings, "-o", tmp_path / "bad", *args)])
     assert code == 2
     assert message in caplog.text
 
 
 def test_near_duplicates_sweep_and_clustering_share_one_graph_pass(embeddings, tmp_path, monkeypatch):
-    import clustering.cosine
-    import clustering.forest
-    import dedup.near
+    import crop_cluster.clustering.cosine as cosine
+    import crop_cluster.clustering.forest as forest
+    import crop_cluster.dedup.near as near
 
     built = []
-    original = clustering.forest.spanning_forest
+    original = forest.spanning_forest
 
     def counted(x, t, *args, **kwargs):
         built.append(t)
         return original(x, t, *args, **kwargs)
 
-    monkeypatch.setattr(clustering.forest, "spanning_forest", counted)
-    monkeypatch.setattr(clustering.cosine, "spanning_forest", counted)
-    monkeypatch.setattr(dedup.near, "near_duplicate_edges", lambda *a, **k: pytest.fail("second graph pass"))
+    monkeypatch.setattr(forest, "spanning_forest", counted)
+    monkeypatch.setattr(cosine, "spanning_forest", counted)
+    monkeypatch.setattr(near, "near_duplicate_edges", lambda *a, **k: pytest.fail("second graph pass"))
     _, manifest = run(embeddings, tmp_path / "out", "-th", "0.95", "--sweep", "0.80:0.99:0.01",
                       "--dedup_threshold", "0.999")
     assert built == [0.8]
@@ -149,7 +149,7 @@ def test_individuals_whose_representative_is_not_their_first_crop_keep_their_own
     for view in range(2):
         draw_crop(root / f"d_red_{view}.png", PALETTE[0], seed=40 + view)
     out = tmp_path / "out"
-    assert cluster.main([str(a) for a in ("-i", root, "-o", out, "-e", fake_backend, "--dedup_threshold",
+    assert main([str(a) for a in ("-i", root, "-o", out, "-e", fake_backend, "--dedup_threshold",
                                           "0.999", "--no_report", "-q", *algorithm)]) == 0
     table = pd.read_csv(out / "clusters.csv", keep_default_na=False)
     name = table.filename.map(lambda f: Path(f).name)
@@ -163,11 +163,11 @@ def test_individuals_whose_representative_is_not_their_first_crop_keep_their_own
 
 
 def test_missing_cluster_count_is_refused_before_embedding(tmp_path, caplog, monkeypatch):
-    import embed
+    from crop_cluster import embed
 
     monkeypatch.setattr(embed, "load_backend", lambda *a, **k: pytest.fail("must not embed first"))
     (tmp_path / "crops").mkdir()
     draw_crop(tmp_path / "crops" / "a.png", PALETTE[0], seed=0)
     for algorithm in ("kmeans", "agglomerative"):
-        assert cluster.main(["-i", str(tmp_path / "crops"), "-o", str(tmp_path / "out"), "-c", algorithm]) == 2
+        assert main(["-i", str(tmp_path / "crops"), "-o", str(tmp_path / "out"), "-c", algorithm]) == 2
         assert f"-c {algorithm} needs" in caplog.text

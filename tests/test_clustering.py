@@ -5,15 +5,15 @@ import numpy as np
 import pytest
 from scipy.sparse.csgraph import connected_components
 
-from clustering import ClusteringError, ClusterParams, run_algorithm
-from clustering.components import number_clusters
-from clustering.forest import contract, forest_from_edges, partition_at, spanning_forest
-from clustering.graph import (BF16_MIN_ROWS, MARGIN, GraphPlan, _cpu_tiles, _torch_spanning_forest, _torch_tiles,
+from crop_cluster.clustering import ClusteringError, ClusterParams, run_algorithm
+from crop_cluster.clustering.components import number_clusters
+from crop_cluster.clustering.forest import contract, forest_from_edges, partition_at, spanning_forest
+from crop_cluster.clustering.graph import (BF16_MIN_ROWS, MARGIN, GraphPlan, _cpu_tiles, _torch_spanning_forest, _torch_tiles,
                               cpu_has_fast_bf16, plan_graph, threshold_edges, torch_forest_edges)
-from clustering.guard import split_oversized
-from clustering.postprocess import centroid_similarity, drop_far_members, drop_small_groups
-from clustering.scan import bf16_floor_key
-from outputs.manifest import size_histogram
+from crop_cluster.clustering.guard import split_oversized
+from crop_cluster.clustering.postprocess import centroid_similarity, drop_far_members, drop_small_groups
+from crop_cluster.clustering.scan import bf16_floor_key
+from crop_cluster.outputs.manifest import size_histogram
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
@@ -109,7 +109,7 @@ def test_centroid_similarity():
 @pytest.mark.parametrize("chunk", [1, 7, 300, 16384])
 def test_centroid_similarity_in_chunks_equals_the_direct_sum(chunk, monkeypatch):
     """Clusters smaller and larger than a chunk, in scattered order, and rows left out: the plain float64 formula."""
-    import clustering.postprocess as postprocess
+    import crop_cluster.clustering.postprocess as postprocess
 
     monkeypatch.setattr(postprocess, "CHUNK_ROWS", chunk)
     rng = np.random.default_rng(5)
@@ -193,7 +193,7 @@ def test_boruvka_forest_equals_kruskal(quantum):
     np.testing.assert_allclose(np.sort(got[2]), np.sort(reference.sims), rtol=0, atol=0)
     for t in (0.5, 0.7, 0.9, 0.97):
         keep = got[2] >= t
-        from clustering.forest import component_ids
+        from crop_cluster.clustering.forest import component_ids
 
         assert same_partition(component_ids(n, got[0][keep], got[1][keep]), partition_at(reference, t))
 
@@ -202,7 +202,7 @@ def test_boruvka_forest_equals_kruskal(quantum):
 def test_forest_folded_on_the_device_equals_the_cpu_forest(precision, monkeypatch):
     """torch_forest_edges (the CUDA path: tiles and fold on the device), run on the CPU with small tiles and folds:
     the forest of the CPU path, edge weights and partitions alike."""
-    import clustering.graph as graph
+    import crop_cluster.clustering.graph as graph
 
     monkeypatch.setattr(graph, "CPU_TILE", (100, 160))
     x = grouped_vectors(900, 24, 12, 0.45, seed=11)
@@ -213,7 +213,7 @@ def test_forest_folded_on_the_device_equals_the_cpu_forest(precision, monkeypatc
         assert (rows < cols).all() and rows.size == cpu.rows.size
         np.testing.assert_allclose(np.sort(sims), np.sort(cpu.sims), atol=1e-6)
         np.testing.assert_allclose(sims, np.einsum("ij,ij->i", x[rows], x[cols]), atol=2e-6)
-        from clustering.forest import component_ids
+        from crop_cluster.clustering.forest import component_ids
 
         assert same_partition(component_ids(900, rows, cols), partition_at(cpu, threshold))
         full = x @ x.T

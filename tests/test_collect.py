@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from inputs.collect import IMAGE_EXTENSIONS, CollectResult, InputError, collect_images, is_image_path
+from crop_cluster.inputs.collect import IMAGE_EXTENSIONS, CollectResult, InputError, collect_images, is_image_path
 
 
 def touch(path, content=b"x"):

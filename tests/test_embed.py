@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from embed import BACKENDS, EmbedError, backend_info, backend_of_model, load_backend
-from embed.base import EmbeddingBackend, EmbedResult, default_num_workers, embed_files
-from embed.data import ImageDataset, Preprocess, collate, describe_error, load_rgb
-from embed.device import resolve_device
+from crop_cluster.embed import BACKENDS, EmbedError, backend_info, backend_of_model, load_backend
+from crop_cluster.embed.base import EmbeddingBackend, EmbedResult, default_num_workers, embed_files
+from crop_cluster.embed.data import ImageDataset, Preprocess, collate, describe_error, load_rgb
+from crop_cluster.embed.device import resolve_device
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -117,7 +117,8 @@ def test_embed_errors_are_value_errors():
 
 
 def test_importing_embed_modules_does_not_import_torch_or_transformers():
-    code = ("import sys, embed, embed.device, embed.base, embed.data, embed.lite0, embed.hf, embed.cache, embed.onnx\n"
+    code = ("import sys, crop_cluster.embed.device, crop_cluster.embed.base, crop_cluster.embed.data, "
+            "crop_cluster.embed.lite0, crop_cluster.embed.hf, crop_cluster.embed.cache, crop_cluster.embed.onnx\n"
             "heavy = [m for m in ('torch', 'transformers', 'onnxruntime', 'onnx') if m in sys.modules]\n"
             "sys.exit(1 if heavy else 0)\n")
     child = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, timeout=60)
@@ -382,19 +383,19 @@ def test_fake_embed_all_bad_or_empty(tmp_path):
 
 @pytest.mark.parametrize("cores,cpu,cuda", [(1, 0, 0), (2, 0, 1), (4, 2, 3), (16, 4, 15), (64, 4, 32)])
 def test_default_num_workers(monkeypatch, cores, cpu, cuda):
-    import embed.base
+    import crop_cluster.embed.base as embed_base
 
-    monkeypatch.setattr(embed.base, "_usable_cores", lambda: cores)
+    monkeypatch.setattr(embed_base, "_usable_cores", lambda: cores)
     assert default_num_workers("cpu") == cpu
     assert default_num_workers("cuda:0") == cuda
 
 
 def test_usable_cores_falls_back_to_cpu_count(monkeypatch):
-    import embed.base
+    import crop_cluster.embed.base as embed_base
 
     monkeypatch.delattr(os, "sched_getaffinity", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: None)
-    assert embed.base._usable_cores() == 1
+    assert embed_base._usable_cores() == 1
 
 
 # --- real lite0 (bundled weights) -----------------------------------------------------------------------------------
@@ -463,7 +464,7 @@ def test_lite0_runs_in_onnxruntime_with_the_same_embeddings_as_torch(lite0, lite
                                                                       user_cache):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    from embed.lite0 import Lite0Backend
+    from crop_cluster.embed.lite0 import Lite0Backend
 
     assert lite0.runtime == "onnxruntime"
     exported = list((user_cache / "onnx").glob("lite0-*.onnx"))

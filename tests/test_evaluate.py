@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from evaluate.labels import LabelsError, read_labels
-from evaluate.metrics import NoLabelsError, evaluate_run, partition_metrics
-from inputs.table import TableError
+from crop_cluster.evaluate.labels import LabelsError, read_labels
+from crop_cluster.evaluate.metrics import NoLabelsError, evaluate_run, partition_metrics
+from crop_cluster.inputs.table import TableError
 
 
 # ---------------------------------------------------------------- labels
@@ -179,7 +179,7 @@ def test_evaluate_run_without_any_label():
 # ---------------------------------------------------------------- label-free silhouette
 
 def test_silhouette_matches_sklearn_and_ignores_unclustered_rows():
-    from evaluate.metrics import silhouette
+    from crop_cluster.evaluate.metrics import silhouette
 
     rng = np.random.default_rng(1)
     points = rng.normal(size=(60, 5)).astype(np.float32)
@@ -195,7 +195,7 @@ def test_silhouette_matches_sklearn_and_ignores_unclustered_rows():
 
 
 def test_silhouette_undefined_with_one_cluster():
-    from evaluate.metrics import silhouette
+    from crop_cluster.evaluate.metrics import silhouette
 
     points = np.eye(4, dtype=np.float32)
     assert silhouette(points, np.array([0, 0, -1, -1]))["silhouette"] is None

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import cluster
+from crop_cluster.cli import main
 from conftest import PALETTE, draw_crop
-from inputs.filters import Clause, FilterError, evaluate, exclusion_reasons, parse_filter
+from crop_cluster.inputs.filters import Clause, FilterError, evaluate, exclusion_reasons, parse_filter
 
 
 def test_parse_clauses_and_precedence():
@@ -53,7 +53,7 @@ def test_unknown_column_and_wrong_type_are_named():
 # --- command line ------------------------------------------------------------------------------------------------
 
 def run_cli(*args) -> int:
-    return cluster.main([str(a) for a in args])
+    return main([str(a) for a in args])
 
 
 @pytest.fixture

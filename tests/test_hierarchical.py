@@ -15,11 +15,11 @@ import pytest
 import torch
 from PIL import Image
 
-import cluster
-from clustering.naming import cluster_taxa, name_columns
+from crop_cluster.cli import main
+from crop_cluster.clustering.naming import cluster_taxa, name_columns
 from conftest import REPO
-from embed import EmbedError
-from embed.taxonomy import parse_taxonomy
+from crop_cluster.embed import EmbedError
+from crop_cluster.embed.taxonomy import parse_taxonomy
 
 LEVELS = ["species", "genus", "family", "order"]
 CLASSES = {"species": ["Agrotis ipsilon", "Agrotis segetum", "Noctua pronuba", "Tipula paludosa"],
@@ -156,20 +156,20 @@ def test_decoding_follows_the_tree_and_maximises_the_joint_score():
 # loading the model
 
 def _backend(path, device="cpu"):
-    from embed.hierarchical import HierarchicalBackend
+    from crop_cluster.embed.hierarchical import HierarchicalBackend
 
     return HierarchicalBackend(device, str(path))
 
 
 def _embed(path, files):
-    from embed.base import embed_files
+    from crop_cluster.embed.base import embed_files
 
     return embed_files(_backend(path), [str(f) for f in files], batch_size=4, num_workers=0, progress=False)
 
 
 @pytest.mark.parametrize("kind", ["pt", "pt2", "onnx"])
 def test_exported_model_embeds_and_predicts(tmp_path, kind):
-    from embed.hierarchical import split_predictions
+    from crop_cluster.embed.hierarchical import split_predictions
 
     files = [solid(tmp_path / "img" / f"{k}.png", rgb, k) for k, rgb in
              enumerate([(255, 0, 0), (0, 250, 0), (0, 0, 255), (0, 250, 250), (128, 128, 0)])]
@@ -297,7 +297,7 @@ def colour_crops(tmp_path) -> Path:
 
 
 def _run(*args) -> int:
-    return cluster.main([str(a) for a in args])
+    return main([str(a) for a in args])
 
 
 def test_cli_writes_predictions_and_cluster_names(colour_crops, tmp_path):
@@ -408,8 +408,8 @@ def test_readme_recipe_exports_a_model_that_the_cli_runs(colour_crops, tmp_path)
 @pytest.mark.parametrize("kind", ["pt", "pt2"])
 def test_cuda_bf16_predictions_match_the_cpu(tmp_path, kind):
     """On CUDA the model runs in bf16 autocast: the same top-1 paths as float32 on the CPU, probabilities close."""
-    from embed.base import embed_files
-    from embed.hierarchical import HierarchicalBackend
+    from crop_cluster.embed.base import embed_files
+    from crop_cluster.embed.hierarchical import HierarchicalBackend
 
     files = [str(solid(tmp_path / "img" / f"{k}.png", (60 * (k % 5), 40 * (k % 7), 200 - 20 * k), k))
              for k in range(10)]

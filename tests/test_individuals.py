@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from dedup.individuals import LinkParams, frame_ids, link_individuals
-from dedup.representative import choose_representatives, crop_quality
-from dedup.union import FrameUnion
-from inputs.sidecars import parse_crop_name
+from crop_cluster.dedup.individuals import LinkParams, frame_ids, link_individuals
+from crop_cluster.dedup.representative import choose_representatives, crop_quality
+from crop_cluster.dedup.union import FrameUnion
+from crop_cluster.inputs.sidecars import parse_crop_name
 
 
 def unit(*vectors):

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from outputs.atomic import atomic_open
-from outputs.embeddings import EmbeddingsFileError, StoredEmbeddings, read_embeddings, write_embeddings
-from outputs.folders import NOT_CLUSTERED, write_cluster_folders
-from outputs.table import CONTRACT_COLUMNS, order_columns, write_csv, write_skipped
+from crop_cluster.outputs.atomic import atomic_open
+from crop_cluster.outputs.embeddings import EmbeddingsFileError, StoredEmbeddings, read_embeddings, write_embeddings
+from crop_cluster.outputs.folders import NOT_CLUSTERED, write_cluster_folders
+from crop_cluster.outputs.table import CONTRACT_COLUMNS, order_columns, write_csv, write_skipped
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

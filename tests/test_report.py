@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import cluster
+from crop_cluster.cli import main
 from conftest import PALETTE, draw_crop, draw_views
-from outputs.report.html import script_json
-from outputs.review import Review, ReviewError, apply_review, read_review
+from crop_cluster.outputs.report.html import script_json
+from crop_cluster.outputs.review import Review, ReviewError, apply_review, read_review
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def test_script_json_cannot_close_the_block():
 def test_report_is_written_by_default_and_self_contained(crops, tmp_path, fake_backend):
     before = digests(crops)
     out = tmp_path / "out"
-    assert cluster.main(["-i", str(crops), "-o", str(out), "-e", fake_backend, "-q"]) == 0
+    assert main(["-i", str(crops), "-o", str(out), "-e", fake_backend, "-q"]) == 0
     page = (out / "report.html").read_text(encoding="utf-8")
     assert "<b>x.png" not in page and "<b>" not in page           # the markup name is escaped in the JSON block
     assert not re.search(r'(src|href)="https?:', page) and "http://" not in page.replace("http-equiv", "")
@@ -79,11 +79,11 @@ def test_report_is_written_by_default_and_self_contained(crops, tmp_path, fake_b
 
 def test_no_report_flag_and_thumbnails_reused(crops, tmp_path, fake_backend):
     out = tmp_path / "out"
-    assert cluster.main(["-i", str(crops), "-o", str(out), "-e", fake_backend, "-q", "--no-report"]) == 0
+    assert main(["-i", str(crops), "-o", str(out), "-e", fake_backend, "-q", "--no-report"]) == 0
     assert not (out / "report.html").exists()
-    assert cluster.main(["--embeddings", str(out / "embeddings.pkl"), "-o", str(out), "-q", "--report"]) == 0
+    assert main(["--embeddings", str(out / "embeddings.pkl"), "-o", str(out), "-q", "--report"]) == 0
     first = {p.name: p.stat().st_mtime_ns for p in (out / "report").iterdir()}
-    assert cluster.main(["--embeddings", str(out / "embeddings.pkl"), "-o", str(out), "-q", "-th", "0.999"]) == 0
+    assert main(["--embeddings", str(out / "embeddings.pkl"), "-o", str(out), "-q", "-th", "0.999"]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in (out / "report").iterdir()} == first
 
 
@@ -126,7 +126,7 @@ def classified_table(tmp_path: Path, identified: bool = True) -> pd.DataFrame:
 
 def write_classified_report(tmp_path: Path, table: pd.DataFrame) -> Path:
     """OUT/report.html of `table` (no image files: the thumbnails read 'no preview')."""
-    from outputs.report import write_report
+    from crop_cluster.outputs.report import write_report
 
     out = tmp_path / "out"
     out.mkdir()
@@ -224,12 +224,12 @@ def test_apply_review_merges_and_dissolves():
 
 def test_review_round_trip_through_the_cli(crops, tmp_path, fake_backend):
     out = tmp_path / "out"
-    assert cluster.main(["-i", str(crops), "-o", str(out), "-e", fake_backend, "-q", "-th", "0.95"]) == 0
+    assert main(["-i", str(crops), "-o", str(out), "-e", fake_backend, "-q", "-th", "0.95"]) == 0
     before = pd.read_csv(out / "clusters.csv")
     assert sorted(before.cluster.unique()) == [-1, 0, 1, 2]
     review = write(tmp_path / "review.csv", 'cluster,group,note\n0,"red, and green",x\n1,"red, and green",\n2,-1,bad\n')
     # the reviewed run's folder: its embeddings and its threshold (0.95) are reused, nothing is embedded
-    assert cluster.main(["-o", str(out), "--review", str(review), "-q"]) == 0
+    assert main(["-o", str(out), "--review", str(review), "-q"]) == 0
     after = pd.read_csv(out / "clusters.csv", keep_default_na=False)
     manifest = json.loads((out / "run.json").read_text())
     assert manifest["parameters"]["threshold"] == 0.95 and manifest["counts"]["embedded"] == 0
@@ -243,21 +243,21 @@ def test_review_round_trip_through_the_cli(crops, tmp_path, fake_backend):
 
 def test_review_errors_exit_2(crops, tmp_path, fake_backend, caplog):
     out = tmp_path / "out"
-    assert cluster.main(["-i", str(crops), "-o", str(out), "-e", fake_backend, "-q"]) == 0
+    assert main(["-i", str(crops), "-o", str(out), "-e", fake_backend, "-q"]) == 0
     bad = write(tmp_path / "review.csv", "cluster,group,note\n99,x,\n")
-    assert cluster.main(["-o", str(out), "--review", str(bad), "-q"]) == 2
+    assert main(["-o", str(out), "--review", str(bad), "-q"]) == 2
     assert "cluster 99 does not exist" in caplog.text and "Traceback" not in caplog.text
-    assert cluster.main(["-o", str(tmp_path / "empty"), "--review", str(bad), "-q"]) == 2
+    assert main(["-o", str(tmp_path / "empty"), "--review", str(bad), "-q"]) == 2
     assert "embeddings.pkl: no such file" in caplog.text
 
 
 def test_silhouette_recorded_with_and_without_labels(crops, tmp_path, fake_backend):
     out = tmp_path / "out"
-    assert cluster.main(["-i", str(crops), "-o", str(out), "-e", fake_backend, "-q", "--no-report"]) == 0
+    assert main(["-i", str(crops), "-o", str(out), "-e", fake_backend, "-q", "--no-report"]) == 0
     quality = json.loads((out / "run.json").read_text())["quality"]
     assert -1 <= quality["silhouette"] <= 1 and quality["rows_scored"] == quality["clustered_rows"] == 12
     labels = tmp_path / "labels.csv"
     labels.write_text("filename,label\n" + "".join(f"c{c}_v{v}.png,c{c}\n" for c in range(3) for v in range(4)))
-    assert cluster.main(["--embeddings", str(out / "embeddings.pkl"), "-o", str(out), "-q", "--labels", str(labels),
+    assert main(["--embeddings", str(out / "embeddings.pkl"), "-o", str(out), "-q", "--labels", str(labels),
                          "--no-report"]) == 0
     assert json.loads((out / "metrics.json").read_text())["label_free"] == quality

@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import cluster
+from crop_cluster.cli import main
 from browser import Browser, find_chromium
 from conftest import PALETTE, draw_crop
-from outputs.review import read_review
+from crop_cluster.outputs.review import read_review
 from test_report import GEOMETRID, classified_table, write_classified_report
 
 CHROMIUM = find_chromium()
@@ -50,7 +50,7 @@ def test_merge_export_reload_and_apply(tmp_path, fake_backend, browser):
             draw_crop(crops / f"c{colour}_v{view}.png", PALETTE[colour], seed=10 * colour + view)
     draw_crop(crops / "<img src=x onerror=alert(1)>.png", PALETTE[5], seed=7)
     out = tmp_path / "out"
-    assert cluster.main(["-i", str(crops), "-o", str(out), "-e", fake_backend, "-q", "-th", "0.95"]) == 0
+    assert main(["-i", str(crops), "-o", str(out), "-e", fake_backend, "-q", "-th", "0.95"]) == 0
     downloads = tmp_path / "downloads"
     downloads.mkdir()
     browser.browser_call("Browser.setDownloadBehavior", behavior="allow", downloadPath=str(downloads))
@@ -80,7 +80,7 @@ def test_merge_export_reload_and_apply(tmp_path, fake_backend, browser):
         "moths, mostly"
     assert browser.evaluate("document.querySelector('section[data-cluster=\"2\"] input.notgroup').checked")
 
-    assert cluster.main(["-o", str(out), "--review", str(downloads / "review.csv"), "-q", "--no-report"]) == 0
+    assert main(["-o", str(out), "--review", str(downloads / "review.csv"), "-q", "--no-report"]) == 0
     table = pd.read_csv(out / "clusters.csv", keep_default_na=False)
     assert sorted(table.cluster.unique()) == [-1, 0]
     assert sorted(table.group.unique()) == ["", "moths, mostly"] and (table.cluster == 0).sum() == 6

@@ -5,8 +5,8 @@ import time
 import numpy as np
 import pytest
 
-import inputs.sidecars as sidecars
-from inputs.sidecars import SidecarError, SidecarResult, parse_crop_name, read_boxes
+import crop_cluster.inputs.sidecars as sidecars
+from crop_cluster.inputs.sidecars import SidecarError, SidecarResult, parse_crop_name, read_boxes
 
 IMAGE = "20230908001617-00-06"
 

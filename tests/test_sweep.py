@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import cluster
-from clustering import ClusterParams, run_algorithm
+from crop_cluster.cli import main
+from crop_cluster.clustering import ClusterParams, run_algorithm
 from conftest import PALETTE, draw_crop
-from evaluate.sweep import SweepError, parse_sweep, recommend, sweep_partitions, sweep_table
+from crop_cluster.evaluate.sweep import SweepError, parse_sweep, recommend, sweep_partitions, sweep_table
 
 
 def blobs(n_groups=12, per_group=8, d=16, noise=0.6, seed=0):
@@ -83,7 +83,7 @@ def test_cli_sweep_writes_csv_png_and_recommendation(tmp_path, fake_backend):
     pd.DataFrame({"filename": [f"c{c}_v{v}.png" for c in range(3) for v in range(4)],
                   "label": [f"c{c}" for c in range(3) for v in range(4)]}).to_csv(tmp_path / "labels.csv", index=False)
     out = tmp_path / "out"
-    assert cluster.main(["-i", str(crops), "-o", str(out), "-e", fake_backend, "-q", "--no-report", "-th", "0.9",
+    assert main(["-i", str(crops), "-o", str(out), "-e", fake_backend, "-q", "--no-report", "-th", "0.9",
                          "--labels", str(tmp_path / "labels.csv"), "--sweep", "0.50:0.99:0.01"]) == 0
     table = pd.read_csv(out / "sweep.csv")
     assert len(table) == 50 and table.threshold.iloc[0] == 0.5 and table.threshold.iloc[-1] == 0.99
@@ -94,7 +94,7 @@ def test_cli_sweep_writes_csv_png_and_recommendation(tmp_path, fake_backend):
     sweep = json.loads((out / "run.json").read_text())["sweep"]
     assert sweep["recommended_threshold"] in table.threshold.tolist() and "ARI" in sweep["rule"]
     assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert cluster.main(["-i", str(crops), "-o", str(out), "-e", fake_backend, "-q", "--sweep", "0.9:0.5:0.1"]) == 2
+    assert main(["-i", str(crops), "-o", str(out), "-e", fake_backend, "-q", "--sweep", "0.9:0.5:0.1"]) == 2
 
 
 def test_an_individual_seen_in_two_crops_is_a_cluster_in_the_sweep_as_in_the_run():

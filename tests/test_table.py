@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from inputs.table import AlignedTable, TableError, match_filenames, read_table
+from crop_cluster.inputs.table import AlignedTable, TableError, match_filenames, read_table
 
 
 def write(path, text):

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inputs.timestamps import TimeFormatError, TimestampResult, normalise_time_format, parse_timestamps
+from crop_cluster.inputs.timestamps import TimeFormatError, TimestampResult, normalise_time_format, parse_timestamps
 
 SHARED_CROPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "biodivx-crops"
 

@@ -18,9 +18,9 @@ def write_report(out_folder: str, table: pd.DataFrame, embedding: np.ndarray, th
     table: clusters.csv's rows (a classifier's optional columns: see taxonomy.py); embedding: float32 (n, d), row
     i = table row i. Returns seconds per step (thumbnails, map, html) for run.json.
     """
-    from outputs.report.html import report_document, write_html
-    from outputs.report.projection import project_2d
-    from outputs.report.thumbnails import make_thumbnails
+    from crop_cluster.outputs.report.html import report_document, write_html
+    from crop_cluster.outputs.report.projection import project_2d
+    from crop_cluster.outputs.report.thumbnails import make_thumbnails
 
     seconds: Dict[str, float] = {}
     start = time.perf_counter()

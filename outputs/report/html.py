@@ -16,8 +16,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from outputs.atomic import atomic_open
-from outputs.report.taxonomy import (IDENTIFIED, KEYS, handled_columns, identified_groups, identified_mask,
+from crop_cluster.outputs.atomic import atomic_open
+from crop_cluster.outputs.report.taxonomy import (IDENTIFIED, KEYS, handled_columns, identified_groups, identified_mask,
                                      namings, prediction_levels, predictions)
 
 TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "template.html")

@@ -1,0 +1,445 @@
+"""The run: inputs -> embed -> individuals -> clustering -> outputs, one function per stage, plain values between.
+
+This is the only module that knows every stage; the command line (cli.py) and the API (api.py) build Options and
+call `run`. Each stage function takes the options and the values the earlier stages returned and returns plain
+values (Crops, arrays, small dataclasses); `Run` collects what run.json records (skipped inputs, per-stage
+entries and timings) as the stages go.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+from .crops import Crops
+from .errors import OptionsError
+from .options import Options
+
+log = logging.getLogger("crop-cluster")
+CHAINING_SHARE = 0.25     # warn when one cosine cluster holds more than this share of the individuals
+REPORT_MAX_ROWS = 20_000  # report.html is written by default up to this many rows; --report forces it
+TAXON_COLUMNS = ["cluster_taxon", "cluster_taxon_level", "cluster_taxon_share", "cluster_name", "identified"]
+
+
+@dataclass
+class Result:
+    """What a run returns: `table` (pandas DataFrame, the rows of clusters.csv), `embeddings` (float32 (N, d),
+    row i belongs to table row i), `manifest` (dict, the content of run.json), `out_folder`."""
+
+    table: Any
+    embeddings: Any
+    manifest: Dict[str, Any]
+    out_folder: str
+
+
+@dataclass
+class Run:
+    """The bookkeeping of one run: (filename, reason) of every input that could not be used, the run.json
+    entries the stages add, and the wall-clock seconds per stage, in the order the stages ran."""
+
+    skipped: List[Tuple[str, str]] = field(default_factory=list)
+    info: Dict[str, Any] = field(default_factory=dict)
+    seconds: Dict[str, float] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        log.debug("stage %s", name)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.perf_counter() - start, 3)
+
+
+def run(options: Options) -> Result:
+    """Run every stage and write the output folder; returns the table, the embeddings and run.json's content."""
+    started = time.perf_counter()
+    state = Run()
+    os.makedirs(options.out_folder, exist_ok=True)
+    if options.embed == "hierarchical" and not options.embeddings:
+        from .embed.predictions import check_model
+
+        check_model(options.from_pretrained, options.unknown_level)
+
+    crops, n_inputs = read_crops(options, state)
+    seen = {"inputs": n_inputs, "embedded": int(crops.distinct.sum()) if not options.embeddings else 0}
+    threshold = default_threshold(options, crops.model)
+    identified = None
+    taxonomy = taxonomy_of(options, crops)
+    if options.unknown_below is not None:
+        from .embed.predictions import split_identified
+
+        crops, identified, state.info["identified"] = split_identified(crops, taxonomy, options.unknown_below,
+                                                                       options.unknown_level)
+    with state.stage("metadata"):
+        meta, labels = metadata(options, crops.filenames, state, taxonomy)
+    with state.stage("graph"):
+        forest = shared_forest(options, crops, threshold, state)
+    with state.stage("individuals"):
+        crops, linked_by = individuals(options, crops, meta, threshold, forest, state)
+    with state.stage("cluster"):
+        clusters = clustering(options, crops, threshold, forest)
+    group = None
+    if options.review:
+        with state.stage("review"):
+            clusters, group = review(options, crops, clusters)
+    table, embedding = write_outputs(options, crops, clusters, linked_by, meta, group, taxonomy, identified,
+                                     threshold, state)
+    manifest = write_manifest(options, crops, clusters, table, labels, identified, threshold, seen, state, started)
+    return Result(table, embedding, manifest, options.out_folder)
+
+
+# --- inputs and embed -----------------------------------------------------------------------------------------------
+
+def read_crops(options: Options, state: Run) -> Tuple[Crops, int]:
+    """The crops of the run (embedded, or read from --embeddings) and the number of inputs seen."""
+    if options.embeddings:
+        crops = reuse_embeddings(options, state)
+        if options.filter:
+            crops = crops.keep(select(options, crops.filenames, state))
+        n_inputs = len(crops.filenames) + len(state.skipped)
+    else:
+        with state.stage("collect"):
+            files = collect(options.inputs, state)
+            if options.filter:
+                files = [name for name, keep in zip(files, select(options, files, state)) if keep]
+        n_inputs = len(files) + len(state.skipped)
+        crops = embed_files(options, files, state)
+    if not crops.filenames:
+        from .outputs.table import write_skipped
+
+        write_skipped(state.skipped, os.path.join(options.out_folder, "skipped.csv"))
+        raise OptionsError(f"none of the {n_inputs} inputs could be used; the reasons are in "
+                           f"{os.path.join(options.out_folder, 'skipped.csv')}")
+    return crops, n_inputs
+
+
+def collect(inputs, state: Run) -> List[str]:
+    """The image files named by the inputs (files, folders, globs, .txt lists), in a stable order."""
+    from .inputs.collect import collect_images
+
+    result = collect_images(list(inputs))
+    state.skipped.extend(result.skipped)
+    if result.ignored_non_images:
+        log.info("passed over %d files without an image extension inside the input folders",
+                 result.ignored_non_images)
+    log.info("found %d images", len(result.files))
+    return result.files
+
+
+def select(options: Options, filenames: List[str], state: Run):
+    """--filter: bool (n,) of the files to cluster; the others are listed as skipped with the reason."""
+    from .inputs.filters import select_files
+
+    keep, left_out = select_files(options.filter, options.metadata, filenames)
+    state.skipped.extend(left_out)
+    log.info("--filter kept %d of %d images", int(keep.sum()), len(filenames))
+    return keep
+
+
+def embed_files(options: Options, files: List[str], state: Run) -> Crops:
+    """Hash the files, embed each distinct readable content once (through the embedding cache) and expand back
+    to one row per readable file."""
+    from .dedup.exact import group_identical
+    from .embed import BACKENDS, load_backend, model_id
+    from .embed.cache import CACHE_FOLDER, EmbeddingCache, embed_with_cache
+    from .embed.crops import crops_from_embedded
+    from .embed.device import resolve_device
+
+    with state.stage("hash"):
+        groups = group_identical(files, progress=options.progress)
+    state.skipped.extend(groups.unreadable)
+    model_path = options.from_pretrained or BACKENDS[options.embed].default_model
+    cache = EmbeddingCache(options.cache_dir or os.path.join(options.out_folder, CACHE_FOLDER), options.embed,
+                           model_path)
+    with state.stage("embed"):
+        digests = [groups.digests[i] for i in groups.representatives]
+        cached = embed_with_cache(
+            cache, [files[i] for i in groups.representatives], digests,
+            lambda: load_backend(options.embed, resolve_device(options.device), options.from_pretrained),
+            options.batch_size, options.num_workers, options.progress)
+    state.info.update(model=model_id(options.embed, model_path), **cached.info)
+    state.skipped.extend(cached.result.skipped)
+    crops, copies_lost = crops_from_embedded(files, groups, groups.representatives, cached.result,
+                                             state.info["model"])
+    state.skipped.extend(copies_lost)
+    return crops
+
+
+def reuse_embeddings(options: Options, state: Run) -> Crops:
+    """Crops from --embeddings (restricted to the -i files when given); identical files still share an
+    individual, and a hierarchical model's predictions come back from its embedding cache."""
+    import numpy as np
+
+    from .dedup.exact import group_identical
+    from .embed.crops import cached_predictions, crops_from_stored
+    from .outputs.embeddings import read_embeddings
+
+    with state.stage("load_embeddings"):
+        stored = read_embeddings(options.embeddings)
+    rows = np.arange(len(stored.filenames))
+    if options.inputs:
+        position = {os.path.normpath(name): k for k, name in enumerate(stored.filenames)}
+        wanted = collect(options.inputs, state)
+        found = [position.get(os.path.normpath(name), -1) for name in wanted]
+        state.skipped.extend((name, f"not in {options.embeddings}; run without --embeddings to embed it")
+                             for name, k in zip(wanted, found) if k < 0)
+        rows = np.asarray([k for k in found if k >= 0], dtype=np.int64)
+    filenames = [stored.filenames[k] for k in rows]
+    with state.stage("hash"):
+        present = [k for k, name in enumerate(filenames) if os.path.isfile(name)]
+        groups = group_identical([filenames[k] for k in present])
+    state.info.update(device="none (embeddings reused)", model=stored.model, reused_embeddings=options.embeddings)
+    digests = [""] * len(filenames)
+    for k, digest in zip(present, groups.digests):
+        digests[k] = digest
+    return crops_from_stored(stored, rows, groups, present,
+                             cached_predictions(options.embeddings, stored.model, digests))
+
+
+def default_threshold(options: Options, model: str) -> float:
+    """-th, else the reviewed run's threshold with --review, else the backend's default for the model."""
+    from .embed import BACKENDS, backend_of_model
+
+    if options.threshold is not None:
+        return options.threshold
+    if options.review:  # the clusters of the reviewed run: its threshold, from the run.json beside its embeddings
+        from .outputs.review import reviewed_threshold
+
+        previous = reviewed_threshold(os.path.dirname(options.embeddings) if options.embeddings
+                                      else options.out_folder)
+        if previous is not None:
+            log.info("--review: using the reviewed run's threshold %.3f", previous)
+            return previous
+    name = options.embed if not options.embeddings else backend_of_model(model)
+    if name is None:
+        raise OptionsError(f"no default threshold for model '{model}' in {options.embeddings}; give -th explicitly")
+    return BACKENDS[name].default_threshold
+
+
+def taxonomy_of(options: Options, crops: Crops):
+    """The taxonomy behind a hierarchical model's predictions, None without them."""
+    from .embed.predictions import taxonomy_of as taxonomy
+
+    return taxonomy(crops, options.unknown_below, options.unknown_level, options.embeddings)
+
+
+def metadata(options: Options, filenames: List[str], state: Optional[Run], taxonomy=None):
+    """Metadata and label columns for clusters.csv: (inputs.metadata.MetadataColumns with the label column in its
+    frame, the labels list or None)."""
+    from .inputs.metadata import metadata_columns
+    from .outputs.table import CONTRACT_COLUMNS
+
+    levels = taxonomy.levels if taxonomy else ()
+    meta = metadata_columns(filenames, options.time_format, options.meta_folder, options.metadata,
+                            reserved=[*CONTRACT_COLUMNS, "label", "group", "linked_by", *TAXON_COLUMNS,
+                                      *(f"{kind}_{level}" for level in levels for kind in ("pred", "prob"))])
+    if state is not None:
+        state.info.update(meta.counts)
+    for warning in meta.warnings:
+        log.warning("%s", warning)
+    labels = None
+    if options.labels:
+        from .evaluate.labels import read_labels
+
+        labels = read_labels(options.labels, filenames)
+        if options.save_labels:
+            meta.frame["label"] = labels
+    return meta, labels
+
+
+# --- individuals and clustering -------------------------------------------------------------------------------------
+
+def link_defaults(options: Options, model: str):
+    """The calibrated linking defaults of the run's backend (None for a model without them)."""
+    from .dedup.link import backend_defaults
+    from .embed import backend_of_model
+
+    return backend_defaults(options.embed if not options.embeddings else backend_of_model(model))
+
+
+def dedup_threshold(options: Options, model: str) -> Optional[float]:
+    """--dedup_threshold, else the backend's calibrated default, else None (no near-duplicate linking)."""
+    defaults = link_defaults(options, model)
+    return options.dedup_threshold or (defaults.dedup_threshold if defaults else None)
+
+
+def shared_forest(options: Options, crops: Crops, threshold: float, state: Run):
+    """The one similarity-graph pass of the run: the spanning forest over the distinct crops, built at the lowest
+    threshold any stage needs (near-duplicates, `-c cosine`, `--sweep`); None when no stage needs one."""
+    import numpy as np
+
+    from .clustering.forest import spanning_forest
+    from .embed.device import resolve_device
+
+    needed = [t for t in (dedup_threshold(options, crops.model),) if t is not None]
+    if options.cluster == "cosine":
+        needed.append(threshold)
+        if options.sweep:
+            from .evaluate.sweep import parse_sweep
+
+            needed.append(float(parse_sweep(options.sweep).min()))
+    if not needed:
+        return None
+    stats: Dict = {}
+    forest = spanning_forest(crops.rows(np.flatnonzero(crops.distinct)), min(needed),
+                             resolve_device(options.device), stats=stats)
+    state.info["graph"] = {**stats, "forest_threshold": forest.threshold, "forest_edges": int(forest.sims.size),
+                           "rows": forest.n}
+    return forest
+
+
+def individuals(options: Options, crops: Crops, meta, threshold: float, forest, state: Run):
+    """Exact, near-duplicate and track links: (crops grouped into individuals, linked_by per row)."""
+    import dataclasses
+
+    from .dedup.link import link_crops, link_params
+    from .embed.device import resolve_device
+
+    params = link_params(link_defaults(options, crops.model), options.dedup_threshold, options.track_max_seconds,
+                         options.track_max_distance, options.track_min_similarity, threshold,
+                         resolve_device(options.device))
+    crops, linked_by, counts = link_crops(crops, meta, params, forest)
+    state.info["individuals"] = {"parameters": dataclasses.asdict(params), **counts}
+    return crops, linked_by
+
+
+def clustering(options: Options, crops: Crops, threshold: float, forest):
+    """Cluster the individuals (clustering/assign.py) with the algorithm's parameters as resolved for this run."""
+    from .clustering import ClusterParams
+    from .clustering.assign import cluster_crops
+    from .embed.device import resolve_device
+
+    n_clusters = options.n_clusters
+    if n_clusters is None and options.cluster in ("kmeans", "agglomerative") and options.distance_threshold is None:
+        n_clusters = options.num_classes
+    params = ClusterParams(
+        threshold=threshold, max_cluster_size=options.max_cluster_size, linkage=options.linkage,
+        distance_threshold=options.distance_threshold, n_clusters=n_clusters, pca=options.pca,
+        standardize=options.standardize,
+        min_cluster_size=options.min_cluster_size or (5 if options.cluster == "hdbscan" else 1),
+        min_samples=options.min_samples, seed=options.seed,
+        device=resolve_device(options.device) if options.cluster in ("cosine", "kmeans") else "cpu")
+    return cluster_crops(crops, options.cluster, params, options.min_sim_to_centroid, forest)
+
+
+def review(options: Options, crops: Crops, clusters):
+    """--review: merged groups and dissolved clusters over the algorithm's clusters, renumbered by size; returns
+    (the clusters, the group name per row)."""
+    from .clustering.assign import number_by_size, per_crop
+    from .outputs.review import apply_review, read_review
+
+    decisions = read_review(options.review, int(clusters.rep_cluster.max(initial=-1)) + 1)
+    merged, rep_group = apply_review(decisions, clusters.rep_cluster)
+    rep_cluster = number_by_size(crops, merged)
+    log.info("--review %s: %d groups named, %d clusters dissolved -> %d clusters", options.review,
+             len(set(decisions.groups.values())), len(decisions.dissolved), int(rep_cluster.max(initial=-1)) + 1)
+    return per_crop(crops, rep_cluster, clusters.info, clusters.forest), [rep_group[i] for i in crops.individual]
+
+
+# --- outputs --------------------------------------------------------------------------------------------------------
+
+def write_outputs(options: Options, crops: Crops, clusters, linked_by, meta, group, taxonomy, identified,
+                  threshold: float, state: Run):
+    """clusters.csv, skipped.csv, embeddings.pkl, and as asked clusters.pkl, cluster folders, report.html,
+    metrics.json; returns (the table, the embeddings of its rows)."""
+    import numpy as np
+    import pandas as pd
+
+    from .outputs import results
+
+    with state.stage("silhouette"):
+        from .evaluate.metrics import silhouette
+
+        state.info["quality"] = silhouette(crops.rows(crops.representative_rows()), clusters.rep_cluster)
+    extra = meta.frame
+    if group is not None:
+        extra.insert(0, "group", group)
+    if taxonomy is not None:
+        extra = pd.concat([extra, results.taxon_columns(taxonomy, crops, clusters.cluster, options.taxon_share,
+                                                        options.unknown_below is not None, state.info)], axis=1)
+    filenames, embedding = crops.filenames, crops.embedding   # every row read: the clustered and the identified
+    if identified is not None:
+        filenames = filenames + identified.filenames
+        embedding = np.concatenate([embedding, identified.embedding])
+    with state.stage("write"):
+        table = results.cluster_table(crops, clusters, linked_by, extra)
+        if identified is not None:
+            identified_meta, _ = metadata(options, identified.filenames, None, taxonomy)
+            table = pd.concat([table, results.identified_table(
+                taxonomy, identified, int(crops.individual.max()) + 1, options.unknown_level,
+                identified_meta.frame)], ignore_index=True)
+        results.write_tables(options.out_folder, table, state.skipped, filenames, embedding, crops.model,
+                             options.save_embs)
+        if options.gen_cluster_dirs:
+            from .outputs.folders import write_cluster_folders
+
+            keep = table["representative"].to_numpy(bool) if options.dedup else np.ones(len(table), dtype=bool)
+            taxa = table["cluster_taxon"].where(table["identified"], "").tolist() if identified is not None else None
+            write_cluster_folders(options.out_folder, filenames, table["cluster"].to_numpy(np.int64), keep, taxa)
+    if options.report or (options.report is None and len(table) <= REPORT_MAX_ROWS):
+        with state.stage("report"):
+            from .outputs.report import write_report
+
+            state.info["report_timings_s"] = write_report(options.out_folder, table, embedding, threshold,
+                                                          crops.model)
+    return table, embedding
+
+
+def write_manifest(options: Options, crops: Crops, clusters, table, labels, identified, threshold: float,
+                   seen: Dict[str, int], state: Run, started: float) -> Dict:
+    """metrics.json (with --labels), sweep.csv/png (with --sweep) and run.json; returns run.json's content.
+    seen: the counts of inputs and of distinct contents embedded, taken before any crop was set aside."""
+    from .outputs.manifest import cluster_counts, write_manifest as write
+
+    metrics = None
+    if labels is not None:
+        with state.stage("evaluate"):
+            from .evaluate.report import write_metrics
+
+            metrics = write_metrics(os.path.join(options.out_folder, "metrics.json"), labels, clusters.cluster,
+                                    crops.individual, options.num_classes, state.info["quality"])
+    if options.sweep:
+        with state.stage("sweep"):
+            from .evaluate.report import write_sweep
+
+            state.info["sweep"] = write_sweep(options.out_folder, options.sweep,
+                                              crops.rows(crops.representative_rows()), crops.individual, labels,
+                                              clusters.forest)
+    cache_counts = state.info.get("embedding_cache", {})
+    rep_cluster = clusters.rep_cluster
+    counts = {**seen, "embeddings_computed": cache_counts.get("computed", 0),
+              "embeddings_reused": cache_counts.get("reused", 0),
+              "rows": len(table), "skipped": len(state.skipped),
+              "individuals": int(crops.representative.sum()), **cluster_counts(rep_cluster, int(rep_cluster.size))}
+    if identified is not None:
+        counts["identified"] = len(identified.filenames)
+    parameters = {k: v for k, v in asdict(options).items() if k not in ("command", "progress")}
+    parameters["filters"] = parameters.pop("filter")          # run.json keeps its key
+    parameters.update(threshold=threshold)
+    warn_if_chaining(options, counts)
+    manifest = {"command": list(options.command), "parameters": parameters, **state.info, "counts": counts,
+                "clustering": clusters.info, "dim": int(crops.embedding.shape[1]),
+                "timings_s": {**state.seconds, "total": round(time.perf_counter() - started, 3)}}
+    if metrics is not None:
+        manifest["metrics"] = {level: {k: metrics[level][k] for k in ("ari", "ami", "pairwise_f1")}
+                               for level in ("cluster", "individual")}
+    write(os.path.join(options.out_folder, "run.json"), manifest)
+    log.info("%d images -> %d individuals -> %d clusters (largest %d), %d individuals not clustered, %d skipped; "
+             "%s; outputs in %s", counts["rows"], counts["individuals"], counts["clusters"],
+             counts["largest_cluster"], counts["singletons"], counts["skipped"],
+             f"threshold {threshold:.3f}" if options.cluster == "cosine" else f"-c {options.cluster}",
+             options.out_folder)
+    return manifest
+
+
+def warn_if_chaining(options: Options, counts: Dict) -> None:
+    """A giant cluster usually means single linkage chained; say what to do about it."""
+    if options.cluster == "cosine" and not options.max_cluster_size and counts["individuals"] >= 20 \
+            and counts["largest_cluster_share"] > CHAINING_SHARE:
+        log.warning("the largest cluster holds %.0f%% of all individuals (%d): single linkage may have chained "
+                    "different kinds together; raise -th or cap clusters with --max_cluster_size N",
+                    100 * counts["largest_cluster_share"], counts["largest_cluster"])
