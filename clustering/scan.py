@@ -3,7 +3,9 @@
 torch's compare + nonzero + gather over a 4096 x 8192 tile costs a third of the matrix product itself on a CPU; these
 kernels read each score once, keep the strict upper triangle of diagonal tiles, and (for bf16 tiles) re-score each
 candidate with a float32 dot product on the spot. Rows are processed in parallel on every core. Compiled once and
-cached next to this file (`cache=True`), so only the very first run pays the compilation (a few seconds).
+cached next to this file (`cache=True`), so only the very first run pays the compilation (a few seconds). The cache
+records the module's import name (crop_cluster.clustering.scan) and this file's time stamp, so a changed file is
+compiled again.
 
 Tile coordinates: scores[i, j] is the similarity of global rows r0 + i and c0 + j; pairs are kept when
 r0 + i < c0 + j. Outputs are global indices (int64) and float32 similarities.

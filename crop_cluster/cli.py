@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line; every BiodivX flag keeps its short and long name (hyphenated long aliases too)."""
     parser = argparse.ArgumentParser(
         prog="crop-cluster", formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS,
         description="Cluster image crops by visual similarity: embed every crop with a pretrained model, group "
                     "identical files into individuals, link individuals whose cosine similarity reaches a threshold "
                     "and write clusters.csv, embeddings.pkl, skipped.csv and run.json to the output folder.",
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  crop-cluster --embeddings out/embeddings.pkl -o out2/ -th 0.85   # new threshold, no re-embedding\n"
                "exit codes: 0 success, 2 bad usage or unusable input, 1 unexpected error")
     add = parser.add_argument
-    add("-i", "--input", nargs="+", action="extend", default=[], metavar="INPUT",
+    add("-i", "--input", dest="inputs", nargs="+", action="extend", metavar="INPUT",
         help="image files, folders (recursive), globs (quote them; ** works) or .txt lists (one entry per line, "
              "relative to the list, # comments); may be repeated")
     add("-o", "--out_folder", "--out-folder", required=True, help="output folder (created if needed)")
@@ -42,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--time_format", "--time-format",
         help="strptime format of the timestamp in each file's basename, e.g. %%Y%%m%%d%%H%%M%%S (BiodivX "
              "%%YYYY-%%mm-%%dd_%%HH-%%MM-%%SS also accepted); adds a timestamp column")
-    add("-d", "--device", default="auto", help="auto (cuda:0 when available, else cpu), cpu, cuda or cuda:N")
-    add("-e", "--embed", default="dino", choices=list(BACKENDS),
+    add("-d", "--device", help="auto (cuda:0 when available, else cpu), cpu, cuda or cuda:N")
+    add("-e", "--embed", choices=list(BACKENDS),
         help="embedding model: dino (transformers, default facebook/dinov2-base), lite0 (bundled EfficientNet-Lite0, "
              "offline) or hierarchical (your taxonomic classifier: per-level predictions and taxon cluster names); "
              "default dino")
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep one representative per individual in the cluster folders (implies -gs)")
     add("-gs", "--gen_cluster_dirs", "--gen-cluster-dirs", action="store_true",
         help="copy images into OUT/clusters/<cluster>/ and OUT/clusters/not-clustered/ (originals untouched)")
-    add("-c", "--cluster", default="cosine", choices=list(ALGORITHMS),
+    add("-c", "--cluster", choices=list(ALGORITHMS),
         help="clustering algorithm: cosine (default; exact single linkage at -th), agglomerative, kmeans, hdbscan")
     add("-th", "--threshold", type=float,
         help="cosine similarity at or above which two crops are linked (default per model: "
@@ -74,17 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
     add("--metadata", metavar="FILE.csv",
         help="CSV with a filename column and any others (trap, ood_score, ...), merged into clusters.csv")
     group = parser.add_argument_group("clustering options (see README, Clustering algorithms)")
-    group.add_argument("--max_cluster_size", "--max-cluster-size", type=int, default=0, metavar="N",
+    group.add_argument("--max_cluster_size", "--max-cluster-size", type=int, metavar="N",
                        help="cosine: split clusters of more than N individuals at their weakest links (chaining "
                             "guard); default 0 = off")
-    group.add_argument("--linkage", default="ward", help="agglomerative: ward (default), average or complete")
+    group.add_argument("--linkage", help="agglomerative: ward (default), average or complete")
     group.add_argument("--distance_threshold", "--distance-threshold", type=float, metavar="D",
                        help="agglomerative: stop merging at this linkage distance (ward: Euclidean in the feature "
                             "space; average/complete: cosine distance)")
     group.add_argument("--n_clusters", "--n-clusters", type=int, metavar="K",
                        help="kmeans: k; agglomerative: number of clusters instead of --distance_threshold "
                             "(default: -x when given)")
-    group.add_argument("--pca", type=int, default=0, metavar="N",
+    group.add_argument("--pca", type=int, metavar="N",
                        help="agglomerative: reduce to N principal components first (default 0 = no PCA)")
     group.add_argument("--standardize", action="store_true",
                        help="agglomerative: standardise each dimension (StandardScaler) before PCA")
@@ -95,14 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="hdbscan: neighbourhood size for core points (default: --min_cluster_size)")
     group.add_argument("--min_sim_to_centroid", "--min-sim-to-centroid", type=float, metavar="S",
                        help="members whose cosine similarity to their cluster's centroid is below S become -1")
-    group.add_argument("--seed", type=int, default=0, help="random seed for kmeans, PCA and hdbscan (default 0)")
+    group.add_argument("--seed", type=int, help="random seed for kmeans, PCA and hdbscan (default 0)")
     add("--batch_size", "--batch-size", type=int, help="images per model call (default 32 on CPU, 128 on GPU)")
-    add("--num_workers", "--num-workers", type=int, default=-1,
+    add("--num_workers", "--num-workers", type=int,
         help="processes decoding images (default: 0 on 2-core CPUs, up to 8 with a GPU)")
     add("--cache_dir", "--cache-dir", metavar="DIR",
         help="embedding cache folder, shared by runs with any -o (default: OUT/embed_cache); cached crops are never "
              "embedded again, and a killed run resumes from its last checkpoint")
-    add("--report", action="store_true", default=None,
+    add("--report", action="store_true",
         help="write OUT/report.html, a review page with thumbnails (default: on up to 20 000 rows)")
     add("--no_report", "--no-report", dest="report", action="store_false", help="do not write report.html")
     add("--review", metavar="review.csv",
@@ -125,11 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="cosine similarity a track link needs at least (default per model: "
                             + ", ".join(f"{name} {d.track_min_similarity:.2f}" for name, d in LINK_DEFAULTS.items())
                             + ")")
-    add("--filter", dest="filters", action="append", default=[], metavar="EXPR",
+    add("--filter", action="append", metavar="EXPR",
         help="cluster only crops whose --metadata columns pass EXPR, e.g. \"ood_score > 0.4\" (COLUMN OP VALUE "
              "joined by and/or; repeatable, all must hold); the others go to skipped.csv with the reason")
     taxa = parser.add_argument_group("taxonomy, with -e hierarchical (see README, Hierarchical taxonomic model)")
-    taxa.add_argument("--taxon_share", "--taxon-share", type=float, default=0.8, metavar="S",
+    taxa.add_argument("--taxon_share", "--taxon-share", type=float, metavar="S",
                       help="name each cluster after the deepest taxon that a probability-weighted share S of its "
                            "members agree on (default 0.8)")
     taxa.add_argument("--unknown_below", "--unknown-below", type=float, metavar="P",
@@ -143,22 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def options_from_args(args: argparse.Namespace, argv: Sequence[str]) -> Options:
-    """Options from parsed arguments (raises OptionsError for combinations that cannot work)."""
-    return Options(
-        out_folder=args.out_folder, inputs=tuple(args.input), embed=args.embed, from_pretrained=args.from_pretrained,
-        device=args.device, cluster=args.cluster, threshold=args.threshold, embeddings=args.embeddings,
-        meta_folder=args.meta_folder, time_format=args.time_format, metadata=args.metadata, labels=args.labels,
-        save_labels=args.save_labels, num_classes=args.num_classes, dedup=args.dedup,
-        gen_cluster_dirs=args.gen_cluster_dirs, save_embs=args.save_embs, batch_size=args.batch_size,
-        num_workers=args.num_workers, cache_dir=args.cache_dir, max_cluster_size=args.max_cluster_size,
-        linkage=args.linkage,
-        distance_threshold=args.distance_threshold, n_clusters=args.n_clusters, pca=args.pca,
-        standardize=args.standardize, min_cluster_size=args.min_cluster_size, min_samples=args.min_samples,
-        min_sim_to_centroid=args.min_sim_to_centroid, seed=args.seed, progress=not args.quiet, report=args.report,
-        review=args.review, sweep=args.sweep, filter=tuple(args.filters), dedup_threshold=args.dedup_threshold,
-        track_max_seconds=args.track_max_seconds, track_max_distance=args.track_max_distance,
-        track_min_similarity=args.track_min_similarity, taxon_share=args.taxon_share,
-        unknown_below=args.unknown_below, unknown_level=args.unknown_level, command=tuple(argv))
+    """Options from parsed arguments: the flags given (every flag's destination is the Options field of the same
+    name; the defaults live in Options alone); raises OptionsError for combinations that cannot work."""
+    given = {name: value for name, value in vars(args).items() if name not in ("quiet", "verbose")}
+    for name in ("inputs", "filter"):
+        given[name] = tuple(given.get(name, ()))
+    return Options(progress=not getattr(args, "quiet", False), command=tuple(argv), **given)
 
 
 def run(options: Options) -> None:
@@ -180,7 +171,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     root.addHandler(handler)
-    root.setLevel(logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO)
+    quiet, verbose = getattr(args, "quiet", False), getattr(args, "verbose", False)
+    root.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
     try:
         run(options_from_args(args, ["crop-cluster", *argv]))
         return 0

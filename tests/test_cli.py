@@ -215,9 +215,11 @@ def test_help_is_instant_and_lists_the_biodivx_flags():
     assert result.returncode == 0 and time.perf_counter() - started < 3
     for flag in ["-i", "-o", "-mf", "--time_format", "-d", "-e", "-fp", "-kp", "-gs", "-c", "-th", "-se", "-sl", "-x"]:
         assert re.search(re.escape(flag) + r"\b", result.stdout), flag
-    assert "torch" not in subprocess.run(
-        [sys.executable, "-c", "import sys, cluster; build_parser(); print(sorted(sys.modules))"],
-        capture_output=True, text=True, cwd=REPO).stdout
+    modules = subprocess.run(
+        [sys.executable, "-c", "import sys; from crop_cluster.cli import build_parser; build_parser(); "
+                               "print(sorted(sys.modules))"], capture_output=True, text=True, cwd=REPO)
+    assert modules.returncode == 0 and "crop_cluster.cli" in modules.stdout, modules.stderr
+    assert not {"torch", "numpy", "pandas"} & set(eval(modules.stdout))
 
 
 @pytest.mark.slow
