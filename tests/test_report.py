@@ -173,7 +173,7 @@ def test_report_without_classifier_columns_is_unchanged(tmp_path):
     assert set(data) == {"run", "columns", "items", "clusters", "map"} and data["columns"] == ["timestamp"]
     assert set(data["run"]) == {"id", "title", "rows", "individuals", "clusters", "not_clustered", "threshold",
                                 "model", "map_method"} and data["run"]["not_clustered"] == 4
-    assert all(set(item) == {"f", "t", "u", "s", "n", "c", "m"} for item in data["items"])
+    assert all(set(item) - {"x"} == {"f", "h", "t", "u", "s", "n", "c", "m", "q", "o", "l"} for item in data["items"])
     assert all(set(c) == {"id", "size", "rows", "cohesion", "members"} for c in data["clusters"])
 
 
