@@ -85,6 +85,16 @@ def write_darwin_core(path: str, table: pd.DataFrame, title: str, *, default_tax
     return {"occurrences": len(records), "media": len(media), "human": human, "machine": len(records) - human}
 
 
+def review_decisions(path: Optional[str]) -> Optional[pd.DataFrame]:
+    """The rows of a crop-keyed review file (filename, reviewer, time, ...) for identifiedBy/dateIdentified; None
+    without a file or for the older cluster-keyed file (it names no reviewer)."""
+    if not path:
+        return None
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    frame.columns = [str(c).strip().lower() for c in frame.columns]
+    return frame if "filename" in frame.columns else None
+
+
 def _event_columns(table: pd.DataFrame, chosen: Optional[Sequence[str]]) -> List[str]:
     if chosen is not None:
         absent = [c for c in chosen if c not in table.columns]

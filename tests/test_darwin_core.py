@@ -2,6 +2,7 @@
 the real timestamped crops (skipped when ../shared/data is absent)."""
 from __future__ import annotations
 
+import json
 import zipfile
 
 import pandas as pd
@@ -84,3 +85,42 @@ def test_stable_ids_come_from_the_occurrence_id_column_and_must_be_unique(tmp_pa
     assert not (tmp_path / "again.zip").exists()
     with pytest.raises(DarwinCoreError, match="event column.*moon"):
         write_darwin_core(str(tmp_path / "again.zip"), table, "trap A", event_columns=["moon"])
+
+
+def test_darwin_core_on_the_real_timestamped_crops(shared_crops, tmp_path, fake_backend):
+    import cluster
+
+    metadata = tmp_path / "metadata.csv"
+    pd.DataFrame({"filename": sorted(p.name for p in shared_crops.iterdir()), "site": "trapA",
+                  "night": "2023-09-07"}).to_csv(metadata, index=False)
+    out = tmp_path / "out"
+    assert cluster.main(["-i", str(shared_crops), "-o", str(out), "-e", fake_backend, "-q", "--time_format",
+                         "%Y%m%d%H%M%S", "--metadata", str(metadata), "--darwin_core", "--no-report"]) == 0
+    table = pd.read_csv(out / "clusters.csv", keep_default_na=False)
+    records, media = occurrences(out / "dwca.zip")
+    assert len(records) == table.individual.nunique() and len(records) < len(table)   # crops linked into individuals
+    assert all(value["individualCount"] == "1" for value in records.values())
+    assert {value["eventID"] for value in records.values()} == {"trapA/2023-09-07"}
+    stamps = set(table.timestamp)
+    for value in records.values():
+        ends = value["eventDate"].split("/")
+        assert all(end in stamps and dt_parse(end) for end in ends) and ends == sorted(ends)
+        assert value["basisOfRecord"] == "MachineObservation" and value["scientificName"] == "Insecta"
+    by_individual = table.groupby("individual")
+    assert sorted(records) == sorted(ID_PREFIX + file_digest(min(rows.filename, key=lambda f: (
+        rows.timestamp[rows.filename == f].iloc[0], f))) for _, rows in by_individual)
+    representative = set(table.filename[table.representative])
+    with zipfile.ZipFile(out / "dwca.zip") as archive:
+        names = set(archive.namelist())
+        for occurrence_id, rows in media.items():
+            (medium,) = rows
+            assert medium["identifier"] in names and medium["format"] == "image/png"
+            assert any(archive.read(medium["identifier"]) == open(f, "rb").read() for f in representative
+                       if f.endswith(medium["title"]))
+    assert json.loads((out / "run.json").read_text())["darwin_core"]["occurrences"] == len(records)
+
+
+def dt_parse(text: str):
+    import datetime
+
+    return datetime.datetime.fromisoformat(text)
