@@ -2,7 +2,8 @@
 
 All optional (a campaign store writes them into clusters.csv): `group` (the reviewed group's name, '' or -1 when
 none), `cluster_status` (`reviewed`, `unreviewed`, `new`, the same on every row of a cluster) and `first_run` (the
-run that first saw the crop; any sortable text or number). Without them the document has none of their keys.
+run that first saw the crop; any sortable text or number), and `crop` (the content digest; exported, not shown).
+Without them the document has none of their keys.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import pandas as pd
 
-COLUMNS = ("group", "cluster_status", "first_run")
+COLUMNS = ("group", "cluster_status", "first_run", "crop")
 
 
 def new_rows(table: pd.DataFrame) -> Optional[np.ndarray]:
