@@ -42,10 +42,12 @@ from bench.machine import machine, versions  # noqa: E402
 from browser import Browser, find_chromium  # noqa: E402
 
 WRITE = """
-import json, sys, time
+import importlib, json, sys, time
 import numpy as np, pandas as pd
 sys.path.insert(0, sys.argv[1])
-from outputs.report.html import report_document, write_html
+package = "crop_cluster.outputs" if sys.argv[4] == "workspace" else "outputs"   # the previous tree's name
+html = importlib.import_module(package + ".report.html")
+report_document, write_html = html.report_document, html.write_html
 folder = sys.argv[2]
 table = pd.read_pickle(folder + "/table.pkl")
 emb = np.load(folder + "/emb.npy")
@@ -55,7 +57,7 @@ digests = json.load(open(folder + "/digests.json"))
 start = time.perf_counter()
 info = {"title": "bench", "threshold": 0.9, "model": "synthetic", "map_method": "pca"}
 if sys.argv[4] == "workspace":
-    from outputs.report.review_order import review_order
+    review_order = importlib.import_module(package + ".report.review_order").review_order
     reps = np.flatnonzero(table["representative"].to_numpy(bool))
     order = review_order(emb[reps], table["cluster"].to_numpy(np.int64)[reps])
     document = report_document(table, thumbs, coords, info, digests, order)

@@ -29,7 +29,8 @@ from xml.etree import ElementTree as ET
 import numpy as np
 import pandas as pd
 
-from outputs.atomic import atomic_open
+from crop_cluster.errors import CropClusterError
+from crop_cluster.outputs.atomic import atomic_open
 
 DWC = "http://rs.tdwg.org/dwc/terms/"
 DC = "http://purl.org/dc/terms/"
@@ -42,7 +43,7 @@ EVENT_COLUMNS = ("site", "night")
 ID_PREFIX = "urn:crop-cluster:occurrence:"
 
 
-class DarwinCoreError(ValueError):
+class DarwinCoreError(CropClusterError, ValueError):
     """A table that cannot become an archive; the message says which column or file and how to fix it."""
 
 
@@ -178,7 +179,7 @@ def _iso(moment: pd.Timestamp) -> str:
 
 
 def _digest(path: str) -> str:
-    from dedup.exact import file_digest
+    from crop_cluster.dedup.exact import file_digest
 
     try:
         return file_digest(path)

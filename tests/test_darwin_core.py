@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from conftest import PALETTE, draw_crop
-from dedup.exact import file_digest
-from outputs.darwin_core import ID_PREFIX, DarwinCoreError, write_darwin_core
+from crop_cluster.dedup.exact import file_digest
+from crop_cluster.outputs.darwin_core import ID_PREFIX, DarwinCoreError, write_darwin_core
 
 dwca_read = pytest.importorskip("dwca.read", reason="python-dwca-reader is a dev dependency (pip install -e .[dev])")
 OCC = "http://rs.tdwg.org/dwc/terms/"
@@ -88,13 +88,13 @@ def test_stable_ids_come_from_the_occurrence_id_column_and_must_be_unique(tmp_pa
 
 
 def test_darwin_core_on_the_real_timestamped_crops(shared_crops, tmp_path, fake_backend):
-    import cluster
+    from crop_cluster.cli import main
 
     metadata = tmp_path / "metadata.csv"
     pd.DataFrame({"filename": sorted(p.name for p in shared_crops.iterdir()), "site": "trapA",
                   "night": "2023-09-07"}).to_csv(metadata, index=False)
     out = tmp_path / "out"
-    assert cluster.main(["-i", str(shared_crops), "-o", str(out), "-e", fake_backend, "-q", "--time_format",
+    assert main(["-i", str(shared_crops), "-o", str(out), "-e", fake_backend, "-q", "--time_format",
                          "%Y%m%d%H%M%S", "--metadata", str(metadata), "--darwin_core", "--no-report"]) == 0
     table = pd.read_csv(out / "clusters.csv", keep_default_na=False)
     records, media = occurrences(out / "dwca.zip")

@@ -266,7 +266,7 @@ def test_silhouette_recorded_with_and_without_labels(crops, tmp_path, fake_backe
 # ---------------------------------------------------------------- the needs-review order and the campaign's columns
 
 def test_misplaced_score_and_more_like_this_match_brute_force():
-    from outputs.report.review_order import centres, review_order
+    from crop_cluster.outputs.report.review_order import centres, review_order
 
     rng = np.random.default_rng(3)
     axes = np.eye(8, dtype=np.float32)[:3]
@@ -293,7 +293,7 @@ def test_misplaced_score_and_more_like_this_match_brute_force():
 
 
 def test_report_digests_other_crops_and_campaign_columns(tmp_path):
-    from outputs.report import write_report
+    from crop_cluster.outputs.report import write_report
 
     table = classified_table(tmp_path, identified=False).drop(columns=["cluster_name"])
     table["group"] = ["moths", "moths", "moths", "", "", "-1", "", "", ""]

@@ -12,10 +12,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import cluster
+from crop_cluster.cli import main
 from browser import Browser, find_chromium
 from conftest import PALETTE, draw_crop
-from dedup.exact import file_digest
+from crop_cluster.dedup.exact import file_digest
 from test_report import GEOMETRID, classified_table, write_classified_report
 
 CHROMIUM = find_chromium()
@@ -105,7 +105,7 @@ def test_every_action_export_reload_and_review(tmp_path, fake_backend, browser):
     draw_crop(crops / "<img src=x onerror=alert(1)>.png", PALETTE[5], seed=7)
     out, downloads = tmp_path / "out", tmp_path / "downloads"
     downloads.mkdir()
-    assert cluster.main(["-i", str(crops), "-o", str(out), "-e", fake_backend, "-q", "-th", "0.95"]) == 0
+    assert main(["-i", str(crops), "-o", str(out), "-e", fake_backend, "-q", "-th", "0.95"]) == 0
     data = open_report(browser, out, downloads)
     items = data["items"]
     members = {c["id"]: c["members"] for c in data["clusters"]}
@@ -219,7 +219,7 @@ def test_every_action_export_reload_and_review(tmp_path, fake_backend, browser):
         "moths, mostly"
 
     # --review of the exported file
-    code = cluster.main(["-o", str(out), "--review", str(downloads / "review.csv"), "-q", "--no-report"])
+    code = main(["-o", str(out), "--review", str(downloads / "review.csv"), "-q", "--no-report"])
     if code == 2 and "group" not in pd.read_csv(out / "clusters.csv").columns:
         pytest.skip("--review of the crop-keyed file (filename,group,...) needs issue 13's campaign store; the "
                     "exported rows were checked exactly above")
