@@ -294,3 +294,21 @@ def test_classifier_names_tooltips_identified_section_and_filter(tmp_path, brows
     lines = wait_for_file(downloads / "review.csv").splitlines()
     assert lines[0] == HEADER and [line.split(",")[:3] for line in lines[1:]] == \
         [[str(tmp_path / "crop3.png"), "moths", ""], [str(tmp_path / "crop4.png"), "moths", ""]]
+
+
+def test_merge_ticked_clusters_and_undo_with_the_button(tmp_path, browser):
+    out = write_classified_report(tmp_path, classified_table(tmp_path))
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    data = open_report(browser, out, downloads)
+    members = {c["id"]: c["members"] for c in data["clusters"]}
+    click(browser, 'section[data-cluster="1"] input.select')
+    click(browser, 'section[data-cluster="0"] input.select')
+    set_value(browser, "#name", "all moths", "input")
+    press(browser, "g", "KeyG")
+    assert sorted(shown(browser, 0)) == sorted(members[0] + members[1]) and shown(browser, 1) == []
+    assert browser.evaluate("document.querySelector('section[data-cluster=\"0\"] h2').textContent") == "all moths"
+    click(browser, "#undo")
+    assert sorted(shown(browser, 1)) == sorted(members[1])
+    assert browser.evaluate("document.querySelector('section[data-cluster=\"0\"] h2').textContent") == GEOMETRID
+    assert browser.evaluate("document.getElementById('redo').disabled") is False

@@ -30,11 +30,15 @@ class ReviewOrder:
 
 def centres(embedding: np.ndarray, cluster: np.ndarray, n_clusters: int) -> np.ndarray:
     """float32 (K, d): the L2-normalised mean embedding of each cluster 0..K-1 (rows of `cluster` < 0 ignored)."""
-    sums = np.zeros((n_clusters, embedding.shape[1]), dtype=np.float64)
-    inside = cluster >= 0
-    np.add.at(sums, cluster[inside], embedding[inside])
+    sums = np.zeros((n_clusters, embedding.shape[1]), dtype=np.float32)
+    inside = np.flatnonzero(cluster >= 0)
+    rows = inside[np.argsort(cluster[inside], kind="stable")]
+    if rows.size:
+        labels = cluster[rows]
+        starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
+        sums[labels[starts]] = np.add.reduceat(embedding[rows], starts, axis=0)
     norms = np.linalg.norm(sums, axis=1, keepdims=True)
-    return (sums / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+    return sums / np.where(norms > 0, norms, 1.0)
 
 
 def review_order(embedding: np.ndarray, cluster: np.ndarray, k: int = 6, candidates: int = 2,
@@ -65,12 +69,12 @@ def review_order(embedding: np.ndarray, cluster: np.ndarray, k: int = 6, candida
         top = np.where(np.isfinite(top_sims), top, -1)
         nearest[rows, :take] = top
         misplaced[rows] = np.where(inside & (top[:, 0] >= 0), top_sims[:, 0] - own_sim, np.nan)
-    _nearest_members(embedding, cluster, nearest, member_cap, like, like_sim)
+    _nearest_members(embedding, cluster, centre, nearest, member_cap, like, like_sim)
     return ReviewOrder(misplaced, nearest[:, 0], like, like_sim)
 
 
-def _nearest_members(embedding: np.ndarray, cluster: np.ndarray, nearest: np.ndarray, member_cap: int,
-                     like: np.ndarray, like_sim: np.ndarray) -> None:
+def _nearest_members(embedding: np.ndarray, cluster: np.ndarray, centre: np.ndarray, nearest: np.ndarray,
+                     member_cap: int, like: np.ndarray, like_sim: np.ndarray) -> None:
     """Fill like/like_sim (I, k) in place from the members of each individual's candidate clusters."""
     k = like.shape[1]
     n, candidates = nearest.shape
@@ -78,7 +82,6 @@ def _nearest_members(embedding: np.ndarray, cluster: np.ndarray, nearest: np.nda
     found_sim = np.full((n, candidates * k), -np.inf, dtype=np.float32)
     by_cluster = np.argsort(cluster, kind="stable")
     bounds = np.searchsorted(cluster[by_cluster], np.arange(int(cluster.max()) + 2))
-    centre = centres(embedding, cluster, int(cluster.max()) + 1)
     for slot in range(candidates):
         targets = nearest[:, slot]
         queries_by_target = np.argsort(targets, kind="stable")
