@@ -63,13 +63,8 @@ def write_darwin_core(path: str, table: pd.DataFrame, title: str, *, default_tax
     if missing:
         raise DarwinCoreError(f"--darwin_core: clusters.csv lacks column(s) {', '.join(missing)}; re-run the "
                               f"clustering to write a complete table")
-    people = _identifications(table, decisions)
-    records, media = [], []
-    events = _event_columns(table, event_columns)
-    for number, (_, rows) in enumerate(table.groupby("individual", sort=True)):
-        record, medium = _occurrence(rows, people, default_taxon, default_rank, events, remarks, number)
-        records.append(record)
-        media.append(medium)
+    records, media = _records(table, _identifications(decisions), default_taxon, default_rank,
+                              _event_columns(table, event_columns), remarks)
     ids = [r["occurrenceID"] for r in records]
     if len(set(ids)) != len(ids):
         duplicate = pd.Series(ids)[pd.Series(ids).duplicated()].iloc[0]
@@ -111,7 +106,7 @@ def _text(value) -> str:
     return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value).strip()
 
 
-def _identifications(table: pd.DataFrame, decisions: Optional[pd.DataFrame]) -> Dict[str, tuple]:
+def _identifications(decisions: Optional[pd.DataFrame]) -> Dict[str, tuple]:
     """filename -> (reviewer, time) from the review's rows (matched on the path as given or its absolute form)."""
     if decisions is None or "filename" not in decisions.columns:
         return {}
@@ -123,59 +118,85 @@ def _identifications(table: pd.DataFrame, decisions: Optional[pd.DataFrame]) -> 
     return people
 
 
-def _occurrence(rows: pd.DataFrame, people: Dict[str, tuple], default_taxon: str, default_rank: str,
-                event_columns: List[str], remarks: str, number: int):
-    """One occurrence record and its media record (media/<number><ext>) for the rows (crops) of one individual."""
-    filenames = rows["filename"].astype(str).tolist()
-    times = pd.to_datetime(rows["timestamp"], errors="coerce") if "timestamp" in rows.columns else None
-    if times is not None and times.isna().all():
-        times = None
-    # the earliest crop (by timestamp, then filename) names the individual when no stable id is given
-    moments = np.zeros(len(rows)) if times is None else \
-        times.map(lambda t: t.timestamp() if pd.notna(t) else np.inf).to_numpy(dtype=np.float64)
-    order = np.lexsort((np.array(filenames, dtype=object), moments))
-    earliest = filenames[order[0]]
-    first = rows.iloc[order[0]]
-    representative = rows[rows["representative"].astype(str).str.lower().isin(("true", "1"))]
-    shown = representative.iloc[0] if len(representative) else first
-    occurrence_id = _text(first.get("occurrence_id")) or ID_PREFIX + (_text(first.get("crop")) or _digest(earliest))
-    group = _text(first.get("group"))
-    group = "" if group == "-1" else group
-    reviewed = bool(group) or _text(first.get("cluster_status")) == "reviewed"
-    cluster = int(first["cluster"])
-    taxon, rank = _text(first.get("cluster_taxon")), _text(first.get("cluster_taxon_level"))
-    label = group or _text(first.get("cluster_name")) or (
-        f"{taxon or default_taxon} sp. {cluster}" if cluster >= 0 else "")
-    who = [people[f] for f in filenames if f in people]
-    when = ""
-    if times is not None:
-        start, end = times.min(), times.max()
-        when = _iso(start) if start == end else f"{_iso(start)}/{_iso(end)}"
-    record = {
-        "occurrenceID": occurrence_id, "basisOfRecord": "HumanObservation" if reviewed else "MachineObservation",
-        "eventDate": when, "eventID": "/".join(_text(first.get(c)) for c in event_columns) if event_columns else "",
-        "individualCount": "1", "scientificName": taxon or default_taxon,
-        "taxonRank": rank if taxon else default_rank, "verbatimIdentification": label,
-        "identifiedBy": " | ".join(sorted({name for name, _ in who if name})),
-        "dateIdentified": max((t for _, t in who if t), default=""),
-        "identificationRemarks": "" if reviewed else remarks,
-        "occurrenceRemarks": f"{len(rows)} crop{'s' if len(rows) != 1 else ''}" + (
-            "" if cluster >= 0 else "; not clustered"),
-        "associatedMedia": ""}
-    source = str(shown["filename"])
-    name = f"media/{number:06d}{os.path.splitext(source)[1].lower()}"
-    record["associatedMedia"] = name
-    if not os.path.isfile(source):
-        raise DarwinCoreError(f"--darwin_core: the representative crop {source} can no longer be read; restore it "
-                              f"or re-run without it")
-    medium = {"coreid": occurrence_id, "type": "StillImage", "format": mimetypes.guess_type(source)[0] or "",
-              "identifier": name, "title": os.path.basename(source), "created": when.split("/")[0],
-              "source": source}
-    return record, medium
+def _column(table: pd.DataFrame, name: str, rows: np.ndarray) -> List[str]:
+    """The column's text at `rows` ('' for a missing column or value)."""
+    if name not in table.columns:
+        return [""] * rows.size
+    return [_text(v) for v in table[name].to_numpy(dtype=object)[rows]]
 
 
-def _iso(moment: pd.Timestamp) -> str:
-    return moment.isoformat() if moment.tzinfo else moment.strftime("%Y-%m-%dT%H:%M:%S")
+def _records(table: pd.DataFrame, people: Dict[str, tuple], default_taxon: str, default_rank: str,
+             event_columns: List[str], remarks: str):
+    """One occurrence record and one media record (media/<number><ext>) per individual, in individual order.
+
+    Per-row work is vectorised: rows are sorted once by (individual, time, filename), so each individual's earliest
+    crop (which names it when no stable id is given), its time span and its number of crops are slices."""
+    n = len(table)
+    if n == 0:
+        return [], []
+    filenames = table["filename"].astype(str).to_numpy(dtype=object)
+    individual = pd.factorize(table["individual"], sort=True)[0]
+    times = pd.to_datetime(table["timestamp"], errors="coerce", utc=False) if "timestamp" in table.columns else \
+        pd.Series(pd.NaT, index=table.index, dtype="datetime64[ns]")
+    utc = getattr(times.dt, "tz", None) is not None
+    stamp = (times.dt.tz_convert("UTC").dt.tz_localize(None) if utc else times).to_numpy("datetime64[ns]")
+    known = ~np.isnat(stamp)
+    nanos = stamp.view(np.int64)
+    early = np.where(known, nanos, np.iinfo(np.int64).max)
+    late = np.where(known, nanos, np.iinfo(np.int64).min)
+    order = np.lexsort((filenames, early, individual))
+    starts = np.flatnonzero(np.r_[True, individual[order][1:] != individual[order][:-1]])
+    first = order[starts]
+    crops = np.diff(np.r_[starts, n])
+    start, end = np.minimum.reduceat(early[order], starts), np.maximum.reduceat(late[order], starts)
+    shown = first.copy()                  # the representative row of each individual, else its earliest crop
+    marked = np.flatnonzero(table["representative"].astype(str).str.lower().isin(("true", "1")).to_numpy())
+    shown[individual[marked[::-1]]] = marked[::-1]
+    who: Dict[int, List[tuple]] = {}
+    for row in (k for k, name in enumerate(filenames) if name in people):
+        who.setdefault(int(individual[row]), []).append(people[filenames[row]])
+    columns = {name: _column(table, name, first) for name in (
+        "occurrence_id", "crop", "group", "cluster_status", "cluster_taxon", "cluster_taxon_level", "cluster_name")}
+    events = [_column(table, name, first) for name in event_columns]
+    clusters = table["cluster"].to_numpy(dtype=np.int64)[first]
+    records, media = [], []
+    for k in range(first.size):
+        occurrence_id = columns["occurrence_id"][k] or ID_PREFIX + (columns["crop"][k] or _digest(filenames[first[k]]))
+        group = "" if columns["group"][k] == "-1" else columns["group"][k]
+        reviewed = bool(group) or columns["cluster_status"][k] == "reviewed"
+        taxon, rank, cluster = columns["cluster_taxon"][k], columns["cluster_taxon_level"][k], int(clusters[k])
+        label = group or columns["cluster_name"][k] or (f"{taxon or default_taxon} sp. {cluster}" if cluster >= 0
+                                                         else "")
+        when = ""
+        if start[k] != np.iinfo(np.int64).max:
+            first_seen, last_seen = _iso(start[k], utc), _iso(end[k], utc)
+            when = first_seen if first_seen == last_seen else f"{first_seen}/{last_seen}"
+        people_k = who.get(k, [])
+        source = str(filenames[shown[k]])
+        if not os.path.isfile(source):
+            raise DarwinCoreError(f"--darwin_core: the representative crop {source} can no longer be read; restore "
+                                  f"it or re-run without it")
+        name = f"media/{k:06d}{os.path.splitext(source)[1].lower()}"
+        records.append({
+            "occurrenceID": occurrence_id, "basisOfRecord": "HumanObservation" if reviewed else "MachineObservation",
+            "eventDate": when, "eventID": "/".join(column[k] for column in events), "individualCount": "1",
+            "scientificName": taxon or default_taxon, "taxonRank": rank if taxon else default_rank,
+            "verbatimIdentification": label, "identifiedBy": " | ".join(sorted({p for p, _ in people_k if p})),
+            "dateIdentified": max((t for _, t in people_k if t), default=""),
+            "identificationRemarks": "" if reviewed else remarks,
+            "occurrenceRemarks": f"{crops[k]} crop{'s' if crops[k] != 1 else ''}" + (
+                "" if cluster >= 0 else "; not clustered"),
+            "associatedMedia": name})
+        media.append({"coreid": occurrence_id, "type": "StillImage", "format": mimetypes.guess_type(source)[0] or "",
+                      "identifier": name, "title": os.path.basename(source), "created": when.split("/")[0],
+                      "source": source})
+    return records, media
+
+
+def _iso(nanos: int, utc: bool) -> str:
+    """ISO 8601 text of a time in ns since the epoch; with a Z when the timestamps carried a time zone."""
+    text = pd.Timestamp(int(nanos)).strftime("%Y-%m-%dT%H:%M:%S")
+    return text + "Z" if utc else text
 
 
 def _digest(path: str) -> str:
