@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--sweep", metavar="START:STOP:STEP",
         help="also score every threshold START, START+STEP, ..., STOP from one similarity graph: writes sweep.csv, "
              "sweep.png and a recommended threshold in run.json, e.g. 0.70:0.95:0.01")
+    add("--darwin_core", "--darwin-core", action="store_true",
+        help="also write OUT/dwca.zip, a Darwin Core Archive for GBIF: one occurrence per individual with its "
+             "representative crop, eventDate from --time_format, eventID from site/night --metadata columns")
     links = parser.add_argument_group("individuals (see README, Individuals)")
     links.add_argument("--dedup_threshold", "--dedup-threshold", type=float, metavar="T",
                        help="near-duplicates: crops with cosine >= T are one individual (default per model: "

@@ -53,6 +53,7 @@ class Options:
     progress: bool = False
     report: Optional[bool] = None       # None: write report.html when there are at most 20 000 rows
     review: Optional[str] = None
+    darwin_core: bool = False                    # also write OUT/dwca.zip, one occurrence per individual
     sweep: Optional[str] = None
     filter: Tuple[str, ...] = ()
     dedup_threshold: Optional[float] = None      # None: the backend's calibrated default

@@ -386,7 +386,20 @@ def write_outputs(options: Options, crops: Crops, clusters, linked_by, meta, gro
 
             state.info["report_timings_s"] = write_report(options.out_folder, table, embedding, threshold,
                                                           crops.model)
+    if options.darwin_core:
+        with state.stage("darwin_core"):
+            state.info["darwin_core"] = darwin_core(options, table, threshold, crops.model)
     return table, embedding
+
+
+def darwin_core(options: Options, table, threshold: float, model: str) -> Dict[str, int]:
+    """--darwin_core: OUT/dwca.zip from the table, identifiedBy/dateIdentified from a crop-keyed --review file."""
+    from .outputs.darwin_core import review_decisions, write_darwin_core
+
+    return write_darwin_core(os.path.join(options.out_folder, "dwca.zip"), table,
+                             os.path.basename(os.path.abspath(options.out_folder)),
+                             decisions=review_decisions(options.review),
+                             remarks=f"grouped by crop-cluster ({model}, threshold {threshold:.3f})")
 
 
 def write_manifest(options: Options, crops: Crops, clusters, table, labels, identified, threshold: float,

@@ -50,6 +50,7 @@ class Browser:
         os.close(from_browser_write)
         self._buffer = b""
         self._next_id = 0
+        self.exceptions: list = []   # the page's uncaught JavaScript errors (Runtime.exceptionThrown), as text
         target = self.browser_call("Target.createTarget", url="about:blank")["targetId"]
         self.session = self.browser_call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         self.call("Page.enable")
@@ -71,6 +72,9 @@ class Browser:
                 self._buffer += chunk
             text, self._buffer = self._buffer.split(b"\0", 1)
             answer = json.loads(text)
+            if answer.get("method") == "Runtime.exceptionThrown":
+                details = answer["params"]["exceptionDetails"]
+                self.exceptions.append(details.get("exception", {}).get("description") or details.get("text"))
             if answer.get("id") == self._next_id:
                 if "error" in answer:
                     raise RuntimeError(f"{message['method']}: {answer['error']}")

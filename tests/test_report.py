@@ -173,7 +173,7 @@ def test_report_without_classifier_columns_is_unchanged(tmp_path):
     assert set(data) == {"run", "columns", "items", "clusters", "map"} and data["columns"] == ["timestamp"]
     assert set(data["run"]) == {"id", "title", "rows", "individuals", "clusters", "not_clustered", "threshold",
                                 "model", "map_method"} and data["run"]["not_clustered"] == 4
-    assert all(set(item) == {"f", "t", "u", "s", "n", "c", "m"} for item in data["items"])
+    assert all(set(item) - {"x"} == {"f", "h", "t", "u", "s", "n", "c", "m", "q", "o", "l"} for item in data["items"])
     assert all(set(c) == {"id", "size", "rows", "cohesion", "members"} for c in data["clusters"])
 
 
@@ -261,3 +261,54 @@ def test_silhouette_recorded_with_and_without_labels(crops, tmp_path, fake_backe
     assert main(["--embeddings", str(out / "embeddings.pkl"), "-o", str(out), "-q", "--labels", str(labels),
                          "--no-report"]) == 0
     assert json.loads((out / "metrics.json").read_text())["label_free"] == quality
+
+
+# ---------------------------------------------------------------- the needs-review order and the campaign's columns
+
+def test_misplaced_score_and_more_like_this_match_brute_force():
+    from crop_cluster.outputs.report.review_order import centres, review_order
+
+    rng = np.random.default_rng(3)
+    axes = np.eye(8, dtype=np.float32)[:3]
+    cluster = np.repeat([0, 1, 2], 6)
+    vectors = axes[cluster] + 0.2 * rng.normal(size=(18, 8)).astype(np.float32)
+    vectors[5] = axes[1] + 0.05 * axes[0]               # filed under cluster 0, but it looks like cluster 1
+    vectors = np.vstack([vectors, axes[2] + 0.3]).astype(np.float32)     # one individual not clustered
+    cluster = np.append(cluster, -1)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    order = review_order(vectors, cluster, k=4, candidates=2, member_cap=100)
+    centre = centres(vectors, cluster, 3)
+    sims = vectors @ centre.T
+    for i in range(18):
+        others = [c for c in range(3) if c != cluster[i]]
+        assert order.misplaced[i] == pytest.approx(sims[i, others].max() - sims[i, cluster[i]], abs=1e-5)
+        assert order.nearest_other[i] == others[int(np.argmax(sims[i, others]))]
+        exact = np.argsort(-(vectors[:18] @ vectors[i])[cluster[:18] != cluster[i]], kind="stable")[:4]
+        assert order.like[i].tolist() == np.flatnonzero(cluster[:18] != cluster[i])[exact].tolist()
+    assert np.argmax(order.misplaced[:18]) == 5 and order.misplaced[5] > 0 and order.nearest_other[5] == 1
+    assert np.isnan(order.misplaced[18]) and set(order.like[18]) <= set(np.flatnonzero(cluster >= 0))
+    # a cluster larger than member_cap is stood for by its most central members
+    capped = review_order(vectors, cluster, k=2, candidates=1, member_cap=3)
+    assert all(set(capped.like[i]) <= set(np.flatnonzero(cluster == capped.nearest_other[i])) for i in range(18))
+
+
+def test_report_digests_other_crops_and_campaign_columns(tmp_path):
+    from crop_cluster.outputs.report import write_report
+
+    table = classified_table(tmp_path, identified=False).drop(columns=["cluster_name"])
+    table["group"] = ["moths", "moths", "moths", "", "", "-1", "", "", ""]
+    table["cluster_status"] = ["reviewed"] * 3 + ["new"] * 2 + ["unreviewed"] * 4
+    table["first_run"] = ["2024-06-01T00:00:00"] * 4 + ["2024-06-02T00:00:00"] * 5
+    table["crop"] = [f"{k:032x}" for k in range(9)]
+    out = tmp_path / "out"
+    out.mkdir()
+    write_report(str(out), table, np.eye(9, 4, dtype=np.float32), 0.9, "fake")
+    data = report_data(out)
+    assert data["columns"] == ["timestamp"]              # the campaign's columns are not tooltip lines
+    blocks = {c["id"]: c for c in data["clusters"]}
+    assert (blocks[0]["group"], blocks[0]["status"], blocks[0]["changed"]) == ("moths", "reviewed", False)
+    assert "group" not in blocks[1] and (blocks[1]["status"], blocks[1]["changed"]) == ("new", True)
+    by_file = {Path(item["f"]).name: item for item in data["items"]}
+    assert by_file["crop1.png"]["h"] == f"{1:032x}" and by_file["crop1.png"]["x"] == \
+        [[str(tmp_path / "crop2.png"), f"{2:032x}"]]                 # the individual's other crop, for the export
+    assert "w" not in by_file["crop3.png"] and by_file["crop4.png"]["w"] == 1     # new in the latest run

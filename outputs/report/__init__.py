@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Dict
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -12,14 +12,17 @@ FOLDER = "report"
 
 
 def write_report(out_folder: str, table: pd.DataFrame, embedding: np.ndarray, threshold: float,
-                 model: str) -> Dict[str, float]:
+                 model: str, digests: Optional[Sequence[str]] = None) -> Dict[str, float]:
     """Write OUT/report.html and its thumbnails OUT/report/*.jpg for the rows of clusters.csv.
 
-    table: clusters.csv's rows (a classifier's optional columns: see taxonomy.py); embedding: float32 (n, d), row
-    i = table row i. Returns seconds per step (thumbnails, map, html) for run.json.
+    table: clusters.csv's rows (a classifier's optional columns: see taxonomy.py; the campaign's: campaign.py);
+    embedding: float32 (n, d), row i = table row i. digests: content digest per row (the embedding cache's key);
+    None: the table's `crop` column, else each file is hashed. Returns seconds per step (thumbnails, map, order,
+    digests, html) for run.json.
     """
     from crop_cluster.outputs.report.html import report_document, write_html
     from crop_cluster.outputs.report.projection import project_2d
+    from crop_cluster.outputs.report.review_order import review_order
     from crop_cluster.outputs.report.thumbnails import make_thumbnails
 
     seconds: Dict[str, float] = {}
@@ -32,10 +35,28 @@ def write_report(out_folder: str, table: pd.DataFrame, embedding: np.ndarray, th
     coordinates, method = project_2d(embedding[reps])
     seconds["map"] = round(time.perf_counter() - start, 3)
     start = time.perf_counter()
+    order = review_order(embedding[reps], table["cluster"].to_numpy(dtype=np.int64)[reps])
+    seconds["order"] = round(time.perf_counter() - start, 3)
+    start = time.perf_counter()
+    if digests is None:
+        digests = table["crop"].astype(str).tolist() if "crop" in table.columns else \
+            [_digest(name) for name in table["filename"].astype(str)]
+    seconds["digests"] = round(time.perf_counter() - start, 3)
+    start = time.perf_counter()
     title = os.path.basename(os.path.normpath(os.path.abspath(out_folder)))
     document = report_document(table, thumbnails, coordinates,
                                {"title": title, "threshold": round(float(threshold), 6), "model": model,
-                                "map_method": method})
+                                "map_method": method}, digests, order)
     write_html(os.path.join(out_folder, "report.html"), document)
     seconds["html"] = round(time.perf_counter() - start, 3)
     return seconds
+
+
+def _digest(path: str) -> str:
+    """The crop's content digest (as the embedding cache keys it), '' when it can no longer be read."""
+    from crop_cluster.dedup.exact import file_digest
+
+    try:
+        return file_digest(path)
+    except OSError:
+        return ""

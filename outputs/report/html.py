@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 
 from crop_cluster.outputs.atomic import atomic_open
+from crop_cluster.outputs.report import campaign
+from crop_cluster.outputs.report.review_order import ReviewOrder
 from crop_cluster.outputs.report.taxonomy import (IDENTIFIED, KEYS, handled_columns, identified_groups, identified_mask,
                                      namings, prediction_levels, predictions)
 
@@ -34,7 +36,7 @@ def script_json(document) -> str:
 
 
 def _number(value) -> Optional[float]:
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else round(float(value), 4)
+    return None if value is None or not math.isfinite(float(value)) else round(float(value), 4)
 
 
 def _text(value) -> str:
@@ -51,29 +53,44 @@ def run_key(filenames: Sequence[str], clusters: np.ndarray) -> str:
 
 
 def report_document(table: pd.DataFrame, thumbnails: Sequence[Optional[str]], coordinates: np.ndarray,
-                    info: Dict) -> Dict:
+                    info: Dict, digests: Optional[Sequence[str]] = None, order: Optional[ReviewOrder] = None) -> Dict:
     """The page's data: one item per individual (its representative row), clusters largest first, the map.
 
     table: clusters.csv's rows (contract columns first, then metadata columns shown as tooltips; a classifier's
-    columns, see taxonomy.py, add per-item predictions, cluster names and the identified crops' groups).
+    columns, see taxonomy.py, add per-item predictions, cluster names and the identified crops' groups; the
+    campaign's group, cluster_status and first_run columns add names, review states and what is new).
     thumbnails: per representative row (in table order), path relative to the page or None.
     coordinates: int (I, 2), 0..1000, per representative row. info: title, threshold, model, map_method.
+    digests: content digest per table row ('' unknown), exported as the review file's `crop` column.
+    order: review_order() of the representative rows (misplaced score, "more like this"); None leaves them out.
     """
     reps = np.flatnonzero(table["representative"].to_numpy(dtype=bool))
     individual = table["individual"].to_numpy(dtype=np.int64)
     counts = np.bincount(individual, minlength=int(individual.max(initial=-1)) + 1)
     crops = counts[individual[reps]]
     handled = set(handled_columns(list(table.columns)))
-    columns: List[str] = [c for c in table.columns if c not in CONTRACT and c not in handled]
+    columns: List[str] = [c for c in table.columns
+                          if c not in CONTRACT and c not in handled and c not in campaign.COLUMNS]
     meta = table[columns].iloc[reps].astype(object).to_numpy()
     filenames = table["filename"].astype(str).to_numpy()
     cluster = table["cluster"].to_numpy(dtype=np.int64)
     similarity = table["sim_to_centroid"].to_numpy(dtype=np.float64)
+    digests = [""] * len(table) if digests is None else list(digests)
+    others = _other_crops(individual, reps, filenames, digests)
+    fresh = campaign.new_rows(table)
     items = []
     for k, row in enumerate(reps):
-        items.append({"f": filenames[row], "t": thumbnails[k],
-                      "u": Path(os.path.abspath(filenames[row])).as_uri(), "s": _number(similarity[row]),
-                      "n": int(crops[k]), "c": int(cluster[row]), "m": [_text(v) for v in meta[k]]})
+        item = {"f": filenames[row], "h": digests[row], "t": thumbnails[k],
+                "u": Path(os.path.abspath(filenames[row])).as_uri(), "s": _number(similarity[row]),
+                "n": int(crops[k]), "c": int(cluster[row]), "m": [_text(v) for v in meta[k]]}
+        if k in others:
+            item["x"] = others[k]
+        if order is not None:
+            item.update(q=_number(order.misplaced[k]), o=int(order.nearest_other[k]),
+                        l=[int(j) for j in order.like[k] if j >= 0])
+        if fresh is not None and fresh[row]:
+            item["w"] = 1
+        items.append(item)
     rep_cluster = cluster[reps]
     identified = identified_mask(table)[reps] & (rep_cluster < 0)   # shown in their own section, by taxon
     naming = namings(table)
@@ -90,10 +107,25 @@ def report_document(table: pd.DataFrame, thumbnails: Sequence[Optional[str]], co
         document["taxonomy"] = predictions(table, reps, levels)
         for item, predicted in zip(items, document["taxonomy"].pop("rows")):
             item["p"] = predicted
+    campaign.annotate_blocks(document["clusters"], table, reps, fresh)
     if IDENTIFIED in table.columns:
         document["run"]["identified"] = int(identified.sum())
         document["identified"] = identified_groups(table, naming, reps, np.flatnonzero(identified), crops)
     return document
+
+
+def _other_crops(individual: np.ndarray, reps: np.ndarray, filenames: np.ndarray,
+                 digests: Sequence[str]) -> Dict[int, List[List[str]]]:
+    """Per individual with more than one crop (index into `reps`), its other crops as [filename, digest] pairs: the
+    review file names every crop of a moved individual."""
+    position = np.full(int(individual.max(initial=-1)) + 1, -1, dtype=np.int64)
+    position[individual[reps]] = np.arange(reps.size)
+    others: Dict[int, List[List[str]]] = {}
+    is_rep = np.zeros(individual.size, dtype=bool)
+    is_rep[reps] = True
+    for row in np.flatnonzero(~is_rep).tolist():
+        others.setdefault(int(position[individual[row]]), []).append([str(filenames[row]), digests[row]])
+    return others
 
 
 def _cluster_blocks(rep_cluster: np.ndarray, similarity: np.ndarray, filenames: np.ndarray, crops: np.ndarray,
