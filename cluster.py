@@ -21,6 +21,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from clustering import ALGORITHMS       # registries only: these imports are light, so -h stays instant
 from dedup import BACKEND_DEFAULTS as LINK_DEFAULTS, TRACK_MAX_DISTANCE, TRACK_MAX_SECONDS
 from embed import BACKENDS
+from engines import ENGINES
 
 log = logging.getLogger("crop-cluster")
 CHAINING_SHARE = 0.25  # warn when one cosine cluster holds more than this share of the individuals
@@ -78,9 +79,14 @@ class RunConfig:
     taxon_share: float = 0.8                     # cluster names: the weighted share a taxon needs (-e hierarchical)
     unknown_below: Optional[float] = None        # cluster only crops less sure than this at unknown_level
     unknown_level: Optional[str] = None          # None: the model's finest level
+    # --- engine (issue 16): where embedding and the graph's tiles run (engines/) ---
+    engine: str = "local"
+    ray_address: Optional[str] = None            # None: RAY_ADDRESS, else a local Ray
+    shared_dir: Optional[str] = None             # None: OUT/ray_shared
     command: Tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
+        self._check_engine_options()
         if not self.inputs and not self.embeddings and not self.review:
             raise ConfigError("nothing to cluster: give -i INPUT (files, folders, globs, .txt lists) or "
                               "--embeddings OUT/embeddings.pkl from a previous run")
@@ -116,6 +122,16 @@ class RunConfig:
         if os.path.exists(self.out_folder) and not os.path.isdir(self.out_folder):
             raise ConfigError(f"-o {self.out_folder}: exists and is not a folder; choose another output folder")
 
+
+    def _check_engine_options(self) -> None:
+        if self.engine not in ENGINES:
+            raise ConfigError(f"unknown engine '{self.engine}'; available: {', '.join(ENGINES)}")
+        if self.engine != "ray" and (self.ray_address or self.shared_dir):
+            raise ConfigError(f"--{'ray_address' if self.ray_address else 'shared_dir'} applies to --engine ray; "
+                              f"add --engine ray or drop it")
+        if self.shared_dir is not None and os.path.isfile(self.shared_dir):
+            raise ConfigError(f"--shared_dir {self.shared_dir}: is a file; give a folder every Ray node can read "
+                              f"and write (created if needed)")
 
     def _check_individual_options(self) -> None:
         """Ranges of the linking flags, flags that need timestamps or boxes, and --filter syntax."""
@@ -294,6 +310,15 @@ def build_parser() -> argparse.ArgumentParser:
     add("--sweep", metavar="START:STOP:STEP",
         help="also score every threshold START, START+STEP, ..., STOP from one similarity graph: writes sweep.csv, "
              "sweep.png and a recommended threshold in run.json, e.g. 0.70:0.95:0.01")
+    engine = parser.add_argument_group("engine (see docs/scale-out.md)")
+    engine.add_argument("--engine", default="local", choices=list(ENGINES),
+                        help="where embedding and the similarity graph run: local (this process, default) or ray "
+                             "(a Ray cluster; install it with: bash install.sh --ray); same results")
+    engine.add_argument("--ray_address", "--ray-address", metavar="HOST:PORT",
+                        help="Ray cluster to join with --engine ray (default: RAY_ADDRESS, else a local Ray)")
+    engine.add_argument("--shared_dir", "--shared-dir", metavar="DIR",
+                        help="folder every Ray node reads and writes: graph tiles and the embedding manifest; a "
+                             "re-run resumes from what is there (default: OUT/ray_shared)")
     links = parser.add_argument_group("individuals (see README, Individuals)")
     links.add_argument("--dedup_threshold", "--dedup-threshold", type=float, metavar="T",
                        help="near-duplicates: crops with cosine >= T are one individual (default per model: "
@@ -344,7 +369,8 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> RunConfig
         review=args.review, sweep=args.sweep, filters=tuple(args.filters), dedup_threshold=args.dedup_threshold,
         track_max_seconds=args.track_max_seconds, track_max_distance=args.track_max_distance,
         track_min_similarity=args.track_min_similarity, taxon_share=args.taxon_share,
-        unknown_below=args.unknown_below, unknown_level=args.unknown_level, command=tuple(argv))
+        unknown_below=args.unknown_below, unknown_level=args.unknown_level,
+        engine=args.engine, ray_address=args.ray_address, shared_dir=args.shared_dir, command=tuple(argv))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -427,9 +453,9 @@ def _embed_rows(cfg: RunConfig, files: List[str], skipped: List[Tuple[str, str]]
     import numpy as np
 
     from dedup.exact import group_identical
-    from embed import load_backend, model_id
-    from embed.cache import CACHE_FOLDER, EmbeddingCache, embed_with_cache
-    from embed.device import resolve_device
+    from embed import model_id
+    from embed.cache import CACHE_FOLDER, EmbeddingCache
+    from engines import embed
 
     with timer.stage("hash"):
         groups = group_identical(files, progress=cfg.progress)
@@ -439,9 +465,8 @@ def _embed_rows(cfg: RunConfig, files: List[str], skipped: List[Tuple[str, str]]
     cache = EmbeddingCache(cfg.cache_dir or os.path.join(cfg.out_folder, CACHE_FOLDER), cfg.embed, model_path)
     with timer.stage("embed"):
         digests = [groups.digests[i] for i in representatives]
-        cached = embed_with_cache(cache, [files[i] for i in representatives], digests,
-                                  lambda: load_backend(cfg.embed, resolve_device(cfg.device), cfg.from_pretrained),
-                                  cfg.batch_size, cfg.num_workers, cfg.progress)
+        cached = embed(_engine(cfg), cache, [files[i] for i in representatives], digests, cfg.embed,
+                       cfg.from_pretrained, cfg.device, cfg.batch_size, cfg.num_workers, cfg.progress)
     result = cached.result
     run_info.update(model=model_id(cfg.embed, model_path), **cached.info)
     skipped.extend(result.skipped)
@@ -811,13 +836,20 @@ def _dedup_threshold(cfg: RunConfig, rows: _Rows) -> Optional[float]:
     return cfg.dedup_threshold or (defaults.dedup_threshold if defaults else None)
 
 
+def _engine(cfg: RunConfig):
+    """engines.Engine of the run (--engine, --ray_address, --shared_dir; default OUT/ray_shared)."""
+    from engines import SHARED_FOLDER, Engine
+
+    return Engine(cfg.engine, cfg.ray_address, cfg.shared_dir or os.path.join(cfg.out_folder, SHARED_FOLDER))
+
+
 def _shared_forest(cfg: RunConfig, rows: _Rows, threshold: float, run_info: Dict):
     """The one similarity-graph pass of the run: the spanning forest over the distinct crops, built at the lowest
     threshold any stage needs (near-duplicates, `-c cosine`, `--sweep`); None when no stage needs one."""
     import numpy as np
 
-    from clustering.forest import spanning_forest
     from embed.device import resolve_device
+    from engines import forest as engine_forest
 
     needed = [t for t in (_dedup_threshold(cfg, rows),) if t is not None]
     if cfg.cluster == "cosine":
@@ -829,8 +861,8 @@ def _shared_forest(cfg: RunConfig, rows: _Rows, threshold: float, run_info: Dict
     if not needed:
         return None
     stats: Dict = {}
-    forest = spanning_forest(_take(rows.embedding, np.flatnonzero(rows.distinct)), min(needed),
-                             resolve_device(cfg.device), stats=stats)
+    forest = engine_forest(_engine(cfg), _take(rows.embedding, np.flatnonzero(rows.distinct)), min(needed),
+                           resolve_device(cfg.device), stats, cfg.progress)
     run_info["graph"] = {**stats, "forest_threshold": forest.threshold, "forest_edges": int(forest.sims.size),
                          "rows": forest.n}
     return forest
@@ -885,6 +917,11 @@ def run(cfg: RunConfig) -> Dict:
     run_info: Dict = {}
     os.makedirs(cfg.out_folder, exist_ok=True)
     _check_model_files(cfg)
+    run_info["engine"] = _engine(cfg).describe()
+    if cfg.engine == "ray":
+        from engines import require_ray
+
+        require_ray()
 
     if cfg.embeddings:
         rows = _reuse_rows(cfg, skipped, timer, run_info)
@@ -1034,6 +1071,7 @@ def _user_errors() -> tuple:
     """Exception types that mean bad usage or unusable input (exit 2); imported only when an error happened."""
     from clustering import ClusteringError
     from embed import EmbedError
+    from engines import EngineError
     from evaluate.metrics import NoLabelsError
     from evaluate.sweep import SweepError
     from inputs.collect import InputError
@@ -1047,7 +1085,7 @@ def _user_errors() -> tuple:
 
     return (ConfigError, InputError, EmbedError, ClusteringError, EmbeddingsFileError, TableError, NoLabelsError,
             TimeFormatError, SidecarError, MetadataError, ReviewError,
-            SweepError, FilterError)
+            SweepError, FilterError, EngineError)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
