@@ -38,7 +38,8 @@ from engines import EngineError
 log = logging.getLogger(__name__)
 
 FAULT_PAUSE_ENV = "CROP_CLUSTER_FAULT_PAUSE"
-UNIT_COL_TILES = 2            # a graph unit: one tile row of the grid x this many tile widths
+# a graph unit: one tile row of the grid x this many tile widths (a GPU unit copies its rows to the device once)
+UNIT_COL_TILES = {"cpu": 2, "cuda": 8}
 SHARD_IMAGES = {"cpu": 512, "cuda": 4096}   # images per manifest shard (one decode task, one actor call)
 IN_FLIGHT_PER_ACTOR = 2       # decoded shards queued per actor: the next one decodes while one is embedded
 RETRIES = 3                   # Ray retries of a unit task / restarts of an embedding actor
@@ -123,12 +124,12 @@ def _run_all(count: int, submit, what: str, progress: bool, slots: int = 1, wind
 # ---------------------------------------------------------------------------------------------------------------
 # The similarity graph
 
-def graph_units(n: int, tile_rows: int, tile_cols: int, col_tiles: int = UNIT_COL_TILES
-                ) -> List[Tuple[int, int, int, int]]:
+def graph_units(n: int, tile_rows: int, tile_cols: int, col_tiles: int = 2) -> List[Tuple[int, int, int, int]]:
     """Work units (r0, r1, c0, c1): one tile row of the grid each, its columns [r0, n) cut every col_tiles tiles
-    wide. The units partition the tile starts of `threshold_edges`' grid (tiles of a row start at r0 + k*tile_cols),
-    so together they hold every tile once, whole."""
-    width = tile_cols * col_tiles
+    wide (at least tile_rows, so that only a row's first unit touches the diagonal). The units partition the tile
+    starts of `threshold_edges`' grid (tiles of a row start at r0 + k*tile_cols), so together they hold every tile
+    once, whole."""
+    width = tile_cols * max(col_tiles, -(-tile_rows // tile_cols))
     return [(r0, min(r0 + tile_rows, n), c0, min(c0 + width, n))
             for r0 in range(0, n, tile_rows) for c0 in range(r0, n, width)]
 
@@ -144,22 +145,42 @@ def _unit_forest(rows: np.ndarray, cols: np.ndarray, sims: np.ndarray):
     return nodes[a], nodes[b], s
 
 
-def _graph_unit(x32: np.ndarray, block: Tuple[int, int, int, int], threshold: float, device: str, precision: str,
+def unit_rows(x: np.ndarray, block: Tuple[int, int, int, int], tile: Tuple[int, int]):
+    """The rows one unit needs, laid out so that its tiles are the local engine's tiles: (y float32, local block,
+    row offset, column offset); local row i / column j of y is global row i + row offset / column j + column offset.
+
+    The diagonal unit (c0 < r1) takes the contiguous rows r0..c1. Any other unit takes its rows r0..r1, zero rows
+    up to a multiple of the tile width, then its columns c0..c1: its tile columns then start at multiples of the
+    tile width, as they do from c0 in the whole grid, so the same pairs meet in the same tile shapes. Memory is
+    bounded by the unit (never all n rows); the zero rows sit in a tile outside the local block.
+    """
+    r0, r1, c0, c1 = block
+    if c0 < r1:
+        return np.ascontiguousarray(x[r0:c1], dtype=np.float32), (0, r1 - r0, 0, c1 - r0), r0, r0
+    start = r1 - r0 + (-(r1 - r0) % tile[1])
+    y = np.zeros((start + c1 - c0, x.shape[1]), dtype=np.float32)
+    y[:r1 - r0] = x[r0:r1]
+    y[start:] = x[c0:c1]
+    return y, (0, r1 - r0, start, start + c1 - c0), r0, c0 - start
+
+
+def _graph_unit(vectors: str, block: Tuple[int, int, int, int], threshold: float, device: str, precision: str,
                 tile: Tuple[int, int], folder: str, run_id: str, cpus: int) -> Tuple[int, int]:
-    """Ray task: the edges of one unit (same kernels as the local engine), folded into a forest and written
-    atomically to folder/unit-<r0>-<c0>.npz; returns (edges found, forest edges)."""
+    """Ray task: the edges of one unit (same kernels as the local engine, on the rows of `unit_rows` read from the
+    shared .npy `vectors`), folded into a forest and written atomically to folder/unit-<r0>-<c0>.npz; returns
+    (edges found, forest edges)."""
     from clustering.graph import threshold_edges
     from outputs.atomic import atomic_open
 
     name = _unit_name(block)
     _announce(folder, name, run_id)
     _limit_threads(cpus)
-    blocks = list(threshold_edges(x32, threshold, "cuda" if device != "cpu" else "cpu", precision, *tile,
-                                  block=block))
+    y, local, row_offset, col_offset = unit_rows(np.load(vectors, mmap_mode="r"), block, tile)
+    blocks = list(threshold_edges(y, threshold, device, precision, *tile, block=local))
     rows, cols, sims = (np.concatenate(column) for column in zip(*blocks)) if blocks else \
         (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
     found = int(rows.size)
-    rows, cols, sims = _unit_forest(rows, cols, sims)
+    rows, cols, sims = _unit_forest(rows + row_offset, cols + col_offset, sims)
     with atomic_open(os.path.join(folder, f"{name}.npz"), "wb") as handle:
         np.savez(handle, rows=rows, cols=cols, sims=sims, block=np.asarray(block, np.int64))
     return found, int(rows.size)
@@ -225,7 +246,8 @@ def ray_forest(engine, embeddings: np.ndarray, threshold: float, device: str = "
     digest.update(json.dumps([n, d, float(threshold), plan.precision, list(tile)]).encode())
     folder = os.path.join(engine.shared_dir, f"graph-{digest.hexdigest()}")
     os.makedirs(folder, exist_ok=True)
-    units = graph_units(n, *tile)
+    vectors = os.path.join(folder, "vectors.npy")
+    units = graph_units(n, *tile, col_tiles=UNIT_COL_TILES["cuda" if on_gpu else "cpu"])
     paths = {unit: os.path.join(folder, f"{_unit_name(unit)}.npz") for unit in units}
     done = {unit: edges for unit in units if os.path.exists(paths[unit])
             for edges in [_read_unit(paths[unit])] if edges is not None}
@@ -237,12 +259,15 @@ def ray_forest(engine, embeddings: np.ndarray, threshold: float, device: str = "
                  len(done), f"{cluster['gpus']} GPUs" if on_gpu else f"{cluster['cpus']} CPUs")
         task = ray.remote(max_retries=RETRIES)(_graph_unit).options(
             num_cpus=1 if on_gpu else cpus_per_unit, num_gpus=1 if on_gpu else 0)
-        x_ref = ray.put(x32)
-        results = _run_all(len(todo), lambda k, _: task.remote(x_ref, todo[k], threshold, "cuda" if on_gpu else "cpu",
+        if not os.path.exists(vectors):
+            from outputs.atomic import atomic_open
+
+            with atomic_open(vectors, "wb") as handle:
+                np.save(handle, x32)
+        results = _run_all(len(todo), lambda k, _: task.remote(vectors, todo[k], threshold, "cuda" if on_gpu else "cpu",
                                                                plan.precision, tile, folder, run_id, cpus_per_unit),
                            "unit", progress)
         found = sum(edges for edges, _ in results)
-        del x_ref
     blocks = []
     for unit in units:
         edges = done.get(unit) or _read_unit(paths[unit])
