@@ -848,7 +848,6 @@ def _shared_forest(cfg: RunConfig, rows: _Rows, threshold: float, run_info: Dict
     threshold any stage needs (near-duplicates, `-c cosine`, `--sweep`); None when no stage needs one."""
     import numpy as np
 
-    from embed.device import resolve_device
     from engines import forest as engine_forest
 
     needed = [t for t in (_dedup_threshold(cfg, rows),) if t is not None]
@@ -862,7 +861,7 @@ def _shared_forest(cfg: RunConfig, rows: _Rows, threshold: float, run_info: Dict
         return None
     stats: Dict = {}
     forest = engine_forest(_engine(cfg), _take(rows.embedding, np.flatnonzero(rows.distinct)), min(needed),
-                           resolve_device(cfg.device), stats, cfg.progress)
+                           cfg.device, stats, cfg.progress)
     run_info["graph"] = {**stats, "forest_threshold": forest.threshold, "forest_edges": int(forest.sims.size),
                          "rows": forest.n}
     return forest

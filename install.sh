@@ -2,11 +2,11 @@
 # Create or update .venv in the repository root with everything crop-cluster needs.
 #
 #   bash install.sh          runtime dependencies (CUDA torch + faiss-gpu when nvidia-smi works, CPU otherwise)
-#   bash install.sh --dev    the same plus the test tools (and Chromium for the report's browser test, via apt-get
-#                            when it is missing and we are root; otherwise a note says how to get it)
+#   bash install.sh --dev    the same plus the test tools, Ray for the ray tests (and Chromium for the report's
+#                            browser test, iproute2 for the ray tests' private network namespace, via apt-get when
+#                            missing and we are root; otherwise a note says how to get them)
 #   bash install.sh --cpu    force the CPU build even on a machine with an NVIDIA driver
-#   bash install.sh --ray    also Ray, for --engine ray (docs/scale-out.md); with --dev, iproute2 too (the ray
-#                            tests run in a private network namespace: unshare -n + ip)
+#   bash install.sh --ray    also Ray, for --engine ray (docs/scale-out.md)
 #
 # Idempotent: when nothing changed since the last successful run, it returns in about a second.
 set -euo pipefail
@@ -39,10 +39,10 @@ else
     extras=cpu      # faiss-cpu
 fi
 [ "$dev" = 1 ] && extras="$extras,dev"
-[ "$ray" = 1 ] && extras="$extras,ray"
+{ [ "$ray" = 1 ] || [ "$dev" = 1 ]; } && extras="$extras,ray"
 
 # The ray tests run inside a private network namespace (unshare -n, then ip link set lo up); skipped without ip.
-if [ "$dev" = 1 ] && [ "$ray" = 1 ] && ! command -v ip >/dev/null 2>&1; then
+if [ "$dev" = 1 ] && ! command -v ip >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "install.sh: installing iproute2 (apt-get) for the ray tests' private network namespace"
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 \

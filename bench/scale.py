@@ -2,7 +2,6 @@
 """Benchmark: the Ray engine against the local engine, and Ray from one worker to two, for the graph and embedding.
 
     .venv/bin/python bench/scale.py                 # N = 1e5, d = 384, t = 0.9; 300 crops for embedding; 3 repeats
-    .venv/bin/python bench/scale.py --device cuda   # on a GPU machine: one GPU under Ray against the local engine
 
 Ray opens sockets, so the script re-runs itself inside a fresh network namespace with only loopback up
 (`unshare -n`, then `ip link set lo up`) unless it is already in one; no traffic leaves 127.0.0.1.
@@ -10,7 +9,8 @@ Ray opens sockets, so the script re-runs itself inside a fresh network namespace
 Graph (the similarity graph's spanning forest of N saved embeddings, engines.forest), each figure a median over
 `--repeats` runs, every run in its own process, the runs of all configurations interleaved:
   local_1       the local engine confined to one core (CPU affinity, OMP/OpenBLAS/numba threads = 1)
-  ray_1         --engine ray on a local Ray with num_cpus=1: one unit task at a time, one core each
+  ray_1         --engine ray on a local Ray with num_cpus=1 (one unit task at a time, one thread), the whole Ray
+                (driver, GCS, raylet, worker) confined to the same one core
   ray_2         the same with num_cpus=2: two unit tasks at once
   local_2       the local engine on both cores (what `--engine local` does here), for reference
   overhead_ray_1_vs_local_1 = ray_1 / local_1 - 1 (target <= 0.15); speedup_ray_2_vs_ray_1 = ray_1 / ray_2
@@ -149,18 +149,21 @@ def child_embed(mode: str, images: str, work: str) -> dict:
 
 
 def measure(kind: str, mode: str, args, data: str) -> dict:
-    """Run one measurement in a fresh process (one-core modes pinned to core 0 with one thread everywhere)."""
+    """Run one measurement in a fresh process; the graph's one-worker modes are pinned to core 0 (local_1 with one
+    thread everywhere; ray_1's driver, Ray's own processes and its one worker inherit the pinning)."""
     work = tempfile.mkdtemp(prefix=f"scale-{kind}-{mode}-", dir=args.work)
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
     if mode == "local_1":
         env.update(ONE_THREAD)
     command = [sys.executable, str(Path(__file__).resolve()), "--child", kind, mode, data, work,
                "--threshold", str(args.threshold)]
-    pin = ["taskset", "-c", "0"] if mode == "local_1" and shutil.which("taskset") else []
+    pin = ["taskset", "-c", "0"] if mode.endswith("_1") and kind == "graph" and shutil.which("taskset") else []
+    load = os.getloadavg()[0]
     done = subprocess.run(pin + command, cwd=REPO, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"bench/scale.py: {kind} {mode} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "load_average_before": round(load, 2),
+            "load_average_after": round(os.getloadavg()[0], 2)}
 
 
 def summary(runs: dict) -> dict:
@@ -212,6 +215,8 @@ def main() -> int:
         seconds = {mode: graph[mode]["median_seconds"] for mode in GRAPH_MODES}
         same = len({(r["forest_edges"], r["clusters"]) for found in runs.values() for r in found}) == 1
         report["graph"] = {"n": args.n, "d": args.dim, "threshold": args.threshold, "repeats": args.repeats,
+                           "machine_two_core_speedup_local_1_vs_local_2": round(seconds["local_1"] /
+                                                                                seconds["local_2"], 3),
                            "modes": graph, "same_forest_size_and_clusters": same, "ratios": {
                                "overhead_ray_1_vs_local_1": round(seconds["ray_1"] / seconds["local_1"] - 1, 3),
                                "speedup_ray_2_vs_ray_1": round(seconds["ray_1"] / seconds["ray_2"], 3),

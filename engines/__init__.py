@@ -79,13 +79,14 @@ def embed(engine: Engine, cache, files: Sequence[str], digests: Sequence[str], b
 def forest(engine: Engine, embeddings, threshold: float, device: str = "cpu", stats: Optional[Dict] = None,
            progress: bool = False):
     """clustering.forest.Forest: the maximum spanning forest of the pairs of rows of `embeddings` (float32 (n, d),
-    L2-normalised) with cosine >= threshold. device: the resolved `-d` ('cpu', 'cuda:N'); stats: filled for
-    run.json."""
+    L2-normalised) with cosine >= threshold. device: as `-d` ('auto', 'cpu', 'cuda', 'cuda:N'; on Ray anything but
+    'cpu' means the cluster's GPUs when it has some); stats: filled for run.json."""
     if engine.name == "ray":
         require_ray()
         from engines.ray_engine import ray_forest
 
         return ray_forest(engine, embeddings, threshold, device, stats, progress=progress)
     from clustering.forest import spanning_forest
+    from embed.device import resolve_device
 
-    return spanning_forest(embeddings, threshold, device, stats=stats)
+    return spanning_forest(embeddings, threshold, resolve_device(device), stats=stats)

@@ -211,6 +211,15 @@ def _read_unit(path: str) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]
     return edges if edges[0].size == edges[1].size == edges[2].size else None
 
 
+def _finished_unit(path: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The edges of a unit that Ray reported finished (EngineError when the driver cannot read them)."""
+    edges = _read_unit(path) if os.path.exists(path) else None
+    if edges is None:
+        raise EngineError(f"graph unit {path} was reported finished but cannot be read here: put --shared_dir on "
+                          f"storage every Ray node shares (see docs/scale-out.md)")
+    return edges
+
+
 def _gpu_plan(n: int, d: int, precision: str):
     """Ray task on one GPU: the local engine's plan (precision, tile shape) for that GPU."""
     from clustering.graph import plan_graph
@@ -249,8 +258,7 @@ def ray_forest(engine, embeddings: np.ndarray, threshold: float, device: str = "
     vectors = os.path.join(folder, "vectors.npy")
     units = graph_units(n, *tile, col_tiles=UNIT_COL_TILES["cuda" if on_gpu else "cpu"])
     paths = {unit: os.path.join(folder, f"{_unit_name(unit)}.npz") for unit in units}
-    done = {unit: edges for unit in units if os.path.exists(paths[unit])
-            for edges in [_read_unit(paths[unit])] if edges is not None}
+    done = {unit for unit in units if os.path.exists(paths[unit]) and _read_unit(paths[unit]) is not None}
     todo = [unit for unit in units if unit not in done]
     run_id = uuid.uuid4().hex[:12]
     found = 0
@@ -268,14 +276,7 @@ def ray_forest(engine, embeddings: np.ndarray, threshold: float, device: str = "
                                                                plan.precision, tile, folder, run_id, cpus_per_unit),
                            "unit", progress)
         found = sum(edges for edges, _ in results)
-    blocks = []
-    for unit in units:
-        edges = done.get(unit) or _read_unit(paths[unit])
-        if edges is None:
-            raise EngineError(f"graph unit {paths[unit]} was reported finished but cannot be read here: put "
-                              f"--shared_dir on storage every Ray node shares (see docs/scale-out.md)")
-        blocks.append(edges)
-    result: Forest = forest_from_edges(n, blocks, threshold)
+    result: Forest = forest_from_edges(n, (_finished_unit(paths[unit]) for unit in units), threshold)
     if stats is not None:
         stats.update(device="cuda" if on_gpu else "cpu", precision=plan.precision, rescore_margin=plan.margin,
                      tile=list(tile), engine={"name": "ray", **cluster, "shared_dir": folder},
