@@ -178,7 +178,8 @@ def main() -> int:
     parser.add_argument("--threshold", type=float, default=0.9)
     parser.add_argument("--images", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["graph", "embed"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["graph", "embed"],
+                        help="leave out a part (its section of an existing --output is kept)")
     parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--output", default=str(REPO / "bench" / "results" / "scale.json"))
     parser.add_argument("--child", nargs=4, metavar=("KIND", "MODE", "DATA", "WORK"), help=argparse.SUPPRESS)
@@ -200,7 +201,8 @@ def main() -> int:
     owned = args.work is None
     args.work = args.work or tempfile.mkdtemp(prefix="scale-")
     os.environ.setdefault("CROP_CLUSTER_CACHE", os.path.join(args.work, "user-cache"))
-    report = {"benchmark": "scale", "date": time.strftime("%Y-%m-%d"), "machine": machine(),
+    earlier = json.loads(Path(args.output).read_text()) if args.skip and Path(args.output).exists() else {}
+    report = {**earlier, "benchmark": "scale", "date": time.strftime("%Y-%m-%d"), "machine": machine(),
               "versions": versions(["ray", "numpy", "numba", "torch", "onnxruntime"]),
               "network": "inside unshare -n, loopback only"}
     if "graph" not in args.skip:

@@ -24,7 +24,7 @@ def edge_set(blocks) -> dict:
 def test_units_hold_every_edge_of_the_whole_graph_once(n, tile):
     from clustering.graph import threshold_edges
 
-    x = unit_vectors(n, 16, 40, seed=n)
+    x = unit_vectors(n, 16, max(2, n // 25), seed=n)
     whole = edge_set(threshold_edges(x, 0.7, tile_rows=tile[0], tile_cols=tile[1]))
     found: dict = {}
     units = graph_units(n, *tile)

@@ -27,6 +27,7 @@ from conftest import REPO, draw_views
 pytestmark = pytest.mark.ray
 
 THRESHOLD = 0.8
+PAUSE = 0.6          # seconds each attempt waits after its marker in the fault tests: the kill lands inside it
 
 
 def grouped(n: int, d: int, groups: int, noise: float, seed: int) -> np.ndarray:
@@ -50,14 +51,14 @@ def local_ray():
 @pytest.fixture
 def two_nodes():
     """A Cluster of a head without CPUs (the driver's node) and two one-CPU worker nodes, whose tasks and actors
-    pause 0.3 s after announcing each attempt; yields (cluster, [worker nodes])."""
+    pause PAUSE seconds after announcing each attempt; yields (cluster, [worker nodes])."""
     import ray
     from ray.cluster_utils import Cluster
 
     from engines.ray_engine import FAULT_PAUSE_ENV
 
     ray.shutdown()
-    os.environ[FAULT_PAUSE_ENV] = "0.3"
+    os.environ[FAULT_PAUSE_ENV] = str(PAUSE)
     fast_failure = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 300,
                     "health_check_failure_threshold": 2}
     nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False,
@@ -97,13 +98,15 @@ def local_forest(x: np.ndarray):
     return forest(Engine("local"), x, THRESHOLD)
 
 
-def attempts_of(folder: Path):
-    """(unit or shard name, pid, node id) of every attempt marker under folder/**/attempts."""
+def attempts_of(folder: Path, fresher_than: float = 1e9):
+    """(unit or shard name, pid, node id) of every attempt marker under folder/**/attempts written less than
+    `fresher_than` seconds ago (so that the attempt is still in its fault-injection pause)."""
     found = []
     for path in glob.glob(str(folder / "**" / "attempts" / "*.json"), recursive=True):
-        with open(path) as handle:
-            marker = json.load(handle)
-        found.append((Path(path).name.split(".")[1], marker["pid"], marker["node"]))
+        if time.time() - os.path.getmtime(path) < fresher_than:
+            with open(path) as handle:
+                marker = json.load(handle)
+            found.append((Path(path).name.split(".")[1], marker["pid"], marker["node"]))
     return found
 
 
@@ -232,7 +235,7 @@ def _stop_node_during_its_attempt(nodes, node, folder: Path, done) -> bool:
     """Remove `node` while it runs an attempt of a unit (its marker written, its unit file not yet)."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not done.is_set():
-        for name, _, node_id in attempts_of(folder):
+        for name, _, node_id in attempts_of(folder, fresher_than=PAUSE / 3):
             if node_id == node.node_id and not glob.glob(str(folder / "graph-*" / f"{name}.npz")):
                 nodes.remove_node(node, allow_graceful=False)
                 return True
@@ -275,7 +278,7 @@ def test_a_killed_embedding_actor_is_restarted_with_the_same_clusters(two_nodes,
     thread.start()
     deadline, killed = time.monotonic() + 180, None
     while killed is None and thread.is_alive() and time.monotonic() < deadline:
-        markers = attempts_of(out / "ray_shared")
+        markers = attempts_of(out / "ray_shared", fresher_than=PAUSE / 3)
         if markers:
             killed = markers[0][1]
             os.kill(killed, signal.SIGKILL)
