@@ -10,7 +10,7 @@ needs it). The key covers the vectors' bytes, the threshold, precision and tile 
 driver was stopped) computes only the units without a file. Ray retries a unit whose worker or node died.
 
 Embedding (`ray_embed`): the contents missing from the embedding cache are written as a sharded manifest
-(SHARED/embed-<cache>/shard-<hash>.tsv: digest TAB path per line); a CPU task per shard decodes it with the
+(SHARED/embed-<cache>/shard-<hash>.jsonl: one [digest, path] per line); a CPU task per shard decodes it with the
 backend's own `Preprocess` (embed/data.py), a pool of actors (one per GPU, or CPU actors) runs the model through
 embed/base.py's batch runner, and each shard's vectors are written atomically as one chunk of the embedding cache
 (embed/cache.py, keyed by content digest), so a re-run or a resumed run embeds only what is still missing. An actor
@@ -289,27 +289,29 @@ def ray_forest(engine, embeddings: np.ndarray, threshold: float, device: str = "
 # ---------------------------------------------------------------------------------------------------------------
 # Embedding
 
-def _write_manifest(folder: str, digests: Sequence[str], paths: Sequence[str], size: int) -> List[str]:
-    """Shard files of `size` (digest, path) lines each, named by their content (rewritten only when absent)."""
+def write_manifest(folder: str, digests: Sequence[str], paths: Sequence[str], size: int) -> List[str]:
+    """Shard files of `size` lines each, one JSON array [digest, path] per line (any file name, undecodable bytes
+    included, survives), named by their content and written atomically when absent; returns their paths."""
     from outputs.atomic import atomic_open
 
     os.makedirs(folder, exist_ok=True)
     shards = []
     for start in range(0, len(digests), size):
-        lines = "".join(f"{digest}\t{path}\n" for digest, path in
+        lines = "".join(json.dumps([digest, path]) + "\n" for digest, path in
                         zip(digests[start:start + size], paths[start:start + size]))
-        name = hashlib.blake2b(lines.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
-        path = os.path.join(folder, f"shard-{name}.tsv")
+        name = hashlib.blake2b(lines.encode("ascii"), digest_size=8).hexdigest()
+        path = os.path.join(folder, f"shard-{name}.jsonl")
         if not os.path.exists(path):
-            with atomic_open(path, "w", encoding="utf-8", errors="surrogateescape") as handle:
+            with atomic_open(path, "w", encoding="ascii") as handle:
                 handle.write(lines)
         shards.append(path)
     return shards
 
 
-def _read_shard(path: str) -> Tuple[List[str], List[str]]:
-    with open(path, encoding="utf-8", errors="surrogateescape") as handle:
-        pairs = [line.rstrip("\n").split("\t", 1) for line in handle if line.strip()]
+def read_shard(path: str) -> Tuple[List[str], List[str]]:
+    """(digests, paths) of one manifest shard."""
+    with open(path, encoding="ascii") as handle:
+        pairs = [json.loads(line) for line in handle if line.strip()]
     return [digest for digest, _ in pairs], [name for _, name in pairs]
 
 
@@ -318,7 +320,7 @@ def _decode_shard(path: str, preprocess) -> Dict:
     'ok' positions of the decoded images, 'pixels' uint8 (ok, 3, H, W), 'bad' [(position, reason)]}."""
     from embed.data import ImageDataset, collate
 
-    digests, paths = _read_shard(path)
+    digests, paths = read_shard(path)
     dataset = ImageDataset(paths, preprocess)
     ok, pixels, bad = collate([dataset[i] for i in range(len(dataset))])
     return {"digests": digests, "ok": ok, "pixels": None if pixels is None else pixels.numpy(), "bad": bad}
@@ -379,7 +381,7 @@ def ray_embed(engine, cache, files: Sequence[str], digests: Sequence[str], backe
         on_gpu = cluster["gpus"] > 0 and device != "cpu"
         count = actors or (cluster["gpus"] if on_gpu else max(1, cluster["cpus"] // 2))
         folder = os.path.join(engine.shared_dir, f"embed-{os.path.basename(cache.folder)}")
-        shards = _write_manifest(folder, [digests[i] for i in missing], [files[i] for i in missing],
+        shards = write_manifest(folder, [digests[i] for i in missing], [files[i] for i in missing],
                                  shard_images or SHARD_IMAGES["cuda" if on_gpu else "cpu"])
         actor_class = ray.remote(max_restarts=RETRIES, max_task_retries=RETRIES)(_Embedder).options(
             num_gpus=1 if on_gpu else 0, num_cpus=1)
@@ -396,7 +398,7 @@ def ray_embed(engine, cache, files: Sequence[str], digests: Sequence[str], backe
         preprocess = ray.put(description["preprocess"])
         run_id = uuid.uuid4().hex[:12]
         results = _run_all(len(shards), lambda k, slot: pool[slot].embed_shard.remote(
-            decode.remote(shards[k], preprocess), cache, batch_size, folder, os.path.basename(shards[k])[:-4], run_id),
+            decode.remote(shards[k], preprocess), cache, batch_size, folder, os.path.basename(shards[k])[:-6], run_id),
             "shard", progress, slots=count, window=IN_FLIGHT_PER_ACTOR)
         computed = sum(ok for ok, _ in results)
         for handle in pool:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import cluster
-from engines.ray_engine import graph_units, unit_rows
+from engines.ray_engine import graph_units, read_shard, unit_rows, write_manifest
 
 
 def unit_vectors(n: int, d: int, groups: int, seed: int) -> np.ndarray:
@@ -46,6 +46,15 @@ def test_units_partition_the_tile_starts():
     owners = [[u for u in units if u[0] <= r < u[1] and u[2] <= c < u[3]] for r, c in starts]
     assert all(len(owner) == 1 for owner in owners)
     assert all(c0 >= r1 for r0, r1, c0, _ in units if c0 != r0)      # only a row's first unit meets the diagonal
+
+
+def test_manifest_shards_keep_any_file_name(tmp_path):
+    names = ["plain.jpg", "tab\there.jpg", "new\nline.png", "caf\u00e9.jpg", "bad-\udcff.jpg"] * 3
+    digests = [f"{k:032x}" for k in range(len(names))]
+    shards = write_manifest(str(tmp_path / "manifest"), digests, names, size=4)
+    assert len(shards) == 4 and write_manifest(str(tmp_path / "manifest"), digests, names, size=4) == shards
+    read = [read_shard(path) for path in shards]
+    assert [d for part, _ in read for d in part] == digests and [p for _, part in read for p in part] == names
 
 
 @pytest.fixture
