@@ -228,6 +228,52 @@ def test_a_stopped_driver_resumes_with_the_missing_units_only(local_ray, tmp_pat
     assert np.array_equal(partition(resumed), partition(local_forest(x)))
 
 
+EMBED_DRIVER = """
+import json, sys
+import ray
+from embed.cache import EmbeddingCache
+from engines import Engine
+from engines.ray_engine import FAULT_PAUSE_ENV, ray_embed
+ray.init(address=sys.argv[1], runtime_env={"env_vars": {FAULT_PAUSE_ENV: "0.5"}}, log_to_driver=False)
+files, digests = json.loads(open(sys.argv[2]).read())
+ray_embed(Engine("ray", None, sys.argv[4]), EmbeddingCache(sys.argv[3], "lite0", "efficientnet-lite0"), files,
+          digests, "lite0", None, "cpu", progress=False, actors=1, shard_images=6)
+"""
+
+
+def test_a_stopped_embedding_driver_resumes_with_the_missing_shards_only(local_ray, crops_and_local_run, tmp_path):
+    from dedup.exact import file_digest
+    from embed.cache import EmbeddingCache
+    from engines import Engine
+    from engines.ray_engine import ray_embed
+
+    crops, local = crops_and_local_run
+    files = sorted(str(path) for path in crops.glob("c*.png"))
+    digests = [file_digest(path) for path in files]
+    (tmp_path / "job.json").write_text(json.dumps([files, digests]))
+    cache = EmbeddingCache(str(tmp_path / "cache"), "lite0", "efficientnet-lite0")
+    driver = subprocess.Popen([sys.executable, "-c", EMBED_DRIVER, local_ray.get_runtime_context().gcs_address,
+                               str(tmp_path / "job.json"), str(tmp_path / "cache"), str(tmp_path / "shared")],
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    chunks = lambda: glob.glob(os.path.join(cache.folder, "chunk-*.npz"))  # noqa: E731
+    deadline = time.monotonic() + 180
+    while len(chunks()) < 2 and driver.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    count = -1
+    while count != len(chunks()):
+        count = len(chunks())
+        time.sleep(1.0)
+    before = int(cache.lookup(digests).found.sum())
+    resumed = ray_embed(Engine("ray", None, str(tmp_path / "shared")), cache, files, digests, "lite0", None, "cpu",
+                        progress=False, actors=1, shard_images=6)
+    assert 12 <= before < len(files), "the driver was not stopped part-way"
+    assert resumed.reused == before and resumed.computed == len(files) - before
+    ours = embeddings_by_name(local)
+    assert min(float(ours[name] @ vector) for name, vector in zip(files, resumed.result.embeddings)) >= 0.9999
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Lost workers (two nodes)
 
