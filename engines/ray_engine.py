@@ -3,7 +3,7 @@
 Graph (`ray_forest`): the upper triangle of the similarity matrix is cut into work units, each a set of whole tiles of
 the local engine's grid (clustering.graph.threshold_edges with `block`), so every unit runs the same kernels and
 float32 re-scoring as `--engine local` and the edges do not depend on the unit size or the number of workers. A unit
-task folds its edges into a maximum spanning forest (at most rows + cols - 1 edges) and writes it atomically to
+task reads only its rows (`unit_rows`) from SHARED/graph-<key>/vectors.npy, which the driver writes once, folds its edges into a maximum spanning forest (at most rows + cols - 1 edges) and writes it atomically to
 SHARED/graph-<key>/unit-<r0>-<c0>.npz; the driver folds the union of the unit forests into the forest of the whole
 graph (one Kruskal/union-find pass: an edge dropped by its unit's forest is the weakest of a cycle, so no forest
 needs it). The key covers the vectors' bytes, the threshold, precision and tile grid, so a re-run (or a run whose
