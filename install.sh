@@ -2,9 +2,11 @@
 # Create or update .venv in the repository root with everything crop-cluster needs.
 #
 #   bash install.sh          runtime dependencies (CUDA torch + faiss-gpu when nvidia-smi works, CPU otherwise)
-#   bash install.sh --dev    the same plus the test tools (and Chromium for the report's browser test, via apt-get
-#                            when it is missing and we are root; otherwise a note says how to get it)
+#   bash install.sh --dev    the same plus the test tools, Ray for the ray tests (and Chromium for the report's
+#                            browser test, iproute2 for the ray tests' private network namespace, via apt-get when
+#                            missing and we are root; otherwise a note says how to get them)
 #   bash install.sh --cpu    force the CPU build even on a machine with an NVIDIA driver
+#   bash install.sh --ray    also Ray, for --engine ray (docs/scale-out.md)
 #
 # Idempotent: when nothing changed since the last successful run, it returns in about a second.
 set -euo pipefail
@@ -12,12 +14,14 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 
 dev=0
 force_cpu=0
+ray=0
 for arg in "$@"; do
     case "$arg" in
         --dev) dev=1 ;;
         --cpu) force_cpu=1 ;;
-        -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) echo "install.sh: unknown option '$arg' (use --dev, --cpu or --help)" >&2; exit 2 ;;
+        --ray) ray=1 ;;
+        -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "install.sh: unknown option '$arg' (use --dev, --cpu, --ray or --help)" >&2; exit 2 ;;
     esac
 done
 
@@ -35,6 +39,19 @@ else
     extras=cpu      # faiss-cpu
 fi
 [ "$dev" = 1 ] && extras="$extras,dev"
+{ [ "$ray" = 1 ] || [ "$dev" = 1 ]; } && extras="$extras,ray"
+
+# The ray tests run inside a private network namespace (unshare -n, then ip link set lo up); skipped without ip.
+if [ "$dev" = 1 ] && ! command -v ip >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "install.sh: installing iproute2 (apt-get) for the ray tests' private network namespace"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 \
+            >/dev/null || echo "install.sh: could not install iproute2; the ray tests will be skipped" >&2
+    else
+        echo "install.sh: note: ip not found; the ray tests will be skipped (install it with: sudo apt-get install" \
+             "iproute2)"
+    fi
+fi
 
 # The report's browser test needs Chromium; it is skipped without it.
 if [ "$dev" = 1 ] && ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then

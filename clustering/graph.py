@@ -104,12 +104,16 @@ def _exact_float32_matmul():
 
 
 def threshold_edges(embeddings: np.ndarray, threshold: float, device: str = "cpu", precision: str = "auto",
-                    tile_rows: int = 0, tile_cols: int = 0, stats: Optional[Dict] = None) -> Iterator[Edges]:
+                    tile_rows: int = 0, tile_cols: int = 0, stats: Optional[Dict] = None,
+                    block: Optional[Tuple[int, int, int, int]] = None) -> Iterator[Edges]:
     """Yield edge blocks (rows int64, cols int64, sims float32) with rows < cols and float32 cosine >= threshold.
 
     embeddings: float32 (n, d), rows L2-normalised (the margin argument needs unit rows). Every qualifying pair is
     yielded exactly once; sims are float32 dot products. tile_rows/tile_cols override the planned tile shape.
     `stats`, when given, receives the plan and how the tiles were scored (for run.json).
+    block: (r0, r1, c0, c1): only the tiles of the whole graph's grid whose first row lies in [r0, r1) and first
+    column in [c0, c1), computed whole (a worker's share of the upper triangle, engines/): blocks that partition
+    the tile starts yield together exactly the edges of one whole-graph pass.
     """
     x32 = np.ascontiguousarray(embeddings, dtype=np.float32)
     n, d = x32.shape
@@ -121,14 +125,17 @@ def threshold_edges(embeddings: np.ndarray, threshold: float, device: str = "cpu
         stats.update(device=plan.device, precision=plan.precision, rescore_margin=plan.margin,
                      tile=[plan.tile_rows, plan.tile_cols], tile_counts=counts)
     tiles = _cpu_tiles if plan.device == "cpu" else _torch_tiles
-    yield from tiles(x32, threshold, plan, counts)
+    yield from tiles(x32, threshold, plan, counts, block)
 
 
-def _tile_starts(n: int, plan: GraphPlan) -> Iterator[Tuple[int, int, int, int]]:
-    """(r0, r1, c0, c1) of every tile of the upper triangle, row blocks of plan.tile_rows x plan.tile_cols."""
+def _tile_starts(n: int, plan: GraphPlan, block: Optional[Tuple[int, int, int, int]] = None
+                 ) -> Iterator[Tuple[int, int, int, int]]:
+    """(r0, r1, c0, c1) of every tile of the upper triangle, row blocks of plan.tile_rows x plan.tile_cols; with
+    `block` (r0, r1, c0, c1), only the tiles of that grid whose start (r0, c0) lies inside it (whole tiles)."""
     for r0 in range(0, n, plan.tile_rows):
         for c0 in range(r0, n, plan.tile_cols):
-            yield r0, min(r0 + plan.tile_rows, n), c0, min(c0 + plan.tile_cols, n)
+            if block is None or (block[0] <= r0 < block[1] and block[2] <= c0 < block[3]):
+                yield r0, min(r0 + plan.tile_rows, n), c0, min(c0 + plan.tile_cols, n)
 
 
 def _use_fast_pass(counts: Dict) -> bool:
@@ -136,7 +143,8 @@ def _use_fast_pass(counts: Dict) -> bool:
     return not (counts["tiles"] > SWITCH_AFTER_TILES and counts["tiles_dense"] > 0.5 * (counts["tiles"] - 1))
 
 
-def _cpu_tiles(x32: np.ndarray, threshold: float, plan: GraphPlan, counts: Dict) -> Iterator[Edges]:
+def _cpu_tiles(x32: np.ndarray, threshold: float, plan: GraphPlan, counts: Dict,
+               block: Optional[Tuple[int, int, int, int]] = None) -> Iterator[Edges]:
     """CPU: matrix products on every core (bf16 in torch/oneDNN, float32 in numpy's BLAS), scanned by the
     compiled kernels of clustering.scan."""
     from crop_cluster.clustering.scan import bf16_floor_key, scan_bf16_tile, scan_float32_tile
@@ -147,7 +155,7 @@ def _cpu_tiles(x32: np.ndarray, threshold: float, plan: GraphPlan, counts: Dict)
 
         fast = torch.from_numpy(x32).to(torch.bfloat16)
         floor_key = bf16_floor_key(threshold - plan.margin)
-    for r0, r1, c0, c1 in _tile_starts(x32.shape[0], plan):
+    for r0, r1, c0, c1 in _tile_starts(x32.shape[0], plan, block):
         counts["tiles"] += 1
         low_precision = low_precision and _use_fast_pass(counts)
         if low_precision:
@@ -167,13 +175,15 @@ def _padded(n: int) -> int:
     return max(1, -(-n // GPU_TILE_ALIGN)) * GPU_TILE_ALIGN
 
 
-def _torch_tiles(x32: np.ndarray, threshold: float, plan: GraphPlan, counts: Dict) -> Iterator[Edges]:
+def _torch_tiles(x32: np.ndarray, threshold: float, plan: GraphPlan, counts: Dict,
+                 block: Optional[Tuple[int, int, int, int]] = None) -> Iterator[Edges]:
     """CUDA (and any torch device): the edges of `_torch_tile_loop`, block by block on the host."""
-    for rows, cols, sims in _torch_tile_loop(x32, threshold, plan, counts):
+    for rows, cols, sims in _torch_tile_loop(x32, threshold, plan, counts, block):
         yield rows.cpu().numpy(), cols.cpu().numpy(), sims.float().cpu().numpy()
 
 
-def _torch_tile_loop(x32: np.ndarray, threshold: float, plan: GraphPlan, counts: Dict):
+def _torch_tile_loop(x32: np.ndarray, threshold: float, plan: GraphPlan, counts: Dict,
+                     block: Optional[Tuple[int, int, int, int]] = None):
     """Edge blocks (rows int64, cols int64, sims float32: torch tensors on plan.device, global row numbers).
 
     Tiles are scored with torch ops; low-precision candidates are re-scored one by one while they are few, by one
@@ -191,7 +201,8 @@ def _torch_tile_loop(x32: np.ndarray, threshold: float, plan: GraphPlan, counts:
     low_precision = plan.precision != "float32"
     fast = exact.to(getattr(torch, plan.precision)) if low_precision else exact
     with torch.inference_mode(), _exact_float32_matmul():
-        for r0, r1, c0, c1 in _tile_starts(padded, plan):
+        for r0, r1, c0, c1 in _tile_starts(padded, plan, block and tuple(padded if end >= n else end
+                                                                          for end in block)):
             counts["tiles"] += 1
             low_precision = low_precision and _use_fast_pass(counts)
             source = fast if low_precision else exact

@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 from .clustering import ALGORITHMS       # registries only: these imports are light, so -h stays instant
 from .dedup import BACKEND_DEFAULTS as LINK_DEFAULTS, TRACK_MAX_DISTANCE, TRACK_MAX_SECONDS
 from .embed import BACKENDS
+from .engines import ENGINES
 from .errors import CropClusterError
 from .options import Options
 
@@ -115,6 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
     add("--darwin_core", "--darwin-core", action="store_true",
         help="also write OUT/dwca.zip, a Darwin Core Archive for GBIF: one occurrence per individual with its "
              "representative crop, eventDate from --time_format, eventID from site/night --metadata columns")
+    engine = parser.add_argument_group("engine (see docs/scale-out.md)")
+    engine.add_argument("--engine", choices=list(ENGINES),
+                        help="where embedding and the similarity graph run: local (this process, default) or ray "
+                             "(a Ray cluster; install it with: bash install.sh --ray); same results")
+    engine.add_argument("--ray_address", "--ray-address", metavar="HOST:PORT",
+                        help="Ray cluster to join with --engine ray (default: RAY_ADDRESS, else a local Ray)")
+    engine.add_argument("--shared_dir", "--shared-dir", metavar="DIR",
+                        help="folder every Ray node reads and writes: graph tiles and the embedding manifest; a "
+                             "re-run resumes from what is there (default: OUT/ray_shared)")
     links = parser.add_argument_group("individuals (see README, Individuals)")
     links.add_argument("--dedup_threshold", "--dedup-threshold", type=float, metavar="T",
                        help="near-duplicates: crops with cosine >= T are one individual (default per model: "

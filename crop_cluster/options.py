@@ -8,6 +8,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from .clustering import ALGORITHMS      # registries only: light imports, so `-h` stays instant
 from .embed import BACKENDS
+from .engines import ENGINES
 from .errors import OptionsError
 
 
@@ -63,10 +64,14 @@ class Options:
     taxon_share: float = 0.8                     # cluster names: the weighted share a taxon needs (-e hierarchical)
     unknown_below: Optional[float] = None        # cluster only crops less sure than this at unknown_level
     unknown_level: Optional[str] = None          # None: the model's finest level
+    engine: str = "local"                        # where embedding and the graph's tiles run (engines/)
+    ray_address: Optional[str] = None            # None: RAY_ADDRESS, else a local Ray
+    shared_dir: Optional[str] = None             # None: OUT/ray_shared
     command: Tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         self._normalise()
+        self._check_engine_options()
         if not self.inputs and not self.embeddings and not self.review:
             raise OptionsError("nothing to cluster: give -i INPUT (files, folders, globs, .txt lists) or "
                               "--embeddings OUT/embeddings.pkl from a previous run")
@@ -101,6 +106,17 @@ class Options:
             parse_sweep(self.sweep)
         if os.path.exists(self.out_folder) and not os.path.isdir(self.out_folder):
             raise OptionsError(f"-o {self.out_folder}: exists and is not a folder; choose another output folder")
+
+    def _check_engine_options(self) -> None:
+        """--engine is known; --ray_address and --shared_dir only with --engine ray; --shared_dir is a folder."""
+        if self.engine not in ENGINES:
+            raise OptionsError(f"unknown engine '{self.engine}'; available: {', '.join(ENGINES)}")
+        if self.engine != "ray" and (self.ray_address or self.shared_dir):
+            raise OptionsError(f"--{'ray_address' if self.ray_address else 'shared_dir'} applies to --engine ray; "
+                               f"add --engine ray or drop it")
+        if self.shared_dir is not None and os.path.isfile(self.shared_dir):
+            raise OptionsError(f"--shared_dir {self.shared_dir}: is a file; give a folder every Ray node can read "
+                               f"and write (created if needed)")
 
     def _normalise(self) -> None:
         """One string where a sequence is expected becomes a 1-tuple; -kp implies -gs; --review without -i or

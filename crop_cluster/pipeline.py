@@ -63,6 +63,11 @@ def run(options: Options) -> Result:
         from .embed.predictions import check_model
 
         check_model(options.from_pretrained, options.unknown_level)
+    state.info["engine"] = engine_of(options).describe()
+    if options.engine == "ray":
+        from .engines import require_ray
+
+        require_ray()
 
     crops, n_inputs = read_crops(options, state)
     seen = {"inputs": n_inputs, "embedded": int(crops.distinct.sum()) if not options.embeddings else 0}
@@ -144,10 +149,10 @@ def embed_files(options: Options, files: List[str], state: Run) -> Crops:
     """Hash the files, embed each distinct readable content once (through the embedding cache) and expand back
     to one row per readable file."""
     from .dedup.exact import group_identical
-    from .embed import BACKENDS, load_backend, model_id
-    from .embed.cache import CACHE_FOLDER, EmbeddingCache, embed_with_cache
+    from .embed import BACKENDS, model_id
+    from .embed.cache import CACHE_FOLDER, EmbeddingCache
     from .embed.crops import crops_from_embedded
-    from .embed.device import resolve_device
+    from .engines import embed
 
     with state.stage("hash"):
         groups = group_identical(files, progress=options.progress)
@@ -157,10 +162,9 @@ def embed_files(options: Options, files: List[str], state: Run) -> Crops:
                            model_path)
     with state.stage("embed"):
         digests = [groups.digests[i] for i in groups.representatives]
-        cached = embed_with_cache(
-            cache, [files[i] for i in groups.representatives], digests,
-            lambda: load_backend(options.embed, resolve_device(options.device), options.from_pretrained),
-            options.batch_size, options.num_workers, options.progress)
+        cached = embed(engine_of(options), cache, [files[i] for i in groups.representatives], digests, options.embed,
+                       options.from_pretrained, options.device, options.batch_size, options.num_workers,
+                       options.progress)
     state.info.update(model=model_id(options.embed, model_path), **cached.info)
     state.skipped.extend(cached.result.skipped)
     crops, copies_lost = crops_from_embedded(files, groups, groups.representatives, cached.result,
@@ -198,6 +202,14 @@ def reuse_embeddings(options: Options, state: Run) -> Crops:
         digests[k] = digest
     return crops_from_stored(stored, rows, groups, present,
                              cached_predictions(options.embeddings, stored.model, digests))
+
+
+def engine_of(options: Options):
+    """engines.Engine of the run (--engine, --ray_address, --shared_dir; default OUT/ray_shared)."""
+    from .engines import SHARED_FOLDER, Engine
+
+    return Engine(options.engine, options.ray_address,
+                  options.shared_dir or os.path.join(options.out_folder, SHARED_FOLDER))
 
 
 def default_threshold(options: Options, model: str) -> float:
@@ -272,8 +284,7 @@ def shared_forest(options: Options, crops: Crops, threshold: float, state: Run):
     threshold any stage needs (near-duplicates, `-c cosine`, `--sweep`); None when no stage needs one."""
     import numpy as np
 
-    from .clustering.forest import spanning_forest
-    from .embed.device import resolve_device
+    from .engines import forest as engine_forest
 
     needed = [t for t in (dedup_threshold(options, crops.model),) if t is not None]
     if options.cluster == "cosine":
@@ -285,8 +296,8 @@ def shared_forest(options: Options, crops: Crops, threshold: float, state: Run):
     if not needed:
         return None
     stats: Dict = {}
-    forest = spanning_forest(crops.rows(np.flatnonzero(crops.distinct)), min(needed),
-                             resolve_device(options.device), stats=stats)
+    forest = engine_forest(engine_of(options), crops.rows(np.flatnonzero(crops.distinct)), min(needed),
+                           options.device, stats, options.progress)
     state.info["graph"] = {**stats, "forest_threshold": forest.threshold, "forest_edges": int(forest.sims.size),
                            "rows": forest.n}
     return forest
