@@ -75,6 +75,8 @@ class RunConfig:
     track_max_seconds: Optional[float] = None
     track_max_distance: Optional[float] = None
     track_min_similarity: Optional[float] = None
+    verify_from: Optional[float] = None          # issue 15: band [verify_from, dedup threshold) pixel-verified
+    no_verify: bool = False                      # issue 15: switch the pixel verification off
     taxon_share: float = 0.8                     # cluster names: the weighted share a taxon needs (-e hierarchical)
     unknown_below: Optional[float] = None        # cluster only crops less sure than this at unknown_level
     unknown_level: Optional[str] = None          # None: the model's finest level
@@ -133,6 +135,9 @@ class RunConfig:
              "--track_max_distance needs -mf/--meta_folder (box positions come from the detector's sidecars)"),
             (self.track_min_similarity is not None and not -1.0 <= self.track_min_similarity <= 1.0,
              f"--track_min_similarity {self.track_min_similarity}: a cosine similarity lies in [-1, 1]"),
+            (self.verify_from is not None and not 0.0 < self.verify_from <= 1.0,
+             f"--verify_from {self.verify_from}: a cosine similarity in (0, 1], below the near-duplicate threshold"),
+            (self.verify_from is not None and self.no_verify, "--verify_from and --no_verify contradict; give one"),
             (bool(self.filters) and not self.metadata,
              "--filter chooses crops by --metadata columns; add --metadata FILE.csv"),
         ]
@@ -308,6 +313,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="cosine similarity a track link needs at least (default per model: "
                             + ", ".join(f"{name} {d.track_min_similarity:.2f}" for name, d in LINK_DEFAULTS.items())
                             + ")")
+    links.add_argument("--verify_from", "--verify-from", type=float, metavar="S",
+                       help="near-duplicate pairs with cosine in [S, dedup threshold) are linked when their aligned "
+                            "grey thumbnails match (docs/individuals.md; default per model: "
+                            + ", ".join(f"{name} {d.verify_from:.2f}" for name, d in LINK_DEFAULTS.items()
+                                        if d.verify_from is not None) + ")")
+    links.add_argument("--no_verify", "--no-verify", action="store_true",
+                       help="no pixel verification: near-duplicates by the embedding threshold alone")
     add("--filter", dest="filters", action="append", default=[], metavar="EXPR",
         help="cluster only crops whose --metadata columns pass EXPR, e.g. \"ood_score > 0.4\" (COLUMN OP VALUE "
              "joined by and/or; repeatable, all must hold); the others go to skipped.csv with the reason")
@@ -343,7 +355,8 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> RunConfig
         min_sim_to_centroid=args.min_sim_to_centroid, seed=args.seed, progress=not args.quiet, report=args.report,
         review=args.review, sweep=args.sweep, filters=tuple(args.filters), dedup_threshold=args.dedup_threshold,
         track_max_seconds=args.track_max_seconds, track_max_distance=args.track_max_distance,
-        track_min_similarity=args.track_min_similarity, taxon_share=args.taxon_share,
+        track_min_similarity=args.track_min_similarity, verify_from=args.verify_from, no_verify=args.no_verify,
+        taxon_share=args.taxon_share,
         unknown_below=args.unknown_below, unknown_level=args.unknown_level, command=tuple(argv))
 
 
@@ -811,6 +824,14 @@ def _dedup_threshold(cfg: RunConfig, rows: _Rows) -> Optional[float]:
     return cfg.dedup_threshold or (defaults.dedup_threshold if defaults else None)
 
 
+def _verify_from(cfg: RunConfig, rows: _Rows) -> Optional[float]:
+    """Issue 15: lower bound of the pixel-verified band (--verify_from, else the backend's default), None = off."""
+    defaults = _link_defaults(cfg, rows)
+    if cfg.no_verify or _dedup_threshold(cfg, rows) is None:
+        return None
+    return cfg.verify_from or (defaults.verify_from if defaults else None)
+
+
 def _shared_forest(cfg: RunConfig, rows: _Rows, threshold: float, run_info: Dict):
     """The one similarity-graph pass of the run: the spanning forest over the distinct crops, built at the lowest
     threshold any stage needs (near-duplicates, `-c cosine`, `--sweep`); None when no stage needs one."""
@@ -819,7 +840,7 @@ def _shared_forest(cfg: RunConfig, rows: _Rows, threshold: float, run_info: Dict
     from clustering.forest import spanning_forest
     from embed.device import resolve_device
 
-    needed = [t for t in (_dedup_threshold(cfg, rows),) if t is not None]
+    needed = [t for t in (_dedup_threshold(cfg, rows), _verify_from(cfg, rows)) if t is not None]
     if cfg.cluster == "cosine":
         needed.append(threshold)
         if cfg.sweep:
@@ -858,14 +879,19 @@ def _link_rows(cfg: RunConfig, rows: _Rows, meta, threshold: float, run_info: Di
         track_max_distance=cfg.track_max_distance or TRACK_MAX_DISTANCE,
         track_min_similarity=(cfg.track_min_similarity if cfg.track_min_similarity is not None
                               else defaults.track_min_similarity if defaults else threshold),
-        device=resolve_device(cfg.device))
+        device=resolve_device(cfg.device), verify_from=_verify_from(cfg, rows))
     exact_first = np.flatnonzero(rows.representative)[rows.individual]
+    from dedup.verify import ThumbnailSource
+    from embed.cache import CACHE_FOLDER
+
+    thumbnails = ThumbnailSource(rows.filenames, cfg.cache_dir or os.path.join(cfg.out_folder, CACHE_FOLDER))
     found = link_individuals(rows.embedding, exact_first, rows.filenames, meta.sources, meta.seconds, meta.boxes,
-                             params, forest)
+                             params, forest, thumbnails)
+    found.counts["thumbnails_decoded"] = thumbnails.decoded
     run_info["individuals"] = {"parameters": dataclasses.asdict(params), **found.counts}
-    log.info("%d images -> %d individuals (linked: %d exact, %d near-duplicate, %d track)", len(rows.filenames),
-             found.counts["individuals"], found.counts["linked_exact"], found.counts["linked_near"],
-             found.counts["linked_track"])
+    log.info("%d images -> %d individuals (linked: %d exact, %d near-duplicate, %d near-verified, %d track)",
+             len(rows.filenames), found.counts["individuals"], found.counts["linked_exact"],
+             found.counts["linked_near"], found.counts["linked_near_verified"], found.counts["linked_track"])
     return dataclasses.replace(rows, individual=found.individual, representative=found.representative), \
         found.linked_by
 

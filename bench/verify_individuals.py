@@ -104,8 +104,8 @@ def _cached_set(work: Path, name: str, write, timed: bool = False) -> Dict:
 
 def link_set(s: Dict, verify: bool, dedup_threshold: Optional[float], track_seconds: float = 30.0,
              track_min: Optional[float] = None, boxes: bool = False, verify_from: Optional[float] = None,
-             min_score: Optional[float] = None) -> np.ndarray:
-    """Individual ids of set `s` from `link_individuals` (the defaults where a value is None)."""
+             min_score: Optional[float] = None):
+    """`link_individuals` on set `s` (the defaults where a value is None): its Individuals."""
     from dedup import BACKEND_DEFAULTS, VERIFY_MIN_SCORE
     from dedup.individuals import LinkParams, link_individuals
     from dedup.verify import ThumbnailSource
@@ -123,17 +123,23 @@ def link_set(s: Dict, verify: bool, dedup_threshold: Optional[float], track_seco
     box_rows = s["boxes"] if boxes and s["boxes"] is not None else np.full((n, 4), np.nan)
     if "thumbs" not in s:
         s["thumbs"] = ThumbnailSource(files, None)
-    found = link_individuals(s["emb"], np.arange(n), files, sources, seconds, box_rows, params,
-                             thumbnails=s["thumbs"] if verify else None)
-    return found.individual
+    return link_individuals(s["emb"], np.arange(n), files, sources, seconds, box_rows, params,
+                            thumbnails=s["thumbs"] if verify else None)
 
 
-def score(labels: Sequence[str], pred: np.ndarray) -> Dict:
+def score(labels: Sequence[str], pred) -> Dict:
+    """Pairwise precision / recall, ARI and the number of groups of `pred` (labels (n,) or an Individuals, whose
+    verification counts per crop are added)."""
     from evaluate.metrics import partition_metrics
 
-    m = partition_metrics(list(labels), np.asarray(pred))
-    return {"precision": round(m["pairwise_precision"], 4), "recall": round(m["pairwise_recall"], 4),
-            "ari": round(m["ari"], 4), "groups": int(len(np.unique(pred)))}
+    counts = getattr(pred, "counts", {})
+    pred = np.asarray(getattr(pred, "individual", pred))
+    m = partition_metrics(list(labels), pred)
+    out = {"precision": round(m["pairwise_precision"], 4), "recall": round(m["pairwise_recall"], 4),
+           "ari": round(m["ari"], 4), "groups": int(len(np.unique(pred)))}
+    if "verify_candidates" in counts:
+        out["verified_pairs_per_crop"] = round(counts["verify_candidates"] / len(pred), 4)
+    return out
 
 
 def hash_peers(s: Dict) -> Dict[str, Dict]:

@@ -25,4 +25,4 @@ BACKEND_DEFAULTS = {
 }
 TRACK_MAX_SECONDS = 30.0    # BiodivX links crops < 30 s apart on similarity alone
 TRACK_MAX_DISTANCE = 2.0    # box sizes between box centres of consecutive crops of one track
-VERIFY_MIN_SCORE = 0.985    # aligned-thumbnail NCC from which a band pair is the same picture (dedup/verify.py)
+VERIFY_MIN_SCORE = 0.98     # aligned-thumbnail NCC from which a band pair is the same picture (dedup/verify.py)

@@ -26,6 +26,9 @@ import numpy as np
 from dedup import TRACK_MAX_DISTANCE, TRACK_MAX_SECONDS, VERIFY_MIN_SCORE
 from dedup.union import RULES, FrameUnion
 
+VERIFY_ALTERNATIVES = 3   # other pairs tried between two individuals whose spanning-forest pair was refused
+VERIFY_MEMBERS = 8        # crops of each individual considered for them
+
 
 @dataclass(frozen=True)
 class LinkParams:
@@ -132,9 +135,11 @@ def link_individuals(embeddings: np.ndarray, exact_first: np.ndarray, filenames:
 
 def _link_verified(embeddings: np.ndarray, distinct: np.ndarray, union: FrameUnion, params: LinkParams, forest,
                    thumbnails) -> Dict[str, int]:
-    """Link the band's spanning-forest pairs (cosine in [verify_from, dedup_threshold)) that dedup/verify.py accepts,
-    most similar first; only pairs of two different individuals with no frame in common are checked (so only
-    their crops are decoded). Returns the counts for run.json."""
+    """Link the band's pairs (cosine in [verify_from, dedup_threshold)) that dedup/verify.py accepts, most similar
+    first, in two rounds: the spanning-forest pairs, then, for each forest pair refused whose two individuals are
+    still apart, up to VERIFY_ALTERNATIVES other pairs between their crops (the most similar ones in the band:
+    another cut may align where the forest's pair, blurred or occluded, did not). Only pairs of two different
+    individuals with no frame in common are checked, so only their crops are decoded. Returns run.json counts."""
     from dedup.near import near_duplicate_edges
     from dedup.verify import verify_pairs
 
@@ -143,14 +148,49 @@ def _link_verified(embeddings: np.ndarray, distinct: np.ndarray, union: FrameUni
     else:
         rows, cols, sims = near_duplicate_edges(embeddings[distinct], params.verify_from, params.device)
     band = (sims >= params.verify_from) & (sims < params.dedup_threshold)
-    pairs = [(int(a), int(b)) for a, b in zip(distinct[rows[band]], distinct[cols[band]])
-             if not union.same(int(a), int(b)) and union.may_link(int(a), int(b))]
-    a = np.asarray([p[0] for p in pairs], dtype=np.int64)
-    b = np.asarray([p[1] for p in pairs], dtype=np.int64)
-    accepted = verify_pairs(a, b, thumbnails, params.verify_min_score)
-    for x, y in zip(a[accepted], b[accepted]):
-        union.link(int(x), int(y), "near-verified")
-    return {"verify_candidates": int(a.size), "verify_accepted": int(accepted.sum())}
+    first = _open_pairs(distinct[rows[band]], distinct[cols[band]], union)
+    accepted = verify_pairs(first[:, 0], first[:, 1], thumbnails, params.verify_min_score)
+    for a, b in first[accepted]:
+        union.link(int(a), int(b), "near-verified")
+    second = _open_pairs(*_alternatives(embeddings, distinct, union, first[~accepted], params).T, union)
+    again = verify_pairs(second[:, 0], second[:, 1], thumbnails, params.verify_min_score)
+    for a, b in second[again]:
+        union.link(int(a), int(b), "near-verified")
+    return {"verify_candidates": int(len(first) + len(second)), "verify_accepted": int(accepted.sum() + again.sum())}
+
+
+def _open_pairs(a: np.ndarray, b: np.ndarray, union: FrameUnion) -> np.ndarray:
+    """int64 (k, 2): the pairs (a[i], b[i]) of two different individuals with no frame in common, in order."""
+    keep = [(int(x), int(y)) for x, y in zip(a, b) if not union.same(int(x), int(y)) and union.may_link(int(x), int(y))]
+    return np.asarray(keep, dtype=np.int64).reshape(-1, 2)
+
+
+def _alternatives(embeddings: np.ndarray, distinct: np.ndarray, union: FrameUnion, refused: np.ndarray,
+                  params: LinkParams) -> np.ndarray:
+    """int64 (k, 2): for each refused pair, the VERIFY_ALTERNATIVES most similar other band pairs between the
+    distinct crops of its two individuals (VERIFY_MEMBERS crops of each at most), sorted by decreasing cosine."""
+    members: Dict[int, List[int]] = {}
+    for row in distinct:
+        members.setdefault(union.find(int(row)), []).append(int(row))
+    found: Dict[tuple, float] = {}
+    for a, b in refused:
+        if union.same(int(a), int(b)):
+            continue
+        side_a = members[union.find(int(a))][:VERIFY_MEMBERS]
+        side_b = members[union.find(int(b))][:VERIFY_MEMBERS]
+        sims = embeddings[side_a] @ embeddings[side_b].T
+        order = np.argsort(-sims, axis=None)
+        taken = 0
+        for flat in order:
+            i, j = divmod(int(flat), len(side_b))
+            if taken == VERIFY_ALTERNATIVES or sims[i, j] < params.verify_from:
+                break
+            pair = (side_a[i], side_b[j])
+            if pair != (int(a), int(b)) and sims[i, j] < params.dedup_threshold:
+                found.setdefault(pair, float(sims[i, j]))
+                taken += 1
+    pairs = sorted(found, key=found.get, reverse=True)
+    return np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
 
 
 def _linked_by(n: int, edges: List[tuple], representative: np.ndarray) -> List[str]:
