@@ -8,6 +8,10 @@ fmnist_near, tux_tracks, and the 26 shared real crops (biodivx, 9 individuals, l
 bench/calibrate_threshold.py). The generated crops and their lite0 embeddings are kept in --work, so a re-run
 scores without embedding again (delete the folder to rebuild).
 
+Needs the `bench` extra (`pip install -e .[bench]`) and `pip install --no-deps imagededup==0.3.3.post2` (its
+torchvision requirement cannot be met beside this torch; its hashing module does not use it); without imagededup
+its rows are left out.
+
 Reports, per set, pairwise precision / recall and ARI (evaluate.metrics.partition_metrics) of
   ours_before   `link_individuals` with the defaults, verification off (today's individuals)
   ours_after    the same with the verification of dedup/verify.py at the defaults (dedup.BACKEND_DEFAULTS)

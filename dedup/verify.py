@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -170,8 +170,24 @@ class ThumbnailSource:
         self.filenames = list(filenames)
         self.cache = None if cache_root is None else EmbeddingCache(cache_root, "thumbs", THUMB_NAMESPACE)
         self.decoded = 0
+        self.known: Dict[int, Optional[np.ndarray]] = {}      # crop -> thumbnail (None: undecodable), this run
 
     def __call__(self, crops: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        missing = np.asarray([c for c in np.unique(crops) if int(c) not in self.known], dtype=np.int64)
+        if missing.size:
+            fetched, fetched_ok = self._fetch(missing)
+            for crop, thumb, good in zip(missing, fetched, fetched_ok):
+                self.known[int(crop)] = thumb if good else None
+        thumbs = np.zeros((crops.size, THUMB, THUMB), dtype=np.uint8)
+        ok = np.zeros(crops.size, dtype=bool)
+        for position, crop in enumerate(crops):
+            thumb = self.known[int(crop)]
+            if thumb is not None:
+                thumbs[position], ok[position] = thumb, True
+        return thumbs, ok
+
+    def _fetch(self, crops: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """(thumbnails, ok) of `crops` from the cache, else decoded (and then cached)."""
         from dedup.exact import file_digest
         from embed.data import describe_error
 
