@@ -136,7 +136,7 @@ class RunConfig:
             (self.track_min_similarity is not None and not -1.0 <= self.track_min_similarity <= 1.0,
              f"--track_min_similarity {self.track_min_similarity}: a cosine similarity lies in [-1, 1]"),
             (self.verify_from is not None and not 0.0 < self.verify_from <= 1.0,
-             f"--verify_from {self.verify_from}: a cosine similarity in (0, 1], below the near-duplicate threshold"),
+             f"--verify_from {self.verify_from}: a cosine similarity in (0, 1]"),
             (self.verify_from is not None and self.no_verify, "--verify_from and --no_verify contradict; give one"),
             (bool(self.filters) and not self.metadata,
              "--filter chooses crops by --metadata columns; add --metadata FILE.csv"),
@@ -315,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
                             + ")")
     links.add_argument("--verify_from", "--verify-from", type=float, metavar="S",
                        help="near-duplicate pairs with cosine in [S, dedup threshold) are linked when their aligned "
-                            "grey thumbnails match (docs/individuals.md; default per model: "
+                            "grey thumbnails match (S >= the threshold: no band; docs/individuals.md; default per model: "
                             + ", ".join(f"{name} {d.verify_from:.2f}" for name, d in LINK_DEFAULTS.items()
                                         if d.verify_from is not None) + ")")
     links.add_argument("--no_verify", "--no-verify", action="store_true",
@@ -866,6 +866,8 @@ def _link_rows(cfg: RunConfig, rows: _Rows, meta, threshold: float, run_info: Di
     import numpy as np
 
     from dedup.individuals import LinkParams, link_individuals
+    from dedup.verify import ThumbnailSource
+    from embed.cache import CACHE_FOLDER
     from embed.device import resolve_device
 
     defaults = _link_defaults(cfg, rows)
@@ -881,9 +883,6 @@ def _link_rows(cfg: RunConfig, rows: _Rows, meta, threshold: float, run_info: Di
                               else defaults.track_min_similarity if defaults else threshold),
         device=resolve_device(cfg.device), verify_from=_verify_from(cfg, rows))
     exact_first = np.flatnonzero(rows.representative)[rows.individual]
-    from dedup.verify import ThumbnailSource
-    from embed.cache import CACHE_FOLDER
-
     thumbnails = ThumbnailSource(rows.filenames, cfg.cache_dir or os.path.join(cfg.out_folder, CACHE_FOLDER))
     found = link_individuals(rows.embedding, exact_first, rows.filenames, meta.sources, meta.seconds, meta.boxes,
                              params, forest, thumbnails)
