@@ -139,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="cosine similarity a track link needs at least (default per model: "
                             + ", ".join(f"{name} {d.track_min_similarity:.2f}" for name, d in LINK_DEFAULTS.items())
                             + ")")
+    links.add_argument("--verify_from", "--verify-from", type=float, metavar="S",
+                       help="near-duplicate pairs with cosine in [S, dedup threshold) are linked when their aligned "
+                            "grey thumbnails match (S >= the threshold: no band; docs/individuals.md; default per model: "
+                            + ", ".join(f"{name} {d.verify_from:.2f}" for name, d in LINK_DEFAULTS.items()
+                                        if d.verify_from is not None) + ")")
+    links.add_argument("--no_verify", "--no-verify", action="store_true",
+                       help="no pixel verification: near-duplicates by the embedding threshold alone")
     add("--filter", action="append", metavar="EXPR",
         help="cluster only crops whose --metadata columns pass EXPR, e.g. \"ood_score > 0.4\" (COLUMN OP VALUE "
              "joined by and/or; repeatable, all must hold); the others go to skipped.csv with the reason")

@@ -61,6 +61,8 @@ class Options:
     track_max_seconds: Optional[float] = None
     track_max_distance: Optional[float] = None
     track_min_similarity: Optional[float] = None
+    verify_from: Optional[float] = None          # band [verify_from, dedup threshold) checked on pixels; None = default
+    no_verify: bool = False                      # switch the pixel verification off
     taxon_share: float = 0.8                     # cluster names: the weighted share a taxon needs (-e hierarchical)
     unknown_below: Optional[float] = None        # cluster only crops less sure than this at unknown_level
     unknown_level: Optional[str] = None          # None: the model's finest level
@@ -147,6 +149,9 @@ class Options:
              "--track_max_distance needs -mf/--meta_folder (box positions come from the detector's sidecars)"),
             (self.track_min_similarity is not None and not -1.0 <= self.track_min_similarity <= 1.0,
              f"--track_min_similarity {self.track_min_similarity}: a cosine similarity lies in [-1, 1]"),
+            (self.verify_from is not None and not 0.0 < self.verify_from <= 1.0,
+             f"--verify_from {self.verify_from}: a cosine similarity in (0, 1]"),
+            (self.verify_from is not None and self.no_verify, "--verify_from and --no_verify contradict; give one"),
             (bool(self.filter) and not self.metadata,
              "--filter chooses crops by --metadata columns; add --metadata FILE.csv"),
         ]

@@ -279,6 +279,14 @@ def dedup_threshold(options: Options, model: str) -> Optional[float]:
     return options.dedup_threshold or (defaults.dedup_threshold if defaults else None)
 
 
+def verify_from(options: Options, model: str) -> Optional[float]:
+    """The lower bound of the band of near-duplicate candidates checked on pixels, None = no verification."""
+    from .dedup.link import verify_band_start
+
+    return verify_band_start(link_defaults(options, model), dedup_threshold(options, model), options.verify_from,
+                             options.no_verify)
+
+
 def shared_forest(options: Options, crops: Crops, threshold: float, state: Run):
     """The one similarity-graph pass of the run: the spanning forest over the distinct crops, built at the lowest
     threshold any stage needs (near-duplicates, `-c cosine`, `--sweep`); None when no stage needs one."""
@@ -286,7 +294,7 @@ def shared_forest(options: Options, crops: Crops, threshold: float, state: Run):
 
     from .engines import forest as engine_forest
 
-    needed = [t for t in (dedup_threshold(options, crops.model),) if t is not None]
+    needed = [t for t in (dedup_threshold(options, crops.model), verify_from(options, crops.model)) if t is not None]
     if options.cluster == "cosine":
         needed.append(threshold)
         if options.sweep:
@@ -308,12 +316,14 @@ def individuals(options: Options, crops: Crops, meta, threshold: float, forest, 
     import dataclasses
 
     from .dedup.link import link_crops, link_params
+    from .embed.cache import CACHE_FOLDER
     from .embed.device import resolve_device
 
     params = link_params(link_defaults(options, crops.model), options.dedup_threshold, options.track_max_seconds,
-                         options.track_max_distance, options.track_min_similarity, threshold,
-                         resolve_device(options.device))
-    crops, linked_by, counts = link_crops(crops, meta, params, forest)
+                         options.track_max_distance, options.track_min_similarity, options.verify_from,
+                         options.no_verify, threshold, resolve_device(options.device))
+    crops, linked_by, counts = link_crops(crops, meta, params, forest,
+                                          options.cache_dir or os.path.join(options.out_folder, CACHE_FOLDER))
     state.info["individuals"] = {"parameters": dataclasses.asdict(params), **counts}
     return crops, linked_by
 

@@ -4,20 +4,25 @@ command line needs without importing NumPy (so `cluster.py -h` stays instant).""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 
 @dataclass(frozen=True)
 class LinkDefaults:
-    """Per-backend defaults: near-duplicate cosine threshold and the track similarity gate (calibration in
-    bench/results/individuals.json; README "Individuals")."""
+    """Per-backend defaults: near-duplicate cosine threshold, the track similarity gate (calibration in
+    bench/results/individuals.json) and verify_from, the lower cosine bound of the uncertain band whose pairs the
+    pixel verification checks (dedup/verify.py; bench/results/verify_individuals.json; None = not calibrated for
+    this backend, no verification). docs/individuals.md."""
 
     dedup_threshold: float
     track_min_similarity: float
+    verify_from: Optional[float] = None
 
 
 BACKEND_DEFAULTS = {
-    "lite0": LinkDefaults(dedup_threshold=0.93, track_min_similarity=0.65),
+    "lite0": LinkDefaults(dedup_threshold=0.93, track_min_similarity=0.65, verify_from=0.75),
     "dino": LinkDefaults(dedup_threshold=0.95, track_min_similarity=0.70),
 }
 TRACK_MAX_SECONDS = 30.0    # BiodivX links crops < 30 s apart on similarity alone
 TRACK_MAX_DISTANCE = 2.0    # box sizes between box centres of consecutive crops of one track
+VERIFY_MIN_SCORE = 0.98     # aligned-thumbnail NCC from which a band pair is the same picture (dedup/verify.py)

@@ -2,6 +2,8 @@
 
 1. exact: byte-identical files (dedup/exact.py; they share one embedding);
 2. near:  cosine >= the near-duplicate threshold (dedup/near.py), most similar pairs first;
+   near-verified: cosine in the uncertain band [verify_from, threshold) and the same picture by the pixel check
+   of dedup/verify.py (aligned grey thumbnails), most similar pairs first;
 3. track: the same insect across nearby frames of one folder (dedup/track.py), when timestamps are known.
 
 Crops cut from one source frame are never one individual (`dedup/union.py` refuses such links; exact copies
@@ -21,26 +23,33 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from crop_cluster.dedup import TRACK_MAX_DISTANCE, TRACK_MAX_SECONDS
+from crop_cluster.dedup import TRACK_MAX_DISTANCE, TRACK_MAX_SECONDS, VERIFY_MIN_SCORE
 from crop_cluster.dedup.union import RULES, FrameUnion
+
+VERIFY_ALTERNATIVES = 3   # other pairs tried between two individuals whose spanning-forest pair was refused
+VERIFY_MEMBERS = 8        # crops of each individual considered for them
 
 
 @dataclass(frozen=True)
 class LinkParams:
     """dedup_threshold: near-duplicate cosine, None = no near-duplicate linking; track_max_seconds: time gate in
-    seconds, 0 = no tracking; track_max_distance: box-centre gate in box sizes; track_min_similarity: cosine gate."""
+    seconds, 0 = no tracking; track_max_distance: box-centre gate in box sizes; track_min_similarity: cosine gate;
+    verify_from: lower cosine bound of the band whose pairs are checked by dedup/verify.py, None = no verification;
+    verify_min_score: the verification's NCC threshold."""
 
     dedup_threshold: Optional[float]
     track_max_seconds: float = TRACK_MAX_SECONDS
     track_max_distance: float = TRACK_MAX_DISTANCE
     track_min_similarity: float = 0.5
     device: str = "cpu"
+    verify_from: Optional[float] = None
+    verify_min_score: float = VERIFY_MIN_SCORE
 
 
 @dataclass(frozen=True)
 class Individuals:
     """individual: int64 (n,) ids 0..I-1 in order of first appearance; representative: bool (n,), one per
-    individual; linked_by: n strings ('', 'exact', 'near', 'track'); counts: for run.json."""
+    individual; linked_by: n strings ('', 'exact', 'near', 'near-verified', 'track'); counts: for run.json."""
 
     individual: np.ndarray
     representative: np.ndarray
@@ -65,7 +74,7 @@ def frame_ids(filenames: Sequence[str], frames: Sequence[Optional[str]], seconds
 
 def link_individuals(embeddings: np.ndarray, exact_first: np.ndarray, filenames: Sequence[str],
                      frames: Sequence[Optional[str]], seconds: np.ndarray, boxes: np.ndarray,
-                     params: LinkParams, forest=None) -> Individuals:
+                     params: LinkParams, forest=None, thumbnails=None) -> Individuals:
     """Link the n crops into individuals.
 
     embeddings: float32 (n, d) L2-normalised, row i = filenames[i]; exact_first: int64 (n,) the first row with the
@@ -74,6 +83,8 @@ def link_individuals(embeddings: np.ndarray, exact_first: np.ndarray, filenames:
     forest: the run's spanning forest over the distinct rows (clustering.forest.Forest, built at or below
     params.dedup_threshold); its links at or above the threshold are the near-duplicate pairs, so similarities are
     not computed twice. Without it, `near_duplicate_edges` builds one.
+    thumbnails: dedup.verify.Thumbnails (e.g. a ThumbnailSource over `filenames`) for the band's pixel check; None
+    (or params.verify_from None) = no verification.
     """
     from crop_cluster.dedup.near import near_duplicate_edges
     from crop_cluster.dedup.representative import choose_representatives, quality_of
@@ -93,6 +104,10 @@ def link_individuals(embeddings: np.ndarray, exact_first: np.ndarray, filenames:
             rows, cols, _ = near_duplicate_edges(embeddings[distinct], params.dedup_threshold, params.device)
         for a, b in zip(distinct[rows], distinct[cols]):
             union.link(int(a), int(b), "near")
+    verify_counts = {}
+    if params.dedup_threshold is not None and params.verify_from is not None and thumbnails is not None \
+            and params.verify_from < params.dedup_threshold:
+        verify_counts = _link_verified(embeddings, distinct, union, params, forest, thumbnails)
     proposed = 0
     if params.track_max_seconds > 0 and np.isfinite(seconds).any():
         _, sequence = np.unique(np.asarray([os.path.dirname(name) for name in filenames], dtype=object),
@@ -110,10 +125,72 @@ def link_individuals(embeddings: np.ndarray, exact_first: np.ndarray, filenames:
     scored = distinct[sizes[individual[distinct]] > 1]
     representative = choose_representatives(individual, quality_of(filenames, scored))
     linked_by = _linked_by(n, union.edges, representative)
-    counts = {f"linked_{rule}": linked_by.count(rule) for rule in RULES}
-    counts.update({f"refused_same_frame_{rule}": union.refused[rule] for rule in ("near", "track")},
+    counts = {f"linked_{rule.replace('-', '_')}": linked_by.count(rule) for rule in RULES}
+    counts.update(verify_counts)
+    counts.update({f"refused_same_frame_{rule.replace('-', '_')}": union.refused[rule]
+                   for rule in ("near", "near-verified", "track")},
                   track_assignments=proposed, individuals=int(first_seen.size))
     return Individuals(individual, representative, linked_by, counts)
+
+
+def _link_verified(embeddings: np.ndarray, distinct: np.ndarray, union: FrameUnion, params: LinkParams, forest,
+                   thumbnails) -> Dict[str, int]:
+    """Link the band's pairs (cosine in [verify_from, dedup_threshold)) that dedup/verify.py accepts, most similar
+    first, in two rounds: the spanning-forest pairs, then, for each forest pair refused whose two individuals are
+    still apart, up to VERIFY_ALTERNATIVES other pairs between their crops (the most similar ones in the band:
+    another cut may align where the forest's pair, blurred or occluded, did not). Only pairs of two different
+    individuals with no frame in common are checked, so only their crops are decoded. Returns run.json counts."""
+    from crop_cluster.dedup.near import near_duplicate_edges
+    from crop_cluster.dedup.verify import verify_pairs
+
+    if forest is not None and forest.threshold <= params.verify_from:
+        rows, cols, sims = forest.rows, forest.cols, forest.sims
+    else:
+        rows, cols, sims = near_duplicate_edges(embeddings[distinct], params.verify_from, params.device)
+    band = (sims >= params.verify_from) & (sims < params.dedup_threshold)
+    first = _open_pairs(distinct[rows[band]], distinct[cols[band]], union)
+    accepted = verify_pairs(first[:, 0], first[:, 1], thumbnails, params.verify_min_score)
+    for a, b in first[accepted]:
+        union.link(int(a), int(b), "near-verified")
+    second = _open_pairs(*_alternatives(embeddings, distinct, union, first[~accepted], params).T, union)
+    again = verify_pairs(second[:, 0], second[:, 1], thumbnails, params.verify_min_score)
+    for a, b in second[again]:
+        union.link(int(a), int(b), "near-verified")
+    return {"verify_candidates": int(len(first) + len(second)), "verify_accepted": int(accepted.sum() + again.sum())}
+
+
+def _open_pairs(a: np.ndarray, b: np.ndarray, union: FrameUnion) -> np.ndarray:
+    """int64 (k, 2): the pairs (a[i], b[i]) of two different individuals with no frame in common, in order."""
+    keep = [(int(x), int(y)) for x, y in zip(a, b) if not union.same(int(x), int(y)) and union.may_link(int(x), int(y))]
+    return np.asarray(keep, dtype=np.int64).reshape(-1, 2)
+
+
+def _alternatives(embeddings: np.ndarray, distinct: np.ndarray, union: FrameUnion, refused: np.ndarray,
+                  params: LinkParams) -> np.ndarray:
+    """int64 (k, 2): for each refused pair, the VERIFY_ALTERNATIVES most similar other band pairs between the
+    distinct crops of its two individuals (VERIFY_MEMBERS crops of each at most), sorted by decreasing cosine."""
+    members: Dict[int, List[int]] = {}
+    for row in distinct:
+        members.setdefault(union.find(int(row)), []).append(int(row))
+    found: Dict[tuple, float] = {}
+    for a, b in refused:
+        if union.same(int(a), int(b)):
+            continue
+        side_a = members[union.find(int(a))][:VERIFY_MEMBERS]
+        side_b = members[union.find(int(b))][:VERIFY_MEMBERS]
+        sims = embeddings[side_a] @ embeddings[side_b].T
+        order = np.argsort(-sims, axis=None)
+        taken = 0
+        for flat in order:
+            i, j = divmod(int(flat), len(side_b))
+            if taken == VERIFY_ALTERNATIVES or sims[i, j] < params.verify_from:
+                break
+            pair = (side_a[i], side_b[j])
+            if pair != (int(a), int(b)) and sims[i, j] < params.dedup_threshold:
+                found.setdefault(pair, float(sims[i, j]))
+                taken += 1
+    pairs = sorted(found, key=found.get, reverse=True)
+    return np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
 
 
 def _linked_by(n: int, edges: List[tuple], representative: np.ndarray) -> List[str]:

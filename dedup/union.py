@@ -1,6 +1,6 @@
 """Union-find over crops that never puts two crops cut from one source frame into one individual.
 
-Every linking rule (exact, near, track) proposes links; `FrameUnion.link` accepts a link unless the two
+Every linking rule (exact, near, near-verified, track) proposes links; `FrameUnion.link` accepts a link unless the two
 individuals it would join already hold crops of a common frame (then it is refused and counted). The accepted links
 form a spanning forest of each individual; `linked_by` reads, for every crop, the rule of its link towards the
 individual's representative.
@@ -11,7 +11,7 @@ from typing import Dict, List, Set
 
 import numpy as np
 
-RULES = ("exact", "near", "track")
+RULES = ("exact", "near", "track", "near-verified")
 
 
 class FrameUnion:
@@ -34,6 +34,10 @@ class FrameUnion:
 
     def same(self, a: int, b: int) -> bool:
         return self.find(a) == self.find(b)
+
+    def may_link(self, a: int, b: int) -> bool:
+        """Whether the individuals of a and b hold no frame in common (a link between them would be accepted)."""
+        return self.frames.get(self.find(a), set()).isdisjoint(self.frames.get(self.find(b), set()))
 
     def link(self, a: int, b: int, rule: str, force: bool = False) -> bool:
         """Join the individuals of crops a and b; False when already joined or refused (a frame in common).

@@ -175,6 +175,8 @@ def test_timestamps_and_metadata_columns_are_merged(tmp_path, fake_backend):
     (["-i", "{tmp}/empty", "-sl"], "--labels"),
     (["--embeddings", "{tmp}/nope.pkl"], "no such file"),
     (["-i", "{tmp}/empty", "-d", "tpu"], "unknown device"),
+    (["-i", "{tmp}/empty", "--verify_from", "0.8", "--no_verify"], "contradict"),
+    (["-i", "{tmp}/empty", "--verify_from", "1.5"], "--verify_from 1.5"),
     ([], "nothing to cluster"),
 ])
 def test_bad_usage_exits_2_with_a_message_naming_the_problem(tmp_path, caplog, args, message, fake_backend):

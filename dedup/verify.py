@@ -1,0 +1,231 @@
+"""Pixel verification of uncertain near-duplicate pairs: is crop b another cut of the very same picture as crop a?
+
+The embedding tells "same kind" well but cannot always tell "another crop of the same photo" from "another photo of
+the same kind" (a lite0 cosine of 0.90 can be either). For pairs in the uncertain band (cosine between the backend's
+`verify_from` and its near-duplicate threshold) a second, independent signal decides. Both crops become small grey
+thumbnails (THUMB x THUMB: the whole crop resized, aspect ignored, so box jitter becomes a scale and a shift); b is
+aligned onto a by Gauss-Newton (Lucas-Kanade) over a full affine warp plus gain and offset of the brightness,
+coarse to fine (LEVELS: half then full resolution, Gaussian-smoothed), and the score is the normalised
+cross-correlation (NCC) of the aligned thumbnails over the centre (MARGIN px off every side, where box jitter and
+edge occluders act). Another cut of the same photo aligns to NCC ~0.99+; another photo of the same kind, even of the
+same outline, stays lower. Pairs scoring >= `min_score` (dedup.VERIFY_MIN_SCORE) are the same picture. The method
+and its threshold were chosen by measurement against a grid-searched NCC of high-pass thumbnails
+(bench/verify_individuals.py, docs/individuals.md).
+
+Thumbnails are kept in the embedding cache's folder keyed by file content (`ThumbnailSource`), so a re-run, or a
+run from saved embeddings, decodes no image twice; only the crops of candidate pairs are ever decoded.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+THUMB = 32                       # thumbnail side in pixels
+MARGIN = 4                       # px left out on every side when aligning and scoring
+LEVELS = ((2, 1.5, 8), (1, 0.8, 6))  # (downsampling factor, Gaussian sigma px, Gauss-Newton iterations), coarse first
+FINAL_SIGMA = 0.7                # Gaussian sigma (px) of the thumbnails compared after alignment
+DAMPING = 1e-3                   # Levenberg damping of the 8 x 8 normal equations
+BATCH = 1024                     # pairs aligned per vectorised step
+THUMB_NAMESPACE = f"grey{THUMB}-v1"
+
+Thumbnails = Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]]
+
+
+def make_thumbnail(path: str) -> np.ndarray:
+    """uint8 (THUMB, THUMB) grey thumbnail of the image at `path` (EXIF orientation applied, transparency on white,
+    box filter). Raises OSError / ValueError for files that do not decode."""
+    from PIL import Image
+
+    from crop_cluster.embed.data import load_rgb
+
+    image = load_rgb(path, draft=(2 * THUMB, "crop")).convert("L")
+    return np.asarray(image.resize((THUMB, THUMB), Image.BOX), dtype=np.uint8)
+
+
+def _blur(images, sigma: float):
+    """Gaussian blur (replicated edges) of a torch float32 (k, 1, h, h) batch, as two products with a (h, h)
+    matrix (much faster on CPUs than a convolution with a 1-D kernel)."""
+    import torch
+
+    size = images.shape[-1]
+    radius = int(3 * sigma + 0.5)
+    taps = np.arange(-radius, radius + 1)
+    weights = np.exp(-taps * taps / (2.0 * sigma * sigma))
+    weights /= weights.sum()
+    matrix = np.zeros((size, size), dtype=np.float32)
+    for row in range(size):
+        np.add.at(matrix[row], np.clip(row + taps, 0, size - 1), weights)
+    matrix = torch.from_numpy(matrix)
+    return matrix @ images @ matrix.T
+
+
+def _centre_grid(size: int, margin: int):
+    """(x, y) torch float32 (m,) normalised [-1, 1] coordinates of the pixel centres `margin` px inside a side."""
+    import torch
+
+    coords = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1
+    y, x = torch.meshgrid(coords[margin:size - margin], coords[margin:size - margin], indexing="ij")
+    return x.reshape(-1), y.reshape(-1)
+
+
+def _sample(images, warp, x, y):
+    """Bilinear samples (k, c, m) of images (k, c, h, w) at the affine `warp` (k, 6) of the points (x, y)."""
+    import torch
+    import torch.nn.functional as F
+
+    wx = (1 + warp[:, 0:1]) * x + warp[:, 1:2] * y + warp[:, 2:3]
+    wy = warp[:, 3:4] * x + (1 + warp[:, 4:5]) * y + warp[:, 5:6]
+    grid = torch.stack([wx, wy], -1).unsqueeze(1)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)[:, :, 0]
+
+
+def pair_scores(thumbs_a: np.ndarray, thumbs_b: np.ndarray) -> np.ndarray:
+    """float32 (k,) verification score in [-1, 1] of k pairs of uint8 (k, THUMB, THUMB) thumbnails: NCC over the
+    centre after aligning b onto a (module docstring)."""
+    import torch
+
+    scores = np.empty(len(thumbs_a), dtype=np.float32)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)     # small batched ops: one thread is faster than the pool's hand-offs (bench figure)
+    try:
+        for start in range(0, len(thumbs_a), BATCH):
+            scores[start:start + BATCH] = _align_and_score(thumbs_a[start:start + BATCH],
+                                                           thumbs_b[start:start + BATCH])
+    finally:
+        torch.set_num_threads(threads)
+    return scores
+
+
+def _align_and_score(thumbs_a: np.ndarray, thumbs_b: np.ndarray) -> np.ndarray:
+    """pair_scores for one batch: the warp (k, 6) and brightness gain/offset (k,) of b onto a by damped
+    Gauss-Newton at each of LEVELS, then the NCC of the centres; float32 (k,), -1 where it is undefined."""
+    import torch
+    import torch.nn.functional as F
+
+    with torch.no_grad():
+        full_a = torch.from_numpy(thumbs_a.astype(np.float32) / 255).unsqueeze(1)
+        full_b = torch.from_numpy(thumbs_b.astype(np.float32) / 255).unsqueeze(1)
+        k = full_a.shape[0]
+        warp = torch.zeros(k, 6)
+        gain, offset = torch.ones(k), torch.zeros(k)
+        for factor, sigma, iterations in LEVELS:
+            a = _blur(F.avg_pool2d(full_a, factor) if factor > 1 else full_a, sigma)
+            b = _blur(F.avg_pool2d(full_b, factor) if factor > 1 else full_b, sigma)
+            size, margin = THUMB // factor, max(1, MARGIN // factor)
+            x, y = _centre_grid(size, margin)
+            target = a[:, 0, margin:size - margin, margin:size - margin].reshape(k, -1)
+            grad_y, grad_x = torch.gradient(b[:, 0], dim=(1, 2))
+            channels = torch.stack([b[:, 0], grad_x * size / 2, grad_y * size / 2], 1)   # d/d(normalised unit)
+            if factor == LEVELS[0][0]:
+                offset = target.mean(1) - b.mean((1, 2, 3))
+            for _ in range(iterations):
+                value, gx, gy = _sample(channels, warp, x, y).unbind(1)
+                gx, gy = gx * gain[:, None], gy * gain[:, None]
+                jacobian_t = torch.stack([gx * x, gx * y, gx, gy * x, gy * y, gy, value, torch.ones_like(value)], 1)
+                residual = target - (gain[:, None] * value + offset[:, None])
+                normal = jacobian_t @ jacobian_t.transpose(1, 2) + DAMPING * torch.eye(8)      # (k, 8, 8)
+                step = torch.linalg.solve(normal, jacobian_t @ residual.unsqueeze(-1))[..., 0]
+                warp = warp + step[:, :6]
+                gain, offset = gain + step[:, 6], offset + step[:, 7]
+        x, y = _centre_grid(THUMB, MARGIN)
+        a = _blur(full_a, FINAL_SIGMA)[:, 0, MARGIN:THUMB - MARGIN, MARGIN:THUMB - MARGIN].reshape(k, -1)
+        b = _sample(_blur(full_b, FINAL_SIGMA), warp, x, y)[:, 0]
+        a = a - a.mean(1, keepdim=True)
+        b = b - b.mean(1, keepdim=True)
+        ncc = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-6)
+    return torch.nan_to_num(ncc, nan=-1.0).numpy()
+
+
+def verify_pairs(rows: np.ndarray, cols: np.ndarray, thumbnails: Thumbnails, min_score: float) -> np.ndarray:
+    """bool (k,): which candidate pairs (rows[i], cols[i]) (int64 crop indices) are the same picture.
+
+    thumbnails(crops int64 (m,)) -> (uint8 (m, THUMB, THUMB), ok bool (m,)); a pair with an undecodable crop is
+    never accepted. min_score: the NCC threshold (dedup.VERIFY_MIN_SCORE)."""
+    accepted = np.zeros(rows.size, dtype=bool)
+    if not rows.size:
+        return accepted
+    crops, inverse = np.unique(np.concatenate([rows, cols]), return_inverse=True)
+    thumbs, ok = thumbnails(crops)
+    a, b = inverse[:rows.size], inverse[rows.size:]
+    usable = np.flatnonzero(ok[a] & ok[b])
+    accepted[usable] = pair_scores(thumbs[a[usable]], thumbs[b[usable]]) >= min_score
+    return accepted
+
+
+class ThumbnailSource:
+    """Thumbnails of the crops `filenames` on demand, cached by file content under `cache_root` (the embedding
+    cache's folder: namespace `thumbs-<key>`), so each content is decoded once across runs.
+
+    Called with int64 crop indices (m,), returns (uint8 (m, THUMB, THUMB), ok bool (m,)); files that cannot be read
+    or decoded get ok False (they are reported by the embedding stage, never here)."""
+
+    def __init__(self, filenames: Sequence[str], cache_root: Optional[str]):
+        from crop_cluster.embed.cache import EmbeddingCache
+
+        self.filenames = list(filenames)
+        self.cache = None if cache_root is None else EmbeddingCache(cache_root, "thumbs", THUMB_NAMESPACE)
+        self.decoded = 0
+        self.known: Dict[int, Optional[np.ndarray]] = {}      # crop -> thumbnail (None: undecodable), this run
+
+    def __call__(self, crops: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        missing = np.asarray([c for c in np.unique(crops) if int(c) not in self.known], dtype=np.int64)
+        if missing.size:
+            fetched, fetched_ok = self._fetch(missing)
+            for crop, thumb, good in zip(missing, fetched, fetched_ok):
+                self.known[int(crop)] = thumb if good else None
+        thumbs = np.zeros((crops.size, THUMB, THUMB), dtype=np.uint8)
+        ok = np.zeros(crops.size, dtype=bool)
+        for position, crop in enumerate(crops):
+            thumb = self.known[int(crop)]
+            if thumb is not None:
+                thumbs[position], ok[position] = thumb, True
+        return thumbs, ok
+
+    def _fetch(self, crops: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """(thumbnails, ok) of `crops` from the cache, else decoded (and then cached)."""
+        from crop_cluster.dedup.exact import file_digest
+        from crop_cluster.embed.data import describe_error
+
+        thumbs = np.zeros((crops.size, THUMB, THUMB), dtype=np.uint8)
+        ok = np.zeros(crops.size, dtype=bool)
+        digests: List[str] = []
+        for position, crop in enumerate(crops):
+            try:
+                digests.append(file_digest(self.filenames[crop]))
+            except OSError:
+                digests.append("")
+        if self.cache is not None:
+            lookup = self.cache.lookup(digests)
+            if lookup.vectors.shape[1] == THUMB * THUMB:
+                found = np.flatnonzero(lookup.found)
+                thumbs[found] = np.clip(np.rint(lookup.vectors[found]), 0, 255).astype(np.uint8).reshape(
+                    -1, THUMB, THUMB)
+                ok[found] = True
+            known_bad = set(lookup.failed)
+        else:
+            known_bad = set()
+        fresh, failed = [], []
+        for position in np.flatnonzero(~ok):
+            if not digests[position] or position in known_bad:
+                continue
+            try:
+                thumbs[position] = make_thumbnail(self.filenames[crops[position]])
+            except (OSError, ValueError) as error:
+                failed.append((digests[position], describe_error(error)))
+                continue
+            ok[position] = True
+            fresh.append(position)
+        self.decoded += len(fresh)
+        if self.cache is not None and (fresh or failed):
+            try:
+                self.cache.write([digests[p] for p in fresh],
+                                 thumbs[fresh].reshape(len(fresh), -1).astype(np.float32), failed)
+            except OSError as error:
+                log.warning("cannot write thumbnails to %s (%s); they are decoded again next run",
+                            self.cache.folder, os.strerror(error.errno) if error.errno else error)
+        return thumbs, ok

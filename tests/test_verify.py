@@ -1,0 +1,135 @@
+"""Pixel verification of the uncertain near-duplicate band (dedup/verify.py) and its links (near-verified)."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from crop_cluster.dedup import VERIFY_MIN_SCORE
+from crop_cluster.dedup.individuals import LinkParams, link_individuals
+from crop_cluster.dedup.verify import THUMB, ThumbnailSource, pair_scores, verify_pairs
+from crop_cluster.inputs.sidecars import parse_crop_name
+
+
+def picture(seed: int, size: int = 120) -> Image.Image:
+    """A smooth random 'photo' (blobs of several sizes), RGB."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(0, 255, (6, 6, 3)).astype(np.uint8)
+    fine = rng.uniform(0, 255, (20, 20, 3)).astype(np.uint8)
+    big = np.asarray(Image.fromarray(coarse).resize((size, size), Image.BICUBIC), dtype=np.float32)
+    small = np.asarray(Image.fromarray(fine).resize((size, size), Image.BICUBIC), dtype=np.float32)
+    return Image.fromarray(np.clip(0.6 * big + 0.4 * small, 0, 255).astype(np.uint8))
+
+
+def recut(image: Image.Image, box, scale: float, quality: int) -> Image.Image:
+    """Another crop of `image`: box, resize by `scale`, JPEG at `quality`."""
+    view = image.crop(box)
+    view = view.resize((int(view.width * scale), int(view.height * scale)), Image.BICUBIC)
+    buffer = io.BytesIO()
+    view.save(buffer, format="JPEG", quality=quality)
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+
+def grey_thumb(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("L").resize((THUMB, THUMB), Image.BOX), dtype=np.uint8)
+
+
+def test_another_cut_of_one_picture_scores_high_and_another_picture_low():
+    photo = picture(1)
+    tight = photo.crop((20, 20, 100, 100))
+    copies = [recut(photo, (17, 22, 102, 98), 0.8, 60), recut(photo, (23, 18, 98, 103), 1.25, 90)]
+    others = [picture(2).crop((20, 20, 100, 100)), picture(3).crop((20, 20, 100, 100))]
+    a = np.stack([grey_thumb(tight)] * 4)
+    b = np.stack([grey_thumb(v) for v in copies + others])
+    scores = pair_scores(a, b)
+    assert scores.shape == (4,) and scores.dtype == np.float32
+    assert (scores[:2] >= VERIFY_MIN_SCORE).all(), scores
+    assert (scores[2:] < 0.9).all(), scores
+
+
+def test_a_flat_crop_scores_minus_one_not_nan():
+    flat = np.full((1, THUMB, THUMB), 128, dtype=np.uint8)
+    assert pair_scores(flat, flat)[0] <= 0.0
+
+
+def write(path, image):
+    image.save(path)
+    return str(path)
+
+
+def test_undecodable_crops_are_never_accepted_and_thumbnails_are_cached_by_content(tmp_path):
+    photo = picture(4)
+    files = [write(tmp_path / "a.png", photo.crop((20, 20, 100, 100))),
+             write(tmp_path / "b.jpg", recut(photo, (18, 21, 101, 99), 1.1, 85)),
+             str(tmp_path / "broken.png")]
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    cache = tmp_path / "cache"
+    source = ThumbnailSource(files, str(cache))
+    accepted = verify_pairs(np.array([0, 0]), np.array([1, 2]), source, VERIFY_MIN_SCORE)
+    assert accepted.tolist() == [True, False]
+    assert source.decoded == 2
+    again = ThumbnailSource(files, str(cache))                   # a re-run: nothing decoded again
+    thumbs, ok = again(np.array([0, 1, 2]))
+    assert ok.tolist() == [True, True, False] and again.decoded == 0
+    assert thumbs.shape == (3, THUMB, THUMB) and thumbs.dtype == np.uint8
+
+
+def band_pair(cosine):
+    """Two unit vectors (2, 8) with the given cosine."""
+    a = np.zeros(8)
+    a[0] = 1.0
+    b = np.zeros(8)
+    b[0], b[1] = cosine, np.sqrt(1 - cosine ** 2)
+    return np.stack([a, b]).astype(np.float32)
+
+
+@pytest.mark.parametrize("same_frame", [False, True])
+def test_band_pairs_of_one_picture_are_linked_near_verified_except_within_one_frame(tmp_path, same_frame):
+    photo = picture(5)
+    other = picture(6)
+    names = ["crop_f1_CROPNUMBER_0_UUID_x.png", f"crop_f{1 if same_frame else 2}_CROPNUMBER_1_UUID_x.jpg",
+             "crop_f3_CROPNUMBER_0_UUID_x.png", "crop_f4_CROPNUMBER_0_UUID_x.png"]
+    files = [write(tmp_path / names[0], photo.crop((20, 20, 100, 100))),
+             write(tmp_path / names[1], recut(photo, (18, 22, 101, 98), 0.9, 70)),
+             write(tmp_path / names[2], photo.crop((20, 20, 100, 100)).rotate(90)),
+             write(tmp_path / names[3], other.crop((20, 20, 100, 100)))]
+    emb = np.zeros((4, 8), dtype=np.float32)
+    emb[:2] = band_pair(0.85)                              # in the band [0.75, 0.93)
+    emb[2] = emb[0] * 0.86 + np.eye(8, dtype=np.float32)[2] * np.sqrt(1 - 0.86 ** 2)
+    emb[3] = emb[0] * 0.88 + np.eye(8, dtype=np.float32)[3] * np.sqrt(1 - 0.88 ** 2)
+    params = LinkParams(dedup_threshold=0.93, track_max_seconds=0.0, verify_from=0.75)
+    frames = [(parse_crop_name(name) or (None,))[0] for name in names]
+    found = link_individuals(emb, np.arange(4), files, frames, np.full(4, np.nan), np.full((4, 4), np.nan), params,
+                             thumbnails=ThumbnailSource(files, None))
+    if same_frame:
+        assert found.individual.tolist() == [0, 1, 2, 3]
+        assert found.counts["linked_near_verified"] == 0
+    else:
+        assert found.individual.tolist() == [0, 0, 1, 2]        # the rotated and the other picture stay apart
+        assert sorted(found.linked_by) == ["", "", "", "near-verified"]
+        assert found.counts["linked_near_verified"] == 1 and found.counts["verify_accepted"] == 1
+    off = link_individuals(emb, np.arange(4), files, frames, np.full(4, np.nan), np.full((4, 4), np.nan),
+                           LinkParams(dedup_threshold=0.93, track_max_seconds=0.0),
+                           thumbnails=ThumbnailSource(files, None))
+    assert off.individual.tolist() == [0, 1, 2, 3]              # verify_from None: verification off
+
+
+def test_when_the_forest_pair_fails_another_pair_between_the_two_individuals_is_tried(tmp_path):
+    photo = picture(7)
+    names = ["a.png", "a_turned.png", "b.jpg"]
+    files = [write(tmp_path / names[0], photo.crop((20, 20, 100, 100))),
+             write(tmp_path / names[1], photo.crop((20, 20, 100, 100)).rotate(90)),
+             write(tmp_path / names[2], recut(photo, (18, 22, 101, 98), 0.9, 70))]
+    y = (0.9 - 0.95 * 0.85) / np.sqrt(1 - 0.95 ** 2)
+    emb = np.array([[1.0, 0.0, 0.0], [0.95, np.sqrt(1 - 0.95 ** 2), 0.0],
+                    [0.85, y, np.sqrt(1 - 0.85 ** 2 - y ** 2)]], dtype=np.float32)
+    # a - a_turned: 0.95, near-duplicates by the embedding; b - a_turned: 0.90 is the forest pair (fails the pixel
+    # check: turned by 90 degrees); b - a: 0.85 is the alternative that passes
+    found = link_individuals(emb, np.arange(3), files, [None] * 3, np.full(3, np.nan), np.full((3, 4), np.nan),
+                             LinkParams(dedup_threshold=0.93, track_max_seconds=0.0, verify_from=0.75),
+                             thumbnails=ThumbnailSource(files, None))
+    assert found.individual.tolist() == [0, 0, 0]
+    assert found.counts["verify_candidates"] == 2 and found.counts["verify_accepted"] == 1
+    assert found.linked_by.count("near-verified") == 1
