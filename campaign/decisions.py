@@ -24,23 +24,28 @@ from crop_cluster.campaign import EXCLUDED
 
 @dataclass(frozen=True)
 class Latest:
-    """group: digest -> group name or EXCLUDED; time: digest -> ISO time of that decision; disagreements: digests
-    whose decisions named different groups (the latest won), with the groups in time order."""
+    """group: digest -> group name or EXCLUDED; time: digest -> ISO time of that decision; reviewer: digest -> who
+    made it; disagreements: digests whose decisions named different groups (the latest won), with the groups in
+    time order."""
 
     group: Dict[str, str]
     time: Dict[str, str]
+    reviewer: Dict[str, str] = field(default_factory=dict)
     disagreements: List[Tuple[str, List[str]]] = field(default_factory=list)
 
 
 def latest_decisions(decisions: pd.DataFrame) -> Latest:
-    """decisions: DataFrame with digest, group, time (ISO, UTC), oldest recorded first (campaign.store order)."""
+    """decisions: DataFrame with digest, group, time (ISO, UTC) and optionally reviewer, oldest recorded first
+    (campaign.store order)."""
     if decisions.empty:
         return Latest({}, {})
     frame = decisions.assign(order=np.arange(len(decisions))).sort_values(["time", "order"], kind="stable")
     last = frame.drop_duplicates("digest", keep="last")
     disagreements = [(digest, list(dict.fromkeys(groups))) for digest, groups in
                      frame.groupby("digest", sort=False)["group"] if groups.nunique() > 1]
-    return Latest(dict(zip(last["digest"], last["group"])), dict(zip(last["digest"], last["time"])), disagreements)
+    reviewer = dict(zip(last["digest"], last["reviewer"])) if "reviewer" in last.columns else {}
+    return Latest(dict(zip(last["digest"], last["group"])), dict(zip(last["digest"], last["time"])), reviewer,
+                  disagreements)
 
 
 @dataclass(frozen=True)

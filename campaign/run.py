@@ -53,7 +53,8 @@ class Settled:
     """The run's final partition. Per row (n,): individual int64 0..I-1 (excluded crops split off), representative
     bool, group (name or ''), status ('reviewed', 'unreviewed', 'new'; '' when not clustered), first_run int64.
     Per individual (I,): rep_cluster int64 stable cluster id (-1 none), individual_id int64 stable id.
-    keys: the store key per row; counts: for run.json; conflicts etc. are in counts and logged."""
+    keys: the store key per row; counts: for run.json; conflicts etc. are in counts and logged. identifications:
+    filename, group, reviewer, time of every row that carries a human decision (the latest), for Darwin Core."""
 
     individual: np.ndarray
     representative: np.ndarray
@@ -71,6 +72,7 @@ class Settled:
     excluded: np.ndarray
     seen: np.ndarray
     counts: Dict[str, int] = field(default_factory=dict)
+    identifications: Optional[pd.DataFrame] = None
 
 
 class CampaignSession:
@@ -169,11 +171,17 @@ class CampaignSession:
                   "clusters_kept_id": int(len(set(row_cluster[row_cluster >= 0].tolist()) & set(
                       old_cluster[old_cluster >= 0].tolist()))),
                   "new_clusters": int(len(set(row_cluster[row_cluster >= issued].tolist())))}
+        decided = [k for k, key in enumerate(keys) if key in latest.group]
+        identifications = pd.DataFrame({"filename": [filenames[k] for k in decided],
+                                        "group": [latest.group[keys[k]] for k in decided],
+                                        "reviewer": [latest.reviewer.get(keys[k], "") for k in decided],
+                                        "time": [latest.time[keys[k]] for k in decided]})
         return Settled(applied.individual, applied.representative, rep_cluster, individual_id,
                        [names.get(int(c), "") for c in row_cluster], status.tolist(), first_run, keys,
                        list(filenames), seconds, list(nights) if nights is not None else nights_of(seconds),
                        list(sites) if sites is not None else [None] * len(keys), names, applied.excluded,
-                       np.ones(len(keys), dtype=bool) if seen is None else np.asarray(seen, dtype=bool), counts)
+                       np.ones(len(keys), dtype=bool) if seen is None else np.asarray(seen, dtype=bool), counts,
+                       identifications)
 
     def commit(self, settled: Settled, mode: str, parameters: Dict, versions: Dict, counts: Dict) -> int:
         """Write the run to the store in one transaction; returns its run id."""

@@ -523,17 +523,19 @@ def write_outputs(options: Options, crops: Crops, clusters, linked_by, meta, set
                                                           crops.model)
     if options.darwin_core:
         with state.stage("darwin_core"):
-            state.info["darwin_core"] = darwin_core(options, table, threshold, crops.model)
+            state.info["darwin_core"] = darwin_core(options, table, threshold, crops.model, settled)
     return table, embedding
 
 
-def darwin_core(options: Options, table, threshold: float, model: str) -> Dict[str, int]:
-    """--darwin_core: OUT/dwca.zip from the table, identifiedBy/dateIdentified from a crop-keyed --review file."""
+def darwin_core(options: Options, table, threshold: float, model: str, settled) -> Dict[str, int]:
+    """--darwin_core: OUT/dwca.zip from the table; identifiedBy/dateIdentified from the campaign's latest decision
+    on each crop (every review file recorded in the folder), else from a crop-keyed --review file."""
     from .outputs.darwin_core import review_decisions, write_darwin_core
 
     return write_darwin_core(os.path.join(options.out_folder, "dwca.zip"), table,
                              os.path.basename(os.path.abspath(options.out_folder)),
-                             decisions=review_decisions(options.review),
+                             decisions=settled.identifications if len(settled.identifications)
+                             else review_decisions(options.review),
                              remarks=f"grouped by crop-cluster ({model}, threshold {threshold:.3f})")
 
 
