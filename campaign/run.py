@@ -30,7 +30,7 @@ from crop_cluster.campaign.store import DECISION_COLUMNS, CampaignStore, RunReco
 
 log = logging.getLogger("crop-cluster")
 REVIEWED, UNREVIEWED, NEW = STATUSES
-NIGHT_OFFSET_HOURS = 12      # a trap night is named after the date of its evening: times before noon are the night before
+NIGHT_OFFSET_HOURS = 12      # a trap night is named after its evening's date: times before noon are the night before
 
 
 def now() -> str:

@@ -6,9 +6,10 @@ Tables (schema version SCHEMA_VERSION):
 - `runs(id, started, finished, mode, parameters, versions, counts)`: one row per committed run; mode is `full`
   (clustered afresh), `add` (`--add`) or `review` (`--review` of the folder's own run); the last three are JSON.
 - `crops(digest PRIMARY KEY, path, first_run, last_run, individual, cluster, representative, seconds, night, site)`:
-  every crop ever clustered in the folder (last_run: the last run that read it or changed it), keyed by content digest (BLAKE2b-128 hex, as the embedding cache; a crop
-  whose file was gone when it was read is keyed `path:<absolute path>`); `cluster` -1 = not clustered; `seconds`
-  POSIX time (NULL unknown); `night` the trap night (the date of the evening), `site` from --metadata.
+  every crop ever clustered in the folder, keyed by content digest (BLAKE2b-128 hex, as the embedding cache; a crop
+  whose file was gone when it was read is keyed `path:<absolute path>`); `last_run` the last run that read it or
+  changed it; `cluster` -1 = not clustered; `seconds` POSIX time (NULL unknown); `night` the trap night (the date of
+  the evening), `site` from --metadata (a `site` or `trap` column).
 - `individuals(id PRIMARY KEY, first_run, last_run)`: stable individual (occurrence) ids.
 - `clusters(id PRIMARY KEY, name, status, first_run, last_run, reviewed_run)`: every cluster id ever issued; rows are
   never deleted, so an id is never given to other material; `name` '' = unnamed; `status` as of its last run.

@@ -216,8 +216,8 @@ def test_new_individuals_join_at_the_match_threshold_and_conflicts_go_to_the_clo
                              reviewed={3, 8})
     label = result.label
     assert label[:4].tolist() == [3, 3, 8, 8] and label[5] == 3 and label[6] == 3
-    assert result.conflicts == [{"individual": 1, "clusters": [3, 8], "similarities": pytest.approx([.78, .66], abs=0.01),
-                                 "chosen": 3}]
+    assert result.conflicts == [{"individual": 1, "clusters": [3, 8],
+                                 "similarities": pytest.approx([.78, .66], abs=0.01), "chosen": 3}]
     assert label[4] == label[7] >= result.first_new_label and label[8] == label[9] >= result.first_new_label
     assert label[4] != label[8] and result.counts == {"joined": 2, "new_clusters": 2, "conflicts": 1,
                                                       "ambiguous": 1}
