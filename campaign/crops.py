@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import types
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import pandas as pd
@@ -50,9 +50,11 @@ def with_campaign(new: Crops, stored: pd.DataFrame, embedding: np.ndarray, ok: n
     return crops, n_old, old["cluster"].to_numpy(np.int64)[first]
 
 
-def link_new(crops: Crops, n_old: int, meta, params) -> Tuple[Crops, List[str], Dict]:
-    """Individuals among the new crops (dedup/link.py with `params`, dedup.individuals.LinkParams), then tracks from
-    campaign individuals into new ones across the batch boundary. meta: MetadataColumns of all the crops.
+def link_new(crops: Crops, n_old: int, meta, params, thumbnail_cache: Optional[str] = None
+             ) -> Tuple[Crops, List[str], Dict]:
+    """Individuals among the new crops (dedup/link.py with `params`, dedup.individuals.LinkParams; thumbnail_cache:
+    the folder its pixel verification caches in), then tracks from campaign individuals into new ones across the
+    batch boundary. meta: MetadataColumns of all the crops.
     Returns (the crops, linked_by per row ('' for stored crops), counts for run.json)."""
     from crop_cluster.campaign.link import link_across
     from crop_cluster.dedup.link import link_crops
@@ -65,7 +67,7 @@ def link_new(crops: Crops, n_old: int, meta, params) -> Tuple[Crops, List[str], 
     sub = crops.keep(~is_old)
     sub_meta = types.SimpleNamespace(sources=[meta.sources[i] for i in new_rows], seconds=meta.seconds[new_rows],
                                      boxes=meta.boxes[new_rows])
-    sub, sub_linked, counts = link_crops(sub, sub_meta, params)
+    sub, sub_linked, counts = link_crops(sub, sub_meta, params, None, thumbnail_cache)
     individual, representative = crops.individual.copy(), crops.representative.copy()
     individual[new_rows], representative[new_rows] = sub.individual + n_old, sub.representative
     for row, rule in zip(new_rows, sub_linked):

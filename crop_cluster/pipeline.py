@@ -418,12 +418,14 @@ def add_individuals(options: Options, crops: Crops, n_old: int, meta, threshold:
 
     from .campaign.crops import link_new
     from .dedup.link import link_params
+    from .embed.cache import CACHE_FOLDER
     from .embed.device import resolve_device
 
     params = link_params(link_defaults(options, crops.model), options.dedup_threshold, options.track_max_seconds,
-                         options.track_max_distance, options.track_min_similarity, threshold,
-                         resolve_device(options.device))
-    crops, linked_by, counts = link_new(crops, n_old, meta, params)
+                         options.track_max_distance, options.track_min_similarity, options.verify_from,
+                         options.no_verify, threshold, resolve_device(options.device))
+    crops, linked_by, counts = link_new(crops, n_old, meta, params,
+                                        options.cache_dir or os.path.join(options.out_folder, CACHE_FOLDER))
     state.info["individuals"] = {"parameters": dataclasses.asdict(params), **counts}
     return crops, linked_by
 
