@@ -108,8 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="write OUT/report.html, a review page with thumbnails (default: on up to 20 000 rows)")
     add("--no_report", "--no-report", dest="report", action="store_false", help="do not write report.html")
     add("--review", metavar="review.csv",
-        help="apply a review exported from report.html: merged groups, dissolved clusters and a group column in "
-             "clusters.csv; reuses OUT/embeddings.pkl (or --embeddings) and the reviewed run's threshold")
+        help="record a review file's decisions in the campaign (OUT/campaign.sqlite) and apply them, now and in every "
+             "later run into OUT: columns filename,group (a name, or -1 to keep the crop out of every cluster) and "
+             "optionally crop, reviewer, time, note; the older cluster,group,note file of the folder's last run "
+             "too. Without -i, re-clusters OUT/embeddings.pkl at the reviewed run's threshold")
+    add("--add", action="store_true",
+        help="add the -i crops to the campaign in -o: only new crops are embedded; they join existing clusters "
+             "(ids and names kept) or form new ones (docs/campaigns.md)")
+    add("--match_threshold", "--match-threshold", type=float, metavar="S",
+        help="with --add: cosine similarity a new crop needs to an existing cluster's members to join it (default: "
+             "the clustering threshold)")
     add("--sweep", metavar="START:STOP:STEP",
         help="also score every threshold START, START+STEP, ..., STOP from one similarity graph: writes sweep.csv, "
              "sweep.png and a recommended threshold in run.json, e.g. 0.70:0.95:0.01")

@@ -16,6 +16,8 @@ class Crops:
     representative: bool (n,), one True per individual. distinct: bool (n,), the first row of each identical file
     content (the rows whose embeddings differ). model: the model id of the embeddings. predictions: float32 (n, 2L)
     per-level class index and probability from a hierarchical model (embed/hierarchical.py), else None.
+    digests: the content digest of each row (BLAKE2b-128 hex, '' where the file could not be read), the campaign
+    store's crop key; None when unknown.
     """
 
     filenames: List[str]
@@ -25,6 +27,7 @@ class Crops:
     distinct: np.ndarray
     model: str
     predictions: Optional[np.ndarray] = None
+    digests: Optional[List[str]] = None
 
     def representative_rows(self) -> np.ndarray:
         """int64 (I,): the representative's row of each individual, in individual-id order."""
@@ -47,7 +50,8 @@ class Crops:
         representative[first] = True
         return Crops([name for name, k in zip(self.filenames, mask) if k], self.embedding[mask],
                      individual.astype(np.int64), representative, representative.copy(), self.model,
-                     None if self.predictions is None else self.predictions[mask])
+                     None if self.predictions is None else self.predictions[mask],
+                     None if self.digests is None else [d for d, k in zip(self.digests, mask) if k])
 
     def with_individuals(self, individual: np.ndarray, representative: np.ndarray) -> "Crops":
         """The same crops grouped into other individuals (int64 (n,), bool (n,))."""

@@ -69,6 +69,8 @@ class Options:
     engine: str = "local"                        # where embedding and the graph's tiles run (engines/)
     ray_address: Optional[str] = None            # None: RAY_ADDRESS, else a local Ray
     shared_dir: Optional[str] = None             # None: OUT/ray_shared
+    add: bool = False                            # add the inputs to the campaign in out_folder (campaign/)
+    match_threshold: Optional[float] = None      # --add: similarity to join an existing cluster; None = threshold
     command: Tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
@@ -100,6 +102,7 @@ class Options:
         self._check_clustering_options()
         self._check_individual_options()
         self._check_taxonomy_options()
+        self._check_campaign_options()
         if self.sweep is not None:
             from .evaluate.sweep import parse_sweep
 
@@ -162,6 +165,29 @@ class Options:
 
         for expression in self.filter:
             parse_filter(expression)
+
+    def _check_campaign_options(self) -> None:
+        """--add needs new inputs, embeds them itself and joins by cosine; --match_threshold belongs to --add."""
+        checks = [
+            (self.add and not self.inputs, "--add adds the -i inputs to the campaign in -o; give -i NEW_CROPS"),
+            (self.add and self.embeddings is not None,
+             "--add embeds only the new crops itself (cached crops are reused); drop --embeddings"),
+            (self.add and self.embed == "hierarchical",
+             "--add does not carry -e hierarchical's per-level predictions yet; run the campaign with dino or lite0"),
+            (self.add and self.cluster != "cosine",
+             f"--add joins new crops to clusters by cosine similarity; use it with -c cosine, not -c {self.cluster}"),
+            (self.add and self.unknown_below is not None, "--add clusters every crop; drop --unknown_below"),
+            (self.add and self.sweep is not None,
+             "--sweep scores thresholds over a whole clustering; run it without --add (e.g. --embeddings "
+             "OUT/embeddings.pkl -o OTHER --sweep ...)"),
+            (self.match_threshold is not None and not self.add,
+             "--match_threshold is the similarity a new crop needs to join an existing cluster; use it with --add"),
+            (self.match_threshold is not None and not -1.0 <= self.match_threshold <= 1.0,
+             f"--match_threshold {self.match_threshold}: a cosine similarity lies in [-1, 1]"),
+        ]
+        for failed, message in checks:
+            if failed:
+                raise OptionsError(message)
 
     def _check_taxonomy_options(self) -> None:
         """-e hierarchical needs its model file; the ranges of --taxon_share and --unknown_below."""

@@ -55,7 +55,10 @@ class Run:
 
 
 def run(options: Options) -> Result:
-    """Run every stage and write the output folder; returns the table, the embeddings and run.json's content."""
+    """Run every stage and write the output folder; returns the table, the embeddings and run.json's content.
+    The folder's campaign store (campaign/) is locked for the whole run and written last, in one transaction."""
+    from .campaign.run import CampaignSession
+
     started = time.perf_counter()
     state = Run()
     os.makedirs(options.out_folder, exist_ok=True)
@@ -68,7 +71,11 @@ def run(options: Options) -> Result:
         from .engines import require_ray
 
         require_ray()
+    with CampaignSession(options.out_folder) as session:
+        return _run(options, session, started, state)
 
+
+def _run(options: Options, session, started: float, state: Run) -> Result:
     crops, n_inputs = read_crops(options, state)
     seen = {"inputs": n_inputs, "embedded": int(crops.distinct.sum()) if not options.embeddings else 0}
     threshold = default_threshold(options, crops.model)
@@ -79,21 +86,34 @@ def run(options: Options) -> Result:
 
         crops, identified, state.info["identified"] = split_identified(crops, taxonomy, options.unknown_below,
                                                                        options.unknown_level)
+    if options.add:
+        with state.stage("campaign_crops"):
+            crops, n_old, old_label, read_now = campaign_crops(options, session, crops, state)
     with state.stage("metadata"):
         meta, labels = metadata(options, crops.filenames, state, taxonomy)
-    with state.stage("graph"):
-        forest = shared_forest(options, crops, threshold, state)
-    with state.stage("individuals"):
-        crops, linked_by = individuals(options, crops, meta, threshold, forest, state)
-    with state.stage("cluster"):
-        clusters = clustering(options, crops, threshold, forest)
-    group = None
-    if options.review:
-        with state.stage("review"):
-            clusters, group = review(options, crops, clusters)
-    table, embedding = write_outputs(options, crops, clusters, linked_by, meta, group, taxonomy, identified,
+    if options.add:
+        with state.stage("individuals"):
+            crops, linked_by = add_individuals(options, crops, n_old, meta, threshold, state)
+        with state.stage("cluster"):
+            clusters = add_clusters(options, session, crops, n_old, old_label, threshold, state)
+    else:
+        with state.stage("graph"):
+            forest = shared_forest(options, crops, threshold, state)
+        with state.stage("individuals"):
+            crops, linked_by = individuals(options, crops, meta, threshold, forest, state)
+        with state.stage("cluster"):
+            clusters = clustering(options, crops, threshold, forest)
+    with state.stage("campaign"):
+        crops, clusters, linked_by, settled = settle_campaign(options, session, crops, clusters, linked_by, meta, state,
+                                                              read_now if options.add else None)
+    table, embedding = write_outputs(options, crops, clusters, linked_by, meta, settled, taxonomy, identified,
                                      threshold, state)
-    manifest = write_manifest(options, crops, clusters, table, labels, identified, threshold, seen, state, started)
+    manifest = write_manifest(options, crops, clusters, table, labels, identified, threshold, seen, state, started,
+                              settled, session.run_id)
+    from .outputs.manifest import versions
+
+    session.commit(settled, "add" if options.add else "review" if options.review and not options.inputs else "full",
+                   manifest["parameters"], versions(), manifest["counts"])     # last: as before or as after the run
     return Result(table, embedding, manifest, options.out_folder)
 
 
@@ -108,7 +128,7 @@ def read_crops(options: Options, state: Run) -> Tuple[Crops, int]:
         n_inputs = len(crops.filenames) + len(state.skipped)
     else:
         with state.stage("collect"):
-            files = collect(options.inputs, state)
+            files = collect(options.inputs, state, options.out_folder)
             if options.filter:
                 files = [name for name, keep in zip(files, select(options, files, state)) if keep]
         n_inputs = len(files) + len(state.skipped)
@@ -122,12 +142,15 @@ def read_crops(options: Options, state: Run) -> Tuple[Crops, int]:
     return crops, n_inputs
 
 
-def collect(inputs, state: Run) -> List[str]:
+def collect(inputs, state: Run, out_folder: str) -> List[str]:
     """The image files named by the inputs (files, folders, globs, .txt lists), in a stable order."""
     from .inputs.collect import collect_images
 
-    result = collect_images(list(inputs))
+    result = collect_images(list(inputs), exclude=(out_folder,))
     state.skipped.extend(result.skipped)
+    if result.passed_over_outputs:
+        log.info("passed over %d images inside crop-cluster output folders (never read as input): %s",
+                 result.passed_over_outputs, ", ".join(result.output_folders))
     if result.ignored_non_images:
         log.info("passed over %d files without an image extension inside the input folders",
                  result.ignored_non_images)
@@ -187,7 +210,7 @@ def reuse_embeddings(options: Options, state: Run) -> Crops:
     rows = np.arange(len(stored.filenames))
     if options.inputs:
         position = {os.path.normpath(name): k for k, name in enumerate(stored.filenames)}
-        wanted = collect(options.inputs, state)
+        wanted = collect(options.inputs, state, options.out_folder)
         found = [position.get(os.path.normpath(name), -1) for name in wanted]
         state.skipped.extend((name, f"not in {options.embeddings}; run without --embeddings to embed it")
                              for name, k in zip(wanted, found) if k < 0)
@@ -347,23 +370,114 @@ def clustering(options: Options, crops: Crops, threshold: float, forest):
     return cluster_crops(crops, options.cluster, params, options.min_sim_to_centroid, forest)
 
 
-def review(options: Options, crops: Crops, clusters):
-    """--review: merged groups and dissolved clusters over the algorithm's clusters, renumbered by size; returns
-    (the clusters, the group name per row)."""
-    from .clustering.assign import number_by_size, per_crop
-    from .outputs.review import apply_review, read_review
+# --- campaign -------------------------------------------------------------------------------------------------------
 
-    decisions = read_review(options.review, int(clusters.rep_cluster.max(initial=-1)) + 1)
-    merged, rep_group = apply_review(decisions, clusters.rep_cluster)
-    rep_cluster = number_by_size(crops, merged)
-    log.info("--review %s: %d groups named, %d clusters dissolved -> %d clusters", options.review,
-             len(set(decisions.groups.values())), len(decisions.dissolved), int(rep_cluster.max(initial=-1)) + 1)
-    return per_crop(crops, rep_cluster, clusters.info, clusters.forest), [rep_group[i] for i in crops.individual]
+def match_threshold(options: Options, threshold: float) -> float:
+    """--match_threshold, else the clustering threshold."""
+    return threshold if options.match_threshold is None else options.match_threshold
+
+
+def campaign_crops(options: Options, session, crops: Crops, state: Run):
+    """--add: the campaign's stored crops (their embeddings from the cache by content; only missing ones are
+    embedded) followed by the -i crops not in the campaign yet. Returns (crops, n_old, old_label, seen):
+    see campaign/crops.py; seen: bool per row, read from this run's inputs."""
+    import numpy as np
+
+    from .campaign.crops import with_campaign
+    from .campaign.run import crop_keys
+    from .embed import BACKENDS, load_backend
+    from .embed.cache import CACHE_FOLDER, EmbeddingCache, embed_with_cache
+    from .embed.device import resolve_device
+
+    known = session.known(crop_keys(crops.digests, crops.filenames))
+    if known.any():
+        log.info("--add: %d of the -i crops are already in the campaign (kept as they are)", int(known.sum()))
+    new = crops.keep(~known)
+    stored = session.stored_crops
+    model_path = options.from_pretrained or BACKENDS[options.embed].default_model
+    cache = EmbeddingCache(options.cache_dir or os.path.join(options.out_folder, CACHE_FOLDER), options.embed,
+                           model_path)
+    cached = embed_with_cache(cache, stored["path"].tolist(), stored["digest"].tolist(),
+                              lambda: load_backend(options.embed, resolve_device(options.device),
+                                                   options.from_pretrained),
+                              options.batch_size, options.num_workers, options.progress)
+    for path, reason in cached.result.skipped:
+        state.skipped.append((path, f"campaign crop not in the embedding cache and {reason}: left out of this "
+                                    f"run's outputs, kept in {session.store.path}"))
+    combined, n_old, old_label = with_campaign(new, stored, cached.result.embeddings, cached.result.ok_index)
+    state.info["campaign_crops"] = {"stored": len(stored), "stored_used": int(cached.result.ok_index.size),
+                                    "inputs_already_in_campaign": int(known.sum()), "new": len(new.filenames),
+                                    "stored_embeddings_computed": cached.computed}
+    inputs = set(crops.digests or ())
+    return combined, n_old, old_label, np.asarray([d in inputs for d in combined.digests], dtype=bool)
+
+
+def add_individuals(options: Options, crops: Crops, n_old: int, meta, threshold: float, state: Run):
+    """--add: individuals among the new crops, then tracks from campaign individuals into them."""
+    import dataclasses
+
+    from .campaign.crops import link_new
+    from .dedup.link import link_params
+    from .embed.cache import CACHE_FOLDER
+    from .embed.device import resolve_device
+
+    params = link_params(link_defaults(options, crops.model), options.dedup_threshold, options.track_max_seconds,
+                         options.track_max_distance, options.track_min_similarity, options.verify_from,
+                         options.no_verify, threshold, resolve_device(options.device))
+    crops, linked_by, counts = link_new(crops, n_old, meta, params,
+                                        options.cache_dir or os.path.join(options.out_folder, CACHE_FOLDER))
+    state.info["individuals"] = {"parameters": dataclasses.asdict(params), **counts}
+    return crops, linked_by
+
+
+def add_clusters(options: Options, session, crops: Crops, n_old: int, old_label, threshold: float, state: Run):
+    """--add: campaign individuals keep their clusters, new ones join one or form new ones (campaign/add.py)."""
+    from .campaign.crops import place_new
+    from .clustering.assign import per_crop
+    from .embed.device import resolve_device
+
+    stored = session.store.clusters()
+    label, result, conflicts = place_new(crops, n_old, old_label, threshold, match_threshold(options, threshold),
+                                         stored.loc[stored["name"] != "", "id"].astype(int).tolist(),
+                                         resolve_device(options.device))
+    for conflict in conflicts[:10]:
+        log.warning("--add: %s reaches the reviewed groups %s (similarities %s): it joins the closer one, %d, and "
+                    "does not merge them; review it", conflict["filename"], conflict["clusters"],
+                    conflict["similarities"], conflict["chosen"])
+    state.info["campaign_add"] = {**result.counts, "conflict_examples": conflicts[:20]}
+    log.info("--add: %d new individuals joined existing clusters, %d new clusters, %d conflicts",
+             result.counts["joined"], result.counts["new_clusters"], result.counts["conflicts"])
+    info = {"algorithm": "cosine", "mode": "add", "parameters": {"threshold": threshold},
+            "match_threshold": match_threshold(options, threshold)}
+    return per_crop(crops, label, info)
+
+
+def settle_campaign(options: Options, session, crops: Crops, clusters, linked_by: List[str], meta, state: Run,
+                    seen=None):
+    """Every run: record --review's decisions, apply all the campaign's decisions over the clusters, give stable
+    cluster and individual ids (campaign/run.py). Returns (the crops with excluded crops split off into their own
+    individuals, the clusters under their stable ids, linked_by, campaign.run.Settled)."""
+    from .clustering.assign import per_crop
+
+    digests = crops.digests if crops.digests is not None else [""] * len(crops.filenames)
+    if options.review:
+        folder = os.path.dirname(os.path.abspath(options.embeddings)) if options.embeddings else options.out_folder
+        session.read_review(options.review, crops.filenames, digests, os.path.join(folder, "clusters.csv"))
+    frame = meta.frame
+    column = next((name for name in ("site", "trap") if name in frame.columns), None)
+    sites = None if column is None else [None if v != v else str(v) for v in frame[column].tolist()]
+    nights = [None if v != v else str(v) for v in frame["night"].tolist()] if "night" in frame.columns else None
+    settled = session.settle(crops.filenames, digests, crops.individual, crops.representative, clusters.rep_cluster,
+                             crops.embedding, meta.seconds, sites, nights, seen)
+    linked_by = ["" if excluded else rule for excluded, rule in zip(settled.excluded, linked_by)]
+    crops = crops.with_individuals(settled.individual, settled.representative)
+    state.info["campaign"] = {"store": session.store.path, "run": session.run_id, **settled.counts}
+    return crops, per_crop(crops, settled.rep_cluster, clusters.info, clusters.forest), linked_by, settled
 
 
 # --- outputs --------------------------------------------------------------------------------------------------------
 
-def write_outputs(options: Options, crops: Crops, clusters, linked_by, meta, group, taxonomy, identified,
+def write_outputs(options: Options, crops: Crops, clusters, linked_by, meta, settled, taxonomy, identified,
                   threshold: float, state: Run):
     """clusters.csv, skipped.csv, embeddings.pkl, and as asked clusters.pkl, cluster folders, report.html,
     metrics.json; returns (the table, the embeddings of its rows)."""
@@ -377,8 +491,9 @@ def write_outputs(options: Options, crops: Crops, clusters, linked_by, meta, gro
 
         state.info["quality"] = silhouette(crops.rows(crops.representative_rows()), clusters.rep_cluster)
     extra = meta.frame
-    if group is not None:
-        extra.insert(0, "group", group)
+    for position, (name, values) in enumerate([("group", settled.group), ("cluster_status", settled.status),
+                                               ("first_run", settled.first_run)]):
+        extra.insert(position, name, values)
     if taxonomy is not None:
         extra = pd.concat([extra, results.taxon_columns(taxonomy, crops, clusters.cluster, options.taxon_share,
                                                         options.unknown_below is not None, state.info)], axis=1)
@@ -388,10 +503,11 @@ def write_outputs(options: Options, crops: Crops, clusters, linked_by, meta, gro
         embedding = np.concatenate([embedding, identified.embedding])
     with state.stage("write"):
         table = results.cluster_table(crops, clusters, linked_by, extra)
+        table["individual"] = settled.individual_id[crops.individual]        # the campaign's stable ids
         if identified is not None:
             identified_meta, _ = metadata(options, identified.filenames, None, taxonomy)
             table = pd.concat([table, results.identified_table(
-                taxonomy, identified, int(crops.individual.max()) + 1, options.unknown_level,
+                taxonomy, identified, int(settled.individual_id.max(initial=-1)) + 1, options.unknown_level,
                 identified_meta.frame)], ignore_index=True)
         results.write_tables(options.out_folder, table, state.skipped, filenames, embedding, crops.model,
                              options.save_embs)
@@ -409,22 +525,24 @@ def write_outputs(options: Options, crops: Crops, clusters, linked_by, meta, gro
                                                           crops.model)
     if options.darwin_core:
         with state.stage("darwin_core"):
-            state.info["darwin_core"] = darwin_core(options, table, threshold, crops.model)
+            state.info["darwin_core"] = darwin_core(options, table, threshold, crops.model, settled)
     return table, embedding
 
 
-def darwin_core(options: Options, table, threshold: float, model: str) -> Dict[str, int]:
-    """--darwin_core: OUT/dwca.zip from the table, identifiedBy/dateIdentified from a crop-keyed --review file."""
+def darwin_core(options: Options, table, threshold: float, model: str, settled) -> Dict[str, int]:
+    """--darwin_core: OUT/dwca.zip from the table; identifiedBy/dateIdentified from the campaign's latest decision
+    on each crop (every review file recorded in the folder), else from a crop-keyed --review file."""
     from .outputs.darwin_core import review_decisions, write_darwin_core
 
     return write_darwin_core(os.path.join(options.out_folder, "dwca.zip"), table,
                              os.path.basename(os.path.abspath(options.out_folder)),
-                             decisions=review_decisions(options.review),
+                             decisions=settled.identifications if len(settled.identifications)
+                             else review_decisions(options.review),
                              remarks=f"grouped by crop-cluster ({model}, threshold {threshold:.3f})")
 
 
 def write_manifest(options: Options, crops: Crops, clusters, table, labels, identified, threshold: float,
-                   seen: Dict[str, int], state: Run, started: float) -> Dict:
+                   seen: Dict[str, int], state: Run, started: float, settled, run_id: int) -> Dict:
     """metrics.json (with --labels), sweep.csv/png (with --sweep) and run.json; returns run.json's content.
     seen: the counts of inputs and of distinct contents embedded, taken before any crop was set aside."""
     from .outputs.manifest import cluster_counts, write_manifest as write
@@ -445,16 +563,25 @@ def write_manifest(options: Options, crops: Crops, clusters, table, labels, iden
                                               clusters.forest)
     cache_counts = state.info.get("embedding_cache", {})
     rep_cluster = clusters.rep_cluster
-    counts = {**seen, "embeddings_computed": cache_counts.get("computed", 0),
+    stored_computed = state.info.get("campaign_crops", {}).get("stored_embeddings_computed", 0)
+    counts = {**seen, "embeddings_computed": cache_counts.get("computed", 0) + stored_computed,
               "embeddings_reused": cache_counts.get("reused", 0),
               "rows": len(table), "skipped": len(state.skipped),
-              "individuals": int(crops.representative.sum()), **cluster_counts(rep_cluster, int(rep_cluster.size))}
+              "individuals": int(crops.representative.sum()), **cluster_counts(rep_cluster, int(rep_cluster.size)),
+              **{key: settled.counts[key] for key in ("new_crops", "new_clusters", "excluded_crops", "named_groups")}}
+    if options.add:
+        counts.update(joined=state.info["campaign_add"]["joined"], conflicts=state.info["campaign_add"]["conflicts"])
     if identified is not None:
         counts["identified"] = len(identified.filenames)
     parameters = {k: v for k, v in asdict(options).items() if k not in ("command", "progress")}
     parameters["filters"] = parameters.pop("filter")          # run.json keeps its key
     parameters.update(threshold=threshold)
-    warn_if_chaining(options, counts)
+    import numpy as np
+
+    unreviewed = rep_cluster[(rep_cluster >= 0) & ~np.isin(rep_cluster, list(settled.names))]
+    largest = int(np.unique(unreviewed, return_counts=True)[1].max(initial=0))
+    warn_if_chaining(options, {**counts, "largest_cluster": largest,            # reviewed groups are a person's call
+                               "largest_cluster_share": largest / max(int(rep_cluster.size), 1)})
     manifest = {"command": list(options.command), "parameters": parameters, **state.info, "counts": counts,
                 "clustering": clusters.info, "dim": int(crops.embedding.shape[1]),
                 "timings_s": {**state.seconds, "total": round(time.perf_counter() - started, 3)}}

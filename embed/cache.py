@@ -99,9 +99,10 @@ class EmbeddingCache:
 
     def lookup(self, digests: Sequence[str]) -> Lookup:
         """Which of `digests` (hex) are cached, their vectors, and which are known to be undecodable."""
-        wanted: Dict[bytes, List[int]] = {}
-        for position, digest in enumerate(digests):
-            wanted.setdefault(digest.encode(), []).append(position)
+        wanted: Dict[bytes, List[int]] = {}      # for the (few) known-undecodable contents, built when needed
+        as_text = np.asarray(list(digests), dtype=str)
+        keys = np.asarray(as_text, dtype="S32") if len(digests) else np.zeros(0, "S32")
+        keyed = np.flatnonzero(np.char.str_len(as_text) <= 32) if len(digests) else np.zeros(0, np.int64)
         vectors, extras, found, failed = None, None, np.zeros(len(digests), dtype=bool), {}
         for path in self._chunks():
             chunk = self._read(path)
@@ -114,12 +115,20 @@ class EmbeddingCache:
             usable = len(chunk["digest"]) and chunk["embedding"].shape[1] == vectors.shape[1] and \
                 (extras is None) == (chunk["extras"] is None) and \
                 (extras is None or chunk["extras"].shape[1] == extras.shape[1])
-            for row, digest in enumerate(chunk["digest"].tolist() if usable else ()):
-                if digest in wanted:
-                    vectors[wanted[digest]] = chunk["embedding"][row]
-                    if extras is not None:
-                        extras[wanted[digest]] = chunk["extras"][row]
-                    found[wanted[digest]] = True
+            if usable:     # vectorised: sorted unique digests of the chunk (its last row of each), searched
+                names = chunk["digest"].astype("S32")
+                unique, first_reversed = np.unique(names[::-1], return_index=True)
+                last = names.size - 1 - first_reversed
+                spot = np.minimum(np.searchsorted(unique, keys[keyed]), unique.size - 1)
+                hit = unique[spot] == keys[keyed]
+                positions, rows = keyed[hit], last[spot[hit]]
+                vectors[positions] = chunk["embedding"][rows]
+                if extras is not None:
+                    extras[positions] = chunk["extras"][rows]
+                found[positions] = True
+            if len(chunk["failed"]) and not wanted:
+                for position, digest in enumerate(digests):
+                    wanted.setdefault(digest.encode(), []).append(position)
             for digest, reason in zip(chunk["failed"].tolist(), chunk["reason"].tolist()):
                 for position in wanted.get(digest, ()):
                     failed[position] = reason

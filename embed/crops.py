@@ -31,7 +31,8 @@ def crops_from_embedded(files: Sequence[str], groups, representatives: np.ndarra
     first = groups.first[keep]
     crops = Crops(filenames=[files[i] for i in keep], embedding=result.embeddings[decoded_first[keep]],
                   individual=individual_ids(first), representative=first == keep, distinct=first == keep,
-                  model=model, predictions=None if result.extras is None else result.extras[decoded_first[keep]])
+                  model=model, predictions=None if result.extras is None else result.extras[decoded_first[keep]],
+                  digests=[groups.digests[i] for i in keep])
     return crops, skipped
 
 
@@ -49,9 +50,12 @@ def crops_from_stored(stored, rows: np.ndarray, groups, present: Sequence[int],
     readable = groups.first >= 0
     first[present[readable]] = present[groups.first[readable]]
     distinct = first == np.arange(n)
+    digests = [""] * n
+    for k, digest in zip(present, groups.digests):
+        digests[k] = digest
     return Crops(filenames=[stored.filenames[k] for k in rows], embedding=take_rows(stored.embedding, rows),
                  individual=individual_ids(first), representative=distinct, distinct=distinct.copy(),
-                 model=stored.model, predictions=predictions)
+                 model=stored.model, predictions=predictions, digests=digests)
 
 
 def cached_predictions(embeddings_file: str, model: str, digests: List[str]) -> Optional[np.ndarray]:

@@ -38,6 +38,7 @@ def cluster_counts(clusters, individuals_total: int) -> Dict[str, Any]:
 
     clustered = clusters[clusters >= 0]
     sizes = np.bincount(clustered) if clustered.size else np.zeros(0, dtype=np.int64)
+    sizes = sizes[sizes > 0]              # stable campaign ids leave gaps
     largest = int(sizes.max()) if sizes.size else 0
     return {"clusters": int(sizes.size), "singletons": int((clusters < 0).sum()), "largest_cluster": largest,
             "largest_cluster_share": round(largest / individuals_total, 6) if individuals_total else 0.0,

@@ -1,4 +1,5 @@
-"""report.html (data document, escaping, thumbnails, default on/off) and --review (validation, merge, dissolve)."""
+"""report.html (data document, escaping, thumbnails, default on/off) and the cluster-keyed --review through the CLI
+(review files themselves: tests/test_campaign.py)."""
 from __future__ import annotations
 
 import hashlib
@@ -13,7 +14,6 @@ import pytest
 from crop_cluster.cli import main
 from conftest import PALETTE, draw_crop, draw_views
 from crop_cluster.outputs.report.html import script_json
-from crop_cluster.outputs.review import Review, ReviewError, apply_review, read_review
 
 
 @pytest.fixture
@@ -189,37 +189,6 @@ def test_report_names_without_identified_column(tmp_path):
 def write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
-
-
-@pytest.mark.parametrize("text, message", [
-    ("cluster,note\n0,x\n", r"missing column\(s\) group.*cluster,group,note"),
-    ("cluster,group,note\n7,moths,\n", r"cluster 7 does not exist in this run \(clusters 0..2\)"),
-    ("cluster,group,note\nabc,moths,\n", r"line 2: cluster 'abc' is not a cluster number"),
-    ("cluster,group,note\n1,a,\n1,b,\n", r"line 3: cluster 1 is listed twice"),
-])
-def test_read_review_rejects_bad_files(tmp_path, text, message):
-    path = write(tmp_path / "review.csv", text)
-    with pytest.raises(ReviewError, match=re.escape(str(path)) + ".*" + message):
-        read_review(str(path), 3)
-
-
-def test_read_review_ignores_the_cluster_name_column(tmp_path):
-    """With a classifier's names, Export review adds cluster_name for the reader; --review does not need it."""
-    path = write(tmp_path / "review.csv", 'cluster,group,note,cluster_name\n0,moths,,"Agrotis ipsilon (cluster 0)"\n')
-    assert read_review(str(path), 3) == Review(groups={0: "moths"}, dissolved=(), notes={})
-
-
-def test_read_review_missing_file(tmp_path):
-    with pytest.raises(ReviewError, match="no such file.*Export review"):
-        read_review(str(tmp_path / "nope.csv"), 3)
-
-
-def test_apply_review_merges_and_dissolves():
-    review = Review(groups={1: "moths", 3: "moths", 0: "flies"}, dissolved=(2,), notes={})
-    clusters = np.array([0, 1, 2, 3, -1, 1, 4])
-    merged, group = apply_review(review, clusters)
-    assert merged.tolist() == [0, 1, -1, 1, -1, 1, 4]
-    assert group == ["flies", "moths", "", "moths", "", "moths", ""]
 
 
 def test_review_round_trip_through_the_cli(crops, tmp_path, fake_backend):

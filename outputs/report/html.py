@@ -95,7 +95,7 @@ def report_document(table: pd.DataFrame, thumbnails: Sequence[Optional[str]], co
     identified = identified_mask(table)[reps] & (rep_cluster < 0)   # shown in their own section, by taxon
     naming = namings(table)
     document = {"run": {"id": run_key(list(filenames), cluster), "title": info["title"], "rows": int(len(table)),
-                        "individuals": int(reps.size), "clusters": int(rep_cluster.max(initial=-1)) + 1,
+                        "individuals": int(reps.size), "clusters": int(np.unique(rep_cluster[rep_cluster >= 0]).size),
                         "not_clustered": int(((rep_cluster < 0) & ~identified).sum()),
                         "threshold": info["threshold"], "model": info["model"], "map_method": info["map_method"]},
                 "columns": columns, "items": items,

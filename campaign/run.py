@@ -1,0 +1,208 @@
+"""The campaign's part of a run, as the pipeline calls it (plain values in, plain values out).
+
+    with CampaignSession(out_folder) as session:          # takes the folder's lock, opens the store
+        decisions = session.read_review(path, filenames, digests, reviewed_table)   # --review, optional
+        settled = session.settle(filenames, digests, individual, representative, label, embedding, seconds,
+                                 nights, sites)          # decisions applied, stable ids, status per row
+        ... the pipeline writes clusters.csv etc. from `settled` ...
+        session.commit(settled, mode, parameters, versions, counts)   # one transaction, last
+
+`label` is the partition of the individuals before any human decision: the algorithm's (any ids) or, with
+`--add`, campaign.add's (existing clusters under their stable ids). Nothing is written to the store before
+`commit`, so a run that fails or is killed leaves it as it was.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from crop_cluster.campaign import STATUSES
+from crop_cluster.campaign.decisions import apply_decisions, latest_decisions
+from crop_cluster.campaign.ids import stable_ids
+from crop_cluster.campaign.lock import RunLock
+from crop_cluster.campaign.store import DECISION_COLUMNS, CampaignStore, RunRecord
+
+log = logging.getLogger("crop-cluster")
+REVIEWED, UNREVIEWED, NEW = STATUSES
+NIGHT_OFFSET_HOURS = 12      # a trap night is named after its evening's date: times before noon are the night before
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def nights_of(seconds: np.ndarray) -> List[Optional[str]]:
+    """The trap night of each POSIX time (UTC date of time - 12 h), None where unknown."""
+    shifted = pd.to_datetime(seconds - NIGHT_OFFSET_HOURS * 3600.0, unit="s", utc=True)
+    return [None if pd.isna(t) else t.strftime("%Y-%m-%d") for t in shifted]
+
+
+def crop_keys(digests: Sequence[str], filenames: Sequence[str]) -> List[str]:
+    """The store key of each row: its content digest, or `path:<absolute path>` for a file that could not be read."""
+    return [d if d else "path:" + os.path.abspath(f) for d, f in zip(digests, filenames)]
+
+
+@dataclass
+class Settled:
+    """The run's final partition. Per row (n,): individual int64 0..I-1 (excluded crops split off), representative
+    bool, group (name or ''), status ('reviewed', 'unreviewed', 'new'; '' when not clustered), first_run int64.
+    Per individual (I,): rep_cluster int64 stable cluster id (-1 none), individual_id int64 stable id.
+    keys: the store key per row; counts: for run.json; conflicts etc. are in counts and logged. identifications:
+    filename, group, reviewer, time of every row that carries a human decision (the latest), for Darwin Core."""
+
+    individual: np.ndarray
+    representative: np.ndarray
+    rep_cluster: np.ndarray
+    individual_id: np.ndarray
+    group: List[str]
+    status: List[str]
+    first_run: np.ndarray
+    keys: List[str]
+    filenames: List[str]
+    seconds: np.ndarray
+    nights: List[Optional[str]]
+    sites: List[Optional[str]]
+    names: Dict[int, str]
+    excluded: np.ndarray
+    seen: np.ndarray
+    counts: Dict[str, int] = field(default_factory=dict)
+    identifications: Optional[pd.DataFrame] = None
+
+
+class CampaignSession:
+    """The output folder's lock and store for the length of one run."""
+
+    def __init__(self, out_folder: str, lock_wait: Optional[float] = None) -> None:
+        self.out_folder = out_folder
+        self.lock = RunLock(out_folder, lock_wait)
+        self.store: Optional[CampaignStore] = None
+        self.started = now()
+        self.new_decisions = pd.DataFrame(columns=DECISION_COLUMNS[:-1])
+
+    def __enter__(self) -> "CampaignSession":
+        self.lock.acquire()
+        try:
+            self.store = CampaignStore(self.out_folder)
+            self.run_id = self.store.next_run_id()
+            self.stored_crops = self.store.crops()
+        except BaseException:
+            self.lock.release()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.store is not None:
+            self.store.close()
+        self.lock.release()
+
+    # -- before clustering ---------------------------------------------------------------------------------------
+    def known(self, keys: Sequence[str]) -> np.ndarray:
+        """bool (n,): which store keys are already crops of the campaign."""
+        return np.isin(np.asarray(list(keys), dtype=object), self.stored_crops["digest"].to_numpy(dtype=object))
+
+    def read_review(self, path: str, filenames: Sequence[str], digests: Sequence[str],
+                    reviewed_table: Optional[str]) -> int:
+        """Record the decisions of review file `path` for this run (committed with it); returns how many matched."""
+        from crop_cluster.campaign.review import read_review
+
+        review = read_review(path, filenames, crop_keys(digests, filenames), reviewed_table)
+        if review.matched < review.rows:
+            log.warning("--review %s: %d of its %d decisions match a crop of this run; the other %d name files "
+                        "that are not here", path, review.matched, review.rows, review.rows - review.matched)
+        self.new_decisions = pd.concat([self.new_decisions, review.decisions], ignore_index=True)
+        log.info("--review %s (%s-keyed): %d decisions recorded", path, review.kind, len(review.decisions))
+        return review.matched
+
+    # -- after clustering ----------------------------------------------------------------------------------------
+    def settle(self, filenames: Sequence[str], digests: Sequence[str], individual: np.ndarray,
+               representative: np.ndarray, label: np.ndarray, embedding: np.ndarray, seconds: np.ndarray,
+               sites: Optional[Sequence[Optional[str]]] = None, nights: Optional[Sequence[Optional[str]]] = None,
+               seen: Optional[np.ndarray] = None) -> Settled:
+        """Apply every decision of the campaign over `label` (int64 (I,) per individual), give stable ids.
+
+        filenames, digests: (n,) per row; individual int64 (n,) 0..I-1; representative bool (n,); embedding
+        float32 (n, d); seconds float64 (n,) NaN unknown; sites, nights: per row or None (nights default to the
+        night of each time); seen: bool (n,), the rows read from this run's inputs (None: all; with --add the
+        campaign's other crops are written back only where this run changed them).
+        """
+        keys = crop_keys(digests, filenames)
+        latest = latest_decisions(pd.concat([self.store.decisions().drop(columns="run"), self.new_decisions],
+                                            ignore_index=True))
+        now_decided = set(self.new_decisions["digest"])       # disagreements this run's review brought
+        disagreements = [(key, groups) for key, groups in latest.disagreements if key in now_decided]
+        for key, groups in disagreements[:5]:
+            log.warning("decisions disagree on crop %s: %s; the latest (%s) wins", key, " then ".join(groups),
+                        groups[-1])
+        applied = apply_decisions(latest, keys, individual, representative, label, embedding)
+        row_label = applied.label[applied.individual]
+        named = set(applied.names)
+        crops_per_label = pd.Series(row_label[row_label >= 0]).value_counts()
+        small = [lab for lab, size in crops_per_label.items() if size < 2 and lab not in named]
+        row_label = np.where(np.isin(row_label, small), -1, row_label)
+        stored = self.stored_crops.set_index("digest")
+        old_cluster = stored["cluster"].reindex(keys).fillna(-1).to_numpy(np.int64)
+        old_individual = stored["individual"].reindex(keys).fillna(-1).to_numpy(np.int64)
+        clusters = self.store.clusters()
+        stored_names = clusters[clusters["name"] != ""]
+        id_of_name = dict(zip(stored_names["name"], stored_names["id"].astype(int)))
+        fixed = {lab: id_of_name[name] for lab, name in applied.names.items() if name in id_of_name}
+        cluster_id = stable_ids(row_label, old_cluster, self.store.next_cluster_id(), fixed)
+        row_cluster = np.asarray([cluster_id.get(int(x), -1) if x >= 0 else -1 for x in row_label], dtype=np.int64)
+        person = stable_ids(applied.individual, old_individual, self.store.next_individual_id())
+        n_ind = int(applied.label.size)
+        individual_id = np.asarray([person[i] for i in range(n_ind)], dtype=np.int64)
+        rep_cluster = np.full(n_ind, -1, dtype=np.int64)
+        rep_cluster[applied.individual] = row_cluster
+        names = {cluster_id[lab]: name for lab, name in applied.names.items() if lab in cluster_id}
+        issued = self.store.next_cluster_id()
+        status = np.where(row_cluster < 0, "", np.where(np.isin(row_cluster, list(names)), REVIEWED,
+                                                        np.where(row_cluster < issued, UNREVIEWED, NEW)))
+        first_run = stored["first_run"].reindex(keys).fillna(self.run_id).to_numpy(np.int64)
+        seconds = np.asarray(seconds, dtype=np.float64)
+        counts = {**applied.counts, "decisions_recorded": int(len(self.new_decisions)),
+                  "decisions_disagreeing": len(disagreements),
+                  "new_crops": int((old_individual < 0).sum()),
+                  "clusters_kept_id": int(len(set(row_cluster[row_cluster >= 0].tolist()) & set(
+                      old_cluster[old_cluster >= 0].tolist()))),
+                  "new_clusters": int(len(set(row_cluster[row_cluster >= issued].tolist())))}
+        decided = [k for k, key in enumerate(keys) if key in latest.group]
+        identifications = pd.DataFrame({"filename": [filenames[k] for k in decided],
+                                        "group": [latest.group[keys[k]] for k in decided],
+                                        "reviewer": [latest.reviewer.get(keys[k], "") for k in decided],
+                                        "time": [latest.time[keys[k]] for k in decided]})
+        return Settled(applied.individual, applied.representative, rep_cluster, individual_id,
+                       [names.get(int(c), "") for c in row_cluster], status.tolist(), first_run, keys,
+                       list(filenames), seconds, list(nights) if nights is not None else nights_of(seconds),
+                       list(sites) if sites is not None else [None] * len(keys), names, applied.excluded,
+                       np.ones(len(keys), dtype=bool) if seen is None else np.asarray(seen, dtype=bool), counts,
+                       identifications)
+
+    def commit(self, settled: Settled, mode: str, parameters: Dict, versions: Dict, counts: Dict) -> int:
+        """Write the run to the store in one transaction; returns its run id."""
+        rows = pd.DataFrame({"digest": settled.keys,
+                             "path": [f if os.path.isabs(f) else os.path.abspath(f) for f in settled.filenames],
+                             "individual": settled.individual_id[settled.individual],
+                             "cluster": settled.rep_cluster[settled.individual],
+                             "representative": settled.representative, "seconds": settled.seconds,
+                             "night": settled.nights, "site": settled.sites, "seen": settled.seen})
+        rows["seen"] = rows.groupby("digest", sort=False)["seen"].transform("any")
+        rows = rows.drop_duplicates("digest").reset_index(drop=True)
+        before = self.stored_crops.set_index("digest").reindex(rows["digest"])
+        same = np.ones(len(rows), dtype=bool)
+        for column in ("path", "individual", "cluster", "representative"):
+            same &= before[column].to_numpy(dtype=object) == rows[column].to_numpy(dtype=object)
+        rows = rows[~same | rows["seen"].to_numpy(bool)].drop(columns="seen")     # unchanged, unread: as stored
+        present = np.unique(settled.rep_cluster[settled.rep_cluster >= 0])
+        issued = self.store.next_cluster_id()
+        clusters = pd.DataFrame({"id": present, "name": [settled.names.get(int(c), "") for c in present],
+                                 "status": [REVIEWED if int(c) in settled.names else
+                                            UNREVIEWED if c < issued else NEW for c in present]})
+        record = RunRecord(self.started, now(), mode, parameters, versions, counts, rows, clusters,
+                           self.new_decisions)
+        return self.store.commit_run(record)

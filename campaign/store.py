@@ -1,0 +1,317 @@
+"""The campaign store OUT/campaign.sqlite: SQLite (standard library), WAL journal, a versioned schema.
+
+Tables (schema version SCHEMA_VERSION):
+
+- `schema_version(version)`: one row.
+- `runs(id, started, finished, mode, parameters, versions, counts)`: one row per committed run; mode is `full`
+  (clustered afresh), `add` (`--add`) or `review` (`--review` of the folder's own run); the last three are JSON.
+- `crops(digest PRIMARY KEY, path, first_run, last_run, individual, cluster, representative, seconds, night, site)`:
+  every crop ever clustered in the folder, keyed by content digest (BLAKE2b-128 hex, as the embedding cache; a crop
+  whose file was gone when it was read is keyed `path:<absolute path>`); `last_run` the last run that read it or
+  changed it; `cluster` -1 = not clustered; `seconds` POSIX time (NULL unknown); `night` the trap night (the date of
+  the evening), `site` from --metadata (a `site` or `trap` column).
+- `individuals(id PRIMARY KEY, first_run, last_run)`: stable individual (occurrence) ids.
+- `clusters(id PRIMARY KEY, name, status, first_run, last_run, reviewed_run)`: every cluster id ever issued; rows are
+  never deleted, so an id is never given to other material; `name` '' = unnamed; `status` as of its last run.
+- `decisions(id PRIMARY KEY, digest, filename, grp, reviewer, time, note, source, run)`: human decisions, crop-keyed,
+  in the order they were recorded; `grp` a group name or '-1' (excluded from every cluster).
+
+Writes: `CampaignStore.commit_run` writes everything a run changes in ONE transaction (BEGIN IMMEDIATE ... COMMIT),
+after the run's other outputs are written. SQLite's journal makes it atomic: a run killed at any moment (SIGKILL
+included) leaves the store as it was before the run or as it is after it. A new folder's store file is created
+inside that same transaction, so a run that fails leaves no store behind. Runs into one folder are serialised by
+lock.py, held by the caller for the whole run.
+
+Errors (all CampaignError, exit 2): StoreVersionError for a store of a newer schema, StoreDamagedError for a file
+that is not a readable crop-cluster store; both name the file and the way out.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+import pandas as pd
+
+from crop_cluster.campaign import STORE_NAME, StoreDamagedError, StoreVersionError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA_V1 = """
+CREATE TABLE schema_version (version INTEGER NOT NULL);
+CREATE TABLE runs (id INTEGER PRIMARY KEY, started TEXT NOT NULL, finished TEXT NOT NULL, mode TEXT NOT NULL,
+                   parameters TEXT NOT NULL, versions TEXT NOT NULL, counts TEXT NOT NULL);
+CREATE TABLE crops (digest TEXT PRIMARY KEY, path TEXT NOT NULL, first_run INTEGER NOT NULL,
+                    last_run INTEGER NOT NULL, individual INTEGER NOT NULL, cluster INTEGER NOT NULL,
+                    representative INTEGER NOT NULL, seconds REAL, night TEXT, site TEXT);
+CREATE INDEX crops_cluster ON crops (cluster);
+CREATE TABLE individuals (id INTEGER PRIMARY KEY, first_run INTEGER NOT NULL, last_run INTEGER NOT NULL);
+CREATE TABLE clusters (id INTEGER PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL, first_run INTEGER NOT NULL,
+                       last_run INTEGER NOT NULL, reviewed_run INTEGER);
+CREATE TABLE decisions (id INTEGER PRIMARY KEY, digest TEXT NOT NULL, filename TEXT NOT NULL, grp TEXT NOT NULL,
+                        reviewer TEXT NOT NULL, time TEXT NOT NULL, note TEXT NOT NULL, source TEXT NOT NULL,
+                        run INTEGER NOT NULL);
+CREATE INDEX decisions_digest ON decisions (digest);
+"""
+
+
+def _statements(script: str) -> List[str]:
+    return [part.strip() for part in script.split(";") if part.strip()]
+
+
+# MIGRATIONS[v]: the statements that upgrade a store of schema version v to v + 1 (v = 0: a new store), run inside
+# one transaction. Append one list per schema change and raise SCHEMA_VERSION.
+MIGRATIONS: List[List[str]] = [_statements(_SCHEMA_V1)]
+
+CROP_COLUMNS = ["digest", "path", "individual", "cluster", "representative", "first_run", "last_run", "seconds",
+                "night", "site"]
+CLUSTER_COLUMNS = ["id", "name", "status", "first_run", "last_run", "reviewed_run"]
+DECISION_COLUMNS = ["digest", "filename", "group", "reviewer", "time", "note", "source", "run"]
+RUN_COLUMNS = ["id", "started", "finished", "mode", "parameters", "versions", "counts"]
+
+
+def store_path(folder: str) -> str:
+    return os.path.join(folder, STORE_NAME)
+
+
+@dataclass
+class RunRecord:
+    """Everything one run writes to the store.
+
+    crops: DataFrame with columns digest, path, individual (stable id), cluster (stable id, -1 none), representative
+    (bool), seconds (float, NaN unknown), night, site (str or None): the crops this run clustered.
+    clusters: DataFrame id, name ('' none), status: the clusters present after this run.
+    decisions: DataFrame with DECISION_COLUMNS except run: the decisions this run read (appended in order).
+    """
+
+    started: str
+    finished: str
+    mode: str
+    parameters: Dict
+    versions: Dict
+    counts: Dict
+    crops: pd.DataFrame
+    clusters: pd.DataFrame
+    decisions: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=DECISION_COLUMNS[:-1]))
+
+
+def _way_out(path: str) -> str:
+    return (f"move {path} away (this output folder then starts a new campaign, without its stored clusters and "
+            f"decisions) or give another -o")
+
+
+class CampaignStore:
+    """One output folder's store. Reads return empty tables while the file does not exist yet."""
+
+    def __init__(self, folder: str) -> None:
+        self.path = store_path(folder)
+        self._connection: Optional[sqlite3.Connection] = None
+        if os.path.exists(self.path):
+            self._connection = self._open_existing()
+
+    # -- opening -----------------------------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")
+        return connection
+
+    def _open_existing(self) -> Optional[sqlite3.Connection]:
+        """The connection to a valid store (migrated to SCHEMA_VERSION); None for a file without any table yet."""
+        try:
+            connection = self._connect()
+            check = connection.execute("PRAGMA quick_check").fetchone()[0]
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            version = None
+            if "schema_version" in tables:
+                row = connection.execute("SELECT version FROM schema_version").fetchone()
+                version = None if row is None else int(row[0])
+        except sqlite3.DatabaseError as error:
+            raise StoreDamagedError(f"{self.path}: not a readable campaign store ({error}); {_way_out(self.path)}, "
+                                    f"or restore it from a backup") from None
+        if not tables:              # a first run killed before its commit: still an empty campaign
+            connection.close()
+            return None
+        if check != "ok":
+            connection.close()
+            raise StoreDamagedError(f"{self.path}: the store is damaged (SQLite integrity check: {check}); "
+                                    f"{_way_out(self.path)}, or restore it from a backup")
+        if version is None:
+            connection.close()
+            raise StoreDamagedError(f"{self.path}: not a crop-cluster campaign store (no schema version); "
+                                    f"{_way_out(self.path)}")
+        if version > SCHEMA_VERSION:
+            connection.close()
+            raise StoreVersionError(f"{self.path}: written by a newer crop-cluster (store schema {version}; this "
+                                    f"version reads up to {SCHEMA_VERSION}); upgrade crop-cluster "
+                                    f"(pip install -U crop-cluster), or {_way_out(self.path)}")
+        if version < SCHEMA_VERSION:
+            self._migrate(connection, version)
+        return connection
+
+    @staticmethod
+    def _migrate(connection: sqlite3.Connection, version: int) -> None:
+        """Upgrade to SCHEMA_VERSION in one transaction (a kill leaves the old version)."""
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            for statements in MIGRATIONS[version:]:
+                for statement in statements:
+                    connection.execute(statement)
+            connection.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def __enter__(self) -> "CampaignStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def exists(self) -> bool:
+        return self._connection is not None
+
+    # -- reading -----------------------------------------------------------------------------------------------
+    def _frame(self, query: str, columns: List[str]) -> pd.DataFrame:
+        if self._connection is None:
+            return pd.DataFrame({name: pd.Series(dtype=object) for name in columns})
+        return pd.DataFrame(self._connection.execute(query).fetchall(), columns=columns)
+
+    def crops(self) -> pd.DataFrame:
+        """Every stored crop (CROP_COLUMNS), in the order they were first stored."""
+        frame = self._frame("SELECT digest, path, individual, cluster, representative, first_run, last_run, "
+                            "seconds, night, site FROM crops ORDER BY rowid", CROP_COLUMNS)
+        frame["representative"] = frame["representative"].astype(bool)
+        frame["seconds"] = pd.to_numeric(frame["seconds"], errors="coerce").astype(np.float64)
+        for name in ("individual", "cluster", "first_run", "last_run"):
+            frame[name] = frame[name].astype(np.int64)
+        return frame
+
+    def clusters(self) -> pd.DataFrame:
+        """Every cluster id ever issued (CLUSTER_COLUMNS), by id."""
+        frame = self._frame("SELECT id, name, status, first_run, last_run, reviewed_run FROM clusters ORDER BY id",
+                            CLUSTER_COLUMNS)
+        frame["id"] = frame["id"].astype(np.int64)
+        return frame
+
+    def decisions(self) -> pd.DataFrame:
+        """Every recorded decision (DECISION_COLUMNS), oldest first."""
+        return self._frame("SELECT digest, filename, grp, reviewer, time, note, source, run FROM decisions "
+                           "ORDER BY id", DECISION_COLUMNS)
+
+    def runs(self) -> pd.DataFrame:
+        return self._frame("SELECT id, started, finished, mode, parameters, versions, counts FROM runs ORDER BY id",
+                           RUN_COLUMNS)
+
+    def _max(self, query: str) -> int:
+        if self._connection is None:
+            return -1
+        value = self._connection.execute(query).fetchone()[0]
+        return -1 if value is None else int(value)
+
+    def next_cluster_id(self) -> int:
+        """The smallest id never issued (ids are never reused)."""
+        return self._max("SELECT max(id) FROM clusters") + 1
+
+    def next_individual_id(self) -> int:
+        return self._max("SELECT max(id) FROM individuals") + 1
+
+    def next_run_id(self) -> int:
+        return self._max("SELECT max(id) FROM runs") + 1
+
+    # -- writing -----------------------------------------------------------------------------------------------
+    def commit_run(self, record: RunRecord) -> int:
+        """Write one run in one transaction (module docstring); returns its run id."""
+        created = self._connection is None
+        if created:
+            self._connection = self._connect()
+        connection = self._connection
+        run = 0 if created else self.next_run_id()
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            if created:
+                for statements in MIGRATIONS:
+                    for statement in statements:
+                        connection.execute(statement)
+                connection.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+            connection.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)",
+                               (run, record.started, record.finished, record.mode,
+                                *(json.dumps(part, default=str) for part in (record.parameters, record.versions,
+                                                                              record.counts))))
+            self._write_crops(connection, record.crops, run)
+            self._write_clusters(connection, record.clusters, run)
+            decisions = record.decisions
+            connection.executemany(
+                "INSERT INTO decisions (digest, filename, grp, reviewer, time, note, source, run) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(*(str(v) for v in row), run) for row in decisions[DECISION_COLUMNS[:-1]].itertuples(index=False)])
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            if created:
+                self.close()
+            raise
+        return run
+
+    @staticmethod
+    def _write_crops(connection: sqlite3.Connection, crops: pd.DataFrame, run: int) -> None:
+        seconds = crops["seconds"].to_numpy(np.float64)
+        rows = zip(crops["digest"].tolist(), crops["path"].tolist(), crops["individual"].astype(int).tolist(),
+                   crops["cluster"].astype(int).tolist(), crops["representative"].astype(int).tolist(),
+                   [None if not np.isfinite(s) else float(s) for s in seconds],
+                   [None if v is None or v != v else str(v) for v in crops["night"].tolist()],
+                   [None if v is None or v != v else str(v) for v in crops["site"].tolist()])
+        connection.executemany(
+            "INSERT INTO crops VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(digest) DO UPDATE SET "
+            "path = excluded.path, last_run = excluded.last_run, individual = excluded.individual, "
+            "cluster = excluded.cluster, representative = excluded.representative, "
+            "seconds = coalesce(excluded.seconds, seconds), night = coalesce(excluded.night, night), "
+            "site = coalesce(excluded.site, site)",
+            [(d, p, run, run, i, c, r, s, n, t) for d, p, i, c, r, s, n, t in rows])
+        connection.executemany(
+            "INSERT INTO individuals VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET last_run = excluded.last_run",
+            [(int(i), run, run) for i in np.unique(crops["individual"].to_numpy(np.int64))])
+
+    @staticmethod
+    def _write_clusters(connection: sqlite3.Connection, clusters: pd.DataFrame, run: int) -> None:
+        rows = [(int(i), str(name), str(status), run, run, run if name else None)
+                for i, name, status in zip(clusters["id"], clusters["name"], clusters["status"])]
+        connection.executemany(
+            "INSERT INTO clusters VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET name = excluded.name, "
+            "status = excluded.status, last_run = excluded.last_run, "
+            "reviewed_run = CASE WHEN excluded.name != '' AND excluded.name != clusters.name THEN excluded.last_run "
+            "ELSE clusters.reviewed_run END", rows)
+
+
+@dataclass(frozen=True)
+class CampaignView:
+    """A read-only snapshot of a store: crops, clusters (with `size`, crops per cluster), decisions, runs."""
+
+    path: str
+    crops: pd.DataFrame
+    clusters: pd.DataFrame
+    decisions: pd.DataFrame
+    runs: pd.DataFrame
+
+
+def read_campaign(folder: str) -> Optional[CampaignView]:
+    """The store of output folder `folder` as DataFrames (see the package docstring); None when there is none.
+    Raises StoreVersionError / StoreDamagedError like a run would."""
+    if not os.path.exists(store_path(folder)):
+        return None
+    with CampaignStore(folder) as store:
+        crops, clusters = store.crops(), store.clusters()
+        sizes = crops.loc[crops["cluster"] >= 0, "cluster"].value_counts()
+        clusters["size"] = clusters["id"].map(sizes).fillna(0).astype(np.int64)
+        return CampaignView(store.path, crops, clusters, store.decisions(), store.runs())
