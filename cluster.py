@@ -55,6 +55,7 @@ class RunConfig:
     save_embs: bool = False
     batch_size: Optional[int] = None
     num_workers: int = -1
+    resize: Optional[str] = None  # issue 17: who fits crops to the model input (embed.resize.RESIZERS); None = auto
     cache_dir: Optional[str] = None
     max_cluster_size: int = 0
     linkage: str = "ward"
@@ -93,6 +94,8 @@ class RunConfig:
                               f"(typical values 0.6 to 0.95)")
         if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"--batch_size {self.batch_size}: must be at least 1")
+        if self.resize is not None and self.resize not in ("pil", "torch", "device"):  # issue 17
+            raise ConfigError(f"--resize {self.resize}: use pil, torch or device")
         if self.num_workers < -1:
             raise ConfigError(f"--num_workers {self.num_workers}: use 0 (decode in the main process), a positive "
                               f"number, or -1 for the default")
@@ -282,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--batch_size", "--batch-size", type=int, help="images per model call (default 32 on CPU, 128 on GPU)")
     add("--num_workers", "--num-workers", type=int, default=-1,
         help="processes decoding images (default: 0 on 2-core CPUs, up to 8 with a GPU)")
+    add("--resize", choices=["pil", "torch", "device"],  # issue 17
+        help="who fits crops to the model input: pil (default on CPU: reproducible), torch (torch's resize in the "
+             "decoding workers, faster), device (the model's device fits each batch; default on a GPU)")
     add("--cache_dir", "--cache-dir", metavar="DIR",
         help="embedding cache folder, shared by runs with any -o (default: OUT/embed_cache); cached crops are never "
              "embedded again, and a killed run resumes from its last checkpoint")
@@ -336,7 +342,8 @@ def config_from_args(args: argparse.Namespace, argv: Sequence[str]) -> RunConfig
         meta_folder=args.meta_folder, time_format=args.time_format, metadata=args.metadata, labels=args.labels,
         save_labels=args.save_labels, num_classes=args.num_classes, dedup=args.dedup,
         gen_cluster_dirs=args.gen_cluster_dirs or args.dedup, save_embs=args.save_embs, batch_size=args.batch_size,
-        num_workers=args.num_workers, cache_dir=args.cache_dir, max_cluster_size=args.max_cluster_size,
+        num_workers=args.num_workers, resize=args.resize, cache_dir=args.cache_dir,
+        max_cluster_size=args.max_cluster_size,
         linkage=args.linkage,
         distance_threshold=args.distance_threshold, n_clusters=args.n_clusters, pca=args.pca,
         standardize=args.standardize, min_cluster_size=args.min_cluster_size, min_samples=args.min_samples,
@@ -441,7 +448,7 @@ def _embed_rows(cfg: RunConfig, files: List[str], skipped: List[Tuple[str, str]]
         digests = [groups.digests[i] for i in representatives]
         cached = embed_with_cache(cache, [files[i] for i in representatives], digests,
                                   lambda: load_backend(cfg.embed, resolve_device(cfg.device), cfg.from_pretrained),
-                                  cfg.batch_size, cfg.num_workers, cfg.progress)
+                                  cfg.batch_size, cfg.num_workers, cfg.progress, cfg.resize)
     result = cached.result
     run_info.update(model=model_id(cfg.embed, model_path), **cached.info)
     skipped.extend(result.skipped)

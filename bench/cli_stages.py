@@ -76,7 +76,10 @@ def oracle_forest(groups: np.ndarray):
 
 def run_cli(pkl: Path, out: Path, threshold: float, device: str, profile: bool) -> Dict:
     """One in-process CLI run; returns wall seconds, run.json's stage timings and (with profile) the top functions."""
-    import cluster
+    try:  # the package layout (crop_cluster/cli.py) or the single-file CLI before it
+        from crop_cluster.cli import main as cli_main
+    except ImportError:
+        from cluster import main as cli_main
 
     shutil.rmtree(out, ignore_errors=True)
     argv = ["--embeddings", str(pkl), "-o", str(out), "-th", str(threshold), "-d", device, "--no_report", "-q"]
@@ -84,7 +87,7 @@ def run_cli(pkl: Path, out: Path, threshold: float, device: str, profile: bool) 
     started = time.perf_counter()
     if profiler is not None:
         profiler.enable()
-    code = cluster.main(argv)
+    code = cli_main(argv)
     if profiler is not None:
         profiler.disable()
     wall = time.perf_counter() - started

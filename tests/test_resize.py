@@ -74,7 +74,7 @@ def test_stage_b_equals_stage_a_on_cpu(tmp_path):
 
 
 def test_resize_choice():
-    assert default_resize("cpu") == "torch" and default_resize("cuda:0") == "device"
+    assert default_resize("cpu") == "pil" and default_resize("cuda:0") == "device"
     assert PAD.with_resize("torch").resize == "torch"
     assert Preprocess(32, (0.0,) * 3, (1.0,) * 3, resample=Image.LANCZOS).with_resize("device").resize == "pil"
     with pytest.raises(ValueError, match="available: pil, torch, device"):
