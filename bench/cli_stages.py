@@ -74,12 +74,28 @@ def oracle_forest(groups: np.ndarray):
     return spanning_forest
 
 
+def _cli_main():
+    """This checkout's CLI entry: crop_cluster/cli.py when the checkout has the package, else cluster.py (never an
+    installed copy elsewhere)."""
+    if (REPO / "crop_cluster").is_dir():
+        from crop_cluster.cli import main
+    else:
+        from cluster import main
+    return main
+
+
+def _forest_modules() -> list:
+    """The modules whose `spanning_forest` the CLI calls: clustering.forest, and crop_cluster.clustering.forest in
+    the package layout."""
+    import importlib
+
+    names = ["clustering.forest"] + (["crop_cluster.clustering.forest"] if (REPO / "crop_cluster").is_dir() else [])
+    return [importlib.import_module(name) for name in names]
+
+
 def run_cli(pkl: Path, out: Path, threshold: float, device: str, profile: bool) -> Dict:
     """One in-process CLI run; returns wall seconds, run.json's stage timings and (with profile) the top functions."""
-    try:  # the package layout (crop_cluster/cli.py) or the single-file CLI before it
-        from crop_cluster.cli import main as cli_main
-    except ImportError:
-        from cluster import main as cli_main
+    cli_main = _cli_main()
 
     shutil.rmtree(out, ignore_errors=True)
     argv = ["--embeddings", str(pkl), "-o", str(out), "-th", str(threshold), "-d", device, "--no_report", "-q"]
@@ -116,12 +132,12 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "cli_stages.json")
     args = parser.parse_args(argv)
 
-    import clustering.forest
     import machine
     from outputs.embeddings import write_embeddings
 
     synthetic_groups = _bench_clustering().synthetic_groups
-    original = clustering.forest.spanning_forest
+    modules = _forest_modules()
+    originals = [module.spanning_forest for module in modules]
     results = {}
     scratch = Path(tempfile.mkdtemp(prefix="bench-cli-stages-"))
     try:
@@ -133,10 +149,12 @@ def main(argv=None) -> int:
             del x
             made = round(time.perf_counter() - started, 1)
             if args.graph == "oracle":
-                clustering.forest.spanning_forest = oracle_forest(groups)
+                for module in modules:
+                    module.spanning_forest = oracle_forest(groups)
             runs = [run_cli(pkl, scratch / "out", args.threshold, args.device,
                             args.profile and repeat == args.repeats - 1) for repeat in range(args.repeats)]
-            clustering.forest.spanning_forest = original
+            for module, original in zip(modules, originals):
+                module.spanning_forest = original
             stages = {name: statistics.median(run["stages_s"].get(name, 0.0) for run in runs)
                       for name in runs[0]["stages_s"]}
             results[str(n)] = {"n": n, "d": args.d, "data_made_s": made,
