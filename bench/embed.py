@@ -239,9 +239,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=5000, help="crops for the end-to-end cache timings")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "embed.json")
+    parser.add_argument("--runs", type=int, default=RUNS, help="timed runs per measure (default 3)")
     parser.add_argument("--throughput_only", action="store_true",
                         help="lite0 side by side (resize pil before/pil/torch/device) and parity only")
     args = parser.parse_args(argv)
+    globals()["RUNS"] = args.runs  # the measures read the module's RUNS
 
     import calibrate_threshold
     from embed import load_backend
