@@ -10,7 +10,8 @@ after --budget_s is recorded as skipped):
              (stage B), from --crops generated JPEG crops (bench/crop_maker.py, 40-420 px)
   parity     on the device: pixels of embed.resize against PIL, lite0 embeddings with each resize against PIL's
   graph      the exact graph's spanning forest (clustering.graph.torch_forest_edges) at each --graph_n x 768:
-             the default kernel (Triton on CUDA), the torch kernel, and at the first N the float32 brute force
+             the default kernel (Triton on CUDA); at the first N also Triton with per-candidate atomic compaction,
+             the torch kernel and the float32 brute force
              (float32 tiles, TF32 off), partitions compared; useful TFLOP/s = N^2 * d / seconds
   cli        `cluster.py --embeddings X.pkl -th 0.9` at --cli_n, stage by stage (bench/cli_stages.py, exact graph)
 """
@@ -164,7 +165,8 @@ def _labels(n: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
 
 def section_graph(args, deadline: float) -> Dict:
     import bench_clustering
-    from clustering.graph import torch_forest_edges
+    from clustering import triton_graph
+    from clustering.graph import graph_kernel, torch_forest_edges
 
     device, d, threshold = args.device, 768, 0.9
     warm = bench_clustering.synthetic_groups(4096, d, threshold, seed=1)[0]
@@ -176,11 +178,15 @@ def section_graph(args, deadline: float) -> Dict:
             continue
         x = bench_clustering.synthetic_groups(n, d, threshold, seed=n)[0]
         row: Dict = {}
-        runs = [("default", {}), ("torch_kernel", {"kernel": "torch"})]
-        if position == 0:
-            runs.append(("float32_bruteforce", {"precision": "float32", "kernel": "torch"}))
+        runs = [("default", {})]
+        if position == 0:  # the comparisons at the first N only (the torch kernel alone took 17 s at 10^6)
+            if graph_kernel(device) == "triton":
+                runs.append(("triton_atomic_compaction", {}))
+            runs += [("torch_kernel", {"kernel": "torch"}),
+                     ("float32_bruteforce", {"precision": "float32", "kernel": "torch"})]
         labels = {}
         for name, options in runs:
+            triton_graph.COMPACTION = "atomic" if name == "triton_atomic_compaction" else "scan"
             stats: Dict = {}
             _sync(device)
             started = time.perf_counter()

@@ -23,6 +23,10 @@ INTERPRETER_BLOCKS = (32, 32, 16, 1, 1)
 BAND_ROWS = 16384
 CAPACITY = 1 << 26        # candidate pairs per band (2 x int32 each: 512 MiB); more sends the band to torch tiles
 RESCORE_CHUNK = 1 << 16   # candidate pairs re-scored per gather (2 x chunk x d float32)
+# how a block's candidates are compacted: "scan" (one atomic per block + a prefix sum over the block) or "atomic"
+# (one atomic per candidate); untimed on a GPU so far: bench/gpu_all.py times both, CROP_CLUSTER_GRAPH_COMPACTION
+# overrides
+COMPACTION = os.environ.get("CROP_CLUSTER_GRAPH_COMPACTION", "scan")
 
 _KERNELS: Dict[bool, object] = {}
 
@@ -58,8 +62,11 @@ def _kernel():
 
     @triton.jit
     def candidates_kernel(x_ptr, d, row0, col_block0, n, floor, rows_ptr, cols_ptr, count_ptr, capacity,
-                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-        """x: fp16 (padded, d), padded to a multiple of the blocks and d to a multiple of BLOCK_K (zeros)."""
+                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                          SCAN: tl.constexpr):
+        """x: fp16 (padded, d), padded to a multiple of the blocks and d to a multiple of BLOCK_K (zeros).
+        SCAN: compact a block's candidates by one atomic add and a prefix sum (good for dense blocks); else by one
+        atomic add per candidate (no scan of the whole block: good when blocks hold a few candidates each)."""
         row_start = row0 + tl.program_id(0) * BLOCK_M
         col_start = (col_block0 + tl.program_id(1)) * BLOCK_N
         if col_start + BLOCK_N > row_start + 1:  # else the block lies below the diagonal: no pair i < j in it
@@ -76,7 +83,13 @@ def _kernel():
             keep = (acc >= floor) & (rm[:, None] < rn[None, :]) & (rn[None, :] < n)
             flat = tl.reshape(keep.to(tl.int32), (BLOCK_M * BLOCK_N,))
             total = tl.sum(flat, axis=0)
-            if total > 0:
+            if total > 0 and not SCAN:
+                position = tl.atomic_add(count_ptr + tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32),
+                                         tl.full((BLOCK_M, BLOCK_N), 1, dtype=tl.int64), mask=keep)
+                store = keep & (position < capacity)
+                tl.store(rows_ptr + position, rm[:, None] + rn[None, :] * 0, mask=store)
+                tl.store(cols_ptr + position, rm[:, None] * 0 + rn[None, :], mask=store)
+            if total > 0 and SCAN:
                 base = tl.atomic_add(count_ptr, total.to(tl.int64))
                 position = base + tl.cumsum(flat, axis=0).to(tl.int64) - 1
                 rows = tl.reshape(rm[:, None] + rn[None, :] * 0, (BLOCK_M * BLOCK_N,))
@@ -102,10 +115,11 @@ def padded_half(x32, blocks: Tuple[int, int, int, int, int]):
 
 
 def band_candidates(half, n: int, floor: float, r0: int, r1: int, capacity: int,
-                    blocks: Tuple[int, int, int, int, int], buffers=None):
+                    blocks: Tuple[int, int, int, int, int], buffers=None, compaction: str = ""):
     """Candidate pairs (rows int32, cols int32; global, rows < cols < n) of rows r0..r1 (r0 a multiple of
     BLOCK_M) against every later column, with fp16 score >= floor; (None, None, count) when more than `capacity`.
-    buffers: (rows, cols, counter) device tensors to reuse (capacity int32 each, one int64)."""
+    buffers: (rows, cols, counter) device tensors to reuse (capacity int32 each, one int64). compaction: 'scan' or
+    'atomic' (see the kernel's SCAN); '' = COMPACTION."""
     import torch
     import triton
 
@@ -119,7 +133,8 @@ def band_candidates(half, n: int, floor: float, r0: int, r1: int, capacity: int,
     grid = (triton.cdiv(r1 - r0, block_m), triton.cdiv(half.shape[0], block_n) - col_block0)
     options = {} if interpreting() else {"num_warps": warps, "num_stages": stages}
     _kernel()[grid](half, half.shape[1], r0, col_block0, n, float(floor), rows, cols, counter, capacity,
-                    BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, **options)
+                    BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+                    SCAN=(compaction or COMPACTION) == "scan", **options)
     count = int(counter.item())
     if count > capacity:
         return None, None, count
@@ -146,8 +161,8 @@ def rescore(exact, rows, cols, threshold: float, chunk: int = RESCORE_CHUNK):
 
 
 def triton_edge_blocks(exact, n: int, threshold: float, margin: float, counts: Dict, band_rows: int = BAND_ROWS,
-                       capacity: int = 0, blocks: Optional[Tuple[int, int, int, int, int]] = None
-                       ) -> Iterator[Tuple[str, int, int, object]]:
+                       capacity: int = 0, blocks: Optional[Tuple[int, int, int, int, int]] = None,
+                       compaction: str = "") -> Iterator[Tuple[str, int, int, object]]:
     """For each band of rows: ("edges", r0, r1, (rows, cols, sims) on the device) with float32 cosine >= threshold,
     or ("dense", r0, r1, None) when the band has more than `capacity` candidates (the caller computes it otherwise).
 
@@ -168,7 +183,8 @@ def triton_edge_blocks(exact, n: int, threshold: float, margin: float, counts: D
     for r0 in range(0, n, band_rows):
         r1 = min(r0 + band_rows, n)
         counts["bands"] += 1
-        rows, cols, count = band_candidates(half, n, threshold - margin, r0, r1, capacity, blocks, buffers)
+        rows, cols, count = band_candidates(half, n, threshold - margin, r0, r1, capacity, blocks, buffers,
+                                            compaction)
         counts["candidates"] += count
         if rows is None:
             counts["bands_dense"] += 1

@@ -15,9 +15,11 @@ from clustering.graph import graph_kernel, threshold_edges, torch_forest_edges  
 from triton_shared import blobs, brute, partition  # noqa: E402
 
 
+@pytest.mark.parametrize("compaction", ["scan", "atomic"])
 @pytest.mark.parametrize("n, d, threshold, band", [(150, 48, 0.8, 64), (97, 20, 0.6, 32)])
-def test_interpreted_kernel_edges_equalbrute_force(n, d, threshold, band):
+def test_interpreted_kernel_edges_equal_brute_force(n, d, threshold, band, compaction, monkeypatch):
     """Odd n and d (padding rows and columns), several bands, blocks on and off the diagonal."""
+    monkeypatch.setattr(triton_graph, "COMPACTION", compaction)
     x = blobs(n, d)
     stats = {}
     blocks = list(threshold_edges(x, threshold, "cpu", kernel="triton", tile_rows=band, stats=stats))
@@ -30,7 +32,7 @@ def test_interpreted_kernel_edges_equalbrute_force(n, d, threshold, band):
     assert np.allclose(sims, np.sum(x[rows] * x[cols], axis=1), atol=1e-6)
 
 
-def test_interpreted_forest_samepartition_as_torch_path():
+def test_interpreted_forest_same_partition_as_torch_path():
     x = blobs(160, 32, seed=3)
     stats = {}
     rows, cols, _ = torch_forest_edges(x, 0.75, "cpu", kernel="triton", stats=stats)
