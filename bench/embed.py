@@ -56,22 +56,83 @@ def tiny_dino_folder(folder: Path, size: str) -> str:
     return str(folder)
 
 
-def throughput(backend, files: List[str], batch_size: int = 32) -> Dict:
-    """Median images/s of embed_files over RUNS runs (after one warm-up batch) and the decode/model split."""
-    from crop_cluster.embed.base import embed_files
-
-    embed_files(backend, files[:batch_size], batch_size=batch_size, num_workers=0, progress=False)
-    runs = []
-    for _ in range(RUNS):
-        started = time.perf_counter()
-        result = embed_files(backend, files, batch_size=batch_size, num_workers=0, progress=False)
-        runs.append((time.perf_counter() - started, result.seconds))
-    wall, seconds = sorted(runs, key=lambda run: run[0])[len(runs) // 2]
-    return {"images": len(files), "batch_size": batch_size, "runtime": backend.runtime,
+def _summary(backend, files: List[str], batch_size: int, runs: List, resize: str) -> Dict:
+    """runs: (wall s, EmbedResult.seconds, process CPU s) per run. images_per_cpu_s: images per second of this
+    process's CPU time (all its threads), which other processes' load on a shared machine disturbs far less than
+    wall time; on 2 otherwise idle cores wall ~ CPU time / 2 when the model keeps both busy."""
+    wall, seconds, _ = sorted(runs, key=lambda run: run[0])[len(runs) // 2]
+    cpu = statistics.median(run[2] for run in runs)
+    return {"images": len(files), "batch_size": batch_size, "runtime": backend.runtime, "resize": resize,
             "images_per_s": round(len(files) / wall, 1), "wall_s": round(wall, 2),
+            "images_per_cpu_s": round(len(files) / cpu, 1), "cpu_s": round(cpu, 2),
+            "all_runs_images_per_cpu_s": [round(len(files) / run[2], 1) for run in runs],
             "decode_s": seconds["decode"], "model_s": seconds["model"],
             "decode_share": round(seconds["decode"] / wall, 3), "model_share": round(seconds["model"] / wall, 3),
-            "all_runs_images_per_s": [round(len(files) / w, 1) for w, _ in runs]}
+            "all_runs_images_per_s": [round(len(files) / run[0], 1) for run in runs]}
+
+
+def throughput(backend, files: List[str], batch_size: int = 32, resize: str = "torch") -> Dict:
+    """Median images/s of embed_files over RUNS runs (after one warm-up batch) and the decode/model split."""
+    return side_by_side({resize: backend}, files, batch_size)[resize]
+
+
+class _LegacyNormalise:
+    """The normalisation before issue 17, (batch.float() - mean) / std (three full-size float tensors): the
+    baseline row 'pil_before' of the side-by-side throughput."""
+
+    def __init__(self, preprocess):
+        self.preprocess = preprocess
+
+    def __getattr__(self, name):
+        return getattr(self.preprocess, name)
+
+    def with_resize(self, resize):
+        return _LegacyNormalise(self.preprocess.with_resize(resize))
+
+    def normalise(self, batch):
+        import torch
+
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=batch.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32, device=batch.device).view(1, 3, 1, 1)
+        return (batch.float() - mean) / std
+
+
+class _Before:
+    """A backend wrapper whose preprocessing normalises as before issue 17 (resize 'pil')."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.preprocess = _LegacyNormalise(backend.preprocess)
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+    def embed_batch(self, batch):
+        return self.backend.embed_batch(batch)
+
+
+def side_by_side(variants: Dict, files: List[str], batch_size: int = 32) -> Dict:
+    """{name: backend or (backend, resize)}: embed_files for each, interleaved run by run (RUNS rounds after one
+    warm-up batch each) so that the load of this shared machine hits every variant alike; medians per variant.
+    A name 'pil_before' runs resize 'pil' with the normalisation before issue 17 (the baseline)."""
+    from crop_cluster.embed.base import embed_files
+
+    plans = {}
+    for name, value in variants.items():
+        backend, resize = value if isinstance(value, tuple) else (value, name)
+        if name == "pil_before":
+            backend, resize = _Before(backend), "pil"
+        plans[name] = (backend, resize)
+    runs: Dict[str, List] = {name: [] for name in plans}
+    for name, (backend, resize) in plans.items():
+        embed_files(backend, files[:batch_size], batch_size=batch_size, num_workers=0, progress=False, resize=resize)
+    for _ in range(RUNS):
+        for name, (backend, resize) in plans.items():
+            started, cpu = time.perf_counter(), time.process_time()
+            result = embed_files(backend, files, batch_size=batch_size, num_workers=0, progress=False, resize=resize)
+            runs[name].append((time.perf_counter() - started, result.seconds, time.process_time() - cpu))
+    return {name: _summary(backend, files, batch_size, runs[name], resize)
+            for name, (backend, resize) in plans.items()}
 
 
 def draft_speed(folder: Path) -> Dict:
@@ -96,6 +157,35 @@ def draft_speed(folder: Path) -> Dict:
         timings[name] = round(statistics.median(runs), 2)
     timings["speedup"] = round(timings["full_decode_ms"] / timings["draft_decode_ms"], 2)
     return timings
+
+
+class _Done(Exception):
+    """--throughput_only: the remaining sections are skipped."""
+
+
+def parity(backend, generated: List[str]) -> Dict:
+    """Pixel and embedding parity of torch's resize against PIL's on the generated crops, the example's crops (made
+    in a scratch folder by example/make_example.py) and ../shared/data/biodivx-crops when present."""
+    from crop_cluster.embed.parity import embedding_parity, pixel_parity
+
+    sets = {"generated_jpeg": generated}
+    shared = REPO.parent / "shared" / "data" / "biodivx-crops"
+    if shared.is_dir():
+        sets["biodivx_crops"] = sorted(str(p) for p in shared.iterdir() if p.suffix.lower() == ".png")
+    example = Path(tempfile.mkdtemp(prefix="bench-example-"))
+    try:
+        subprocess.run([sys.executable, str(REPO / "example" / "make_example.py"), "--out", str(example / "crops"),
+                        "--labels", str(example / "labels.csv")], check=True, capture_output=True)
+        sets["example"] = sorted(str(p) for p in (example / "crops").rglob("*")
+                                 if p.is_file() and p.name != "broken.jpg")
+        report = {}
+        for name, files in sets.items():
+            report[name] = {"pixels_uint8_cpu": pixel_parity(files, backend.preprocess),
+                            "pixels_float32_passes": pixel_parity(files, backend.preprocess, uint8=False),
+                            "embeddings": embedding_parity(backend, files)}
+        return report
+    finally:
+        shutil.rmtree(example, ignore_errors=True)
 
 
 def cli(crops: Path, out: Path, *extra: str) -> Dict:
@@ -149,7 +239,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=5000, help="crops for the end-to-end cache timings")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "embed.json")
+    parser.add_argument("--runs", type=int, default=RUNS, help="timed runs per measure (default 3)")
+    parser.add_argument("--throughput_only", action="store_true",
+                        help="lite0 side by side (resize pil before/pil/torch/device) and parity only")
     args = parser.parse_args(argv)
+    globals()["RUNS"] = args.runs  # the measures read the module's RUNS
 
     import calibrate_threshold
     from crop_cluster.embed import load_backend
@@ -167,8 +261,17 @@ def main(argv=None) -> int:
         started = time.perf_counter()
         onnx = load_backend("lite0", "cpu")
         results["onnx_export_and_load_s"] = round(time.perf_counter() - started, 2)
-        results["throughput"]["lite0_onnxruntime"] = throughput(onnx, files[:512])
+        lite0_rows = side_by_side({"pil_before": onnx, "pil": onnx, "torch": onnx, "device": onnx}, files[:512])
+        results["throughput"].update({f"lite0_onnxruntime_{name}": row for name, row in lite0_rows.items()})
+        results["throughput"]["lite0_onnxruntime"] = lite0_rows["torch"]
+        results["lite0_torch_resize_over_pil_before"] = round(lite0_rows["torch"]["images_per_s"]
+                                                              / lite0_rows["pil_before"]["images_per_s"], 3)
+        results["lite0_torch_resize_over_pil"] = round(lite0_rows["torch"]["images_per_s"]
+                                                       / lite0_rows["pil"]["images_per_s"], 3)
+        results["parity"] = parity(onnx, files[:200])
         del onnx
+        if args.throughput_only:
+            raise _Done
         results["throughput"]["lite0_torch_channels_last"] = throughput(Lite0Backend("cpu", "efficientnet-lite0",
                                                                                      onnx=False), files[:128])
         for size, n in (("vit_s14", 64), ("vit_b14", 32)):
@@ -180,6 +283,8 @@ def main(argv=None) -> int:
                                            / lite0["lite0_torch_channels_last"]["images_per_s"], 2)
         results["draft"] = draft_speed(scratch)
         results["cli"] = cli_timings(crops, scratch)
+    except _Done:
+        pass
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     document = {"machine": {**calibrate_threshold.machine_info(), "gpu": None,
@@ -191,9 +296,13 @@ def main(argv=None) -> int:
                                       "ratios of one run, not absolute figures across runs"},
                 "n_crops": args.n, "runs": RUNS, **results}
     args.out.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    print(f"{'model':28} {'img/s':>7} {'decode':>7} {'model':>7}")
+    print(f"{'model':32} {'img/s':>7} {'img/cpu-s':>9} {'decode':>7} {'model':>7}")
     for name, row in results["throughput"].items():
-        print(f"{name:28} {row['images_per_s']:7.1f} {row['decode_share']:7.0%} {row['model_share']:7.0%}")
+        print(f"{name:32} {row['images_per_s']:7.1f} {row['images_per_cpu_s']:9.1f} {row['decode_share']:7.0%} "
+              f"{row['model_share']:7.0%}")
+    if args.throughput_only:
+        print(f"written {args.out}")
+        return 0
     print(f"onnxruntime / torch: {results['onnx_over_torch']}x; draft decode speed-up {results['draft']['speedup']}x")
     c = results["cli"]
     print(f"cli {c['images']} crops: first {c['first_run_s']} s, re-run other threshold "

@@ -9,8 +9,10 @@ low-precision error for unit vectors: inputs rounded with unit roundoff u give a
 <= (2u + u^2) * sum|x_i y_i| <= 2u + u^2, and rounding the output adds <= u (bf16: u = 2^-8 -> 0.0118 <= 0.02;
 fp16: u = 2^-11 -> 0.0015 <= 0.01). On the CPU the tiles are scanned by compiled kernels (clustering.scan); on CUDA
 by torch ops, and `torch_forest_edges` keeps the edges on the GPU and folds them there into a maximum spanning forest
-(Boruvka), so only the forest (at most N - 1 edges) reaches the host. Memory is bounded by one tile whatever N: never
-an N x N matrix.
+(Boruvka), so only the forest (at most N - 1 edges) reaches the host. On CUDA with the `triton` package the fp16
+candidates come from one fused kernel instead (product, threshold and compaction, clustering.triton_graph), then are
+re-scored in float32 as above; without triton (or CUDA) the torch ops do it. Memory is bounded by one tile whatever N:
+never an N x N matrix.
 """
 from __future__ import annotations
 
@@ -90,6 +92,13 @@ def plan_graph(n: int, d: int, device: str = "cpu", precision: str = "auto") -> 
     return GraphPlan(device, precision, MARGIN[precision], *CPU_TILE)
 
 
+def _plan(n: int, d: int, device: str, precision: str, use_triton: bool) -> GraphPlan:
+    """plan_graph, with float16 tiles for the Triton kernel (also on the CPU under TRITON_INTERPRET=1)."""
+    if use_triton and device == "cpu":
+        return GraphPlan(device, "float16", MARGIN["float16"], *CPU_TILE)
+    return plan_graph(n, d, device, "float16" if use_triton else precision)
+
+
 @contextlib.contextmanager
 def _exact_float32_matmul():
     """Disable TF32 inside the block so that float32 re-scoring on CUDA is true float32."""
@@ -103,9 +112,30 @@ def _exact_float32_matmul():
         torch.backends.cuda.matmul.allow_tf32 = previous
 
 
+KERNELS = ("auto", "torch", "triton")
+
+
+def graph_kernel(device: str, precision: str = "auto", kernel: str = "auto") -> str:
+    """'triton' or 'torch': what scores the tiles of a torch-device graph. auto: triton on CUDA when the package is
+    installed and the precision is fp16 (auto or float16), else torch. 'triton' when it cannot run: ValueError."""
+    from crop_cluster.clustering.triton_graph import interpreting, triton_usable
+
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown graph kernel '{kernel}'; available: {', '.join(KERNELS)}")
+    fp16 = precision in ("auto", "float16")
+    if kernel == "triton":
+        if not fp16 or not triton_usable(device):
+            raise ValueError(f"graph kernel 'triton' needs the triton package, CUDA (or TRITON_INTERPRET=1) and "
+                             f"float16 tiles; got device {device}, precision {precision}")
+        return "triton"
+    if kernel == "auto" and fp16 and device.startswith("cuda") and not interpreting() and triton_usable(device):
+        return "triton"
+    return "torch"
+
+
 def threshold_edges(embeddings: np.ndarray, threshold: float, device: str = "cpu", precision: str = "auto",
                     tile_rows: int = 0, tile_cols: int = 0, stats: Optional[Dict] = None,
-                    block: Optional[Tuple[int, int, int, int]] = None) -> Iterator[Edges]:
+                    block: Optional[Tuple[int, int, int, int]] = None, kernel: str = "auto") -> Iterator[Edges]:
     """Yield edge blocks (rows int64, cols int64, sims float32) with rows < cols and float32 cosine >= threshold.
 
     embeddings: float32 (n, d), rows L2-normalised (the margin argument needs unit rows). Every qualifying pair is
@@ -113,29 +143,35 @@ def threshold_edges(embeddings: np.ndarray, threshold: float, device: str = "cpu
     `stats`, when given, receives the plan and how the tiles were scored (for run.json).
     block: (r0, r1, c0, c1): only the tiles of the whole graph's grid whose first row lies in [r0, r1) and first
     column in [c0, c1), computed whole (a worker's share of the upper triangle, engines/): blocks that partition
-    the tile starts yield together exactly the edges of one whole-graph pass.
+    the tile starts yield together exactly the edges of one whole-graph pass (always on the tile path, never the
+    fused kernel, whose bands are another grid). kernel: for a torch device (not the CPU path), see `graph_kernel`.
     """
     x32 = np.ascontiguousarray(embeddings, dtype=np.float32)
     n, d = x32.shape
-    plan = plan_graph(n, d, device, precision)
+    use_triton = block is None and (device != "cpu" or kernel == "triton") \
+        and graph_kernel(device, precision, kernel) == "triton"
+    tiles = _triton_tiles if use_triton else _cpu_tiles if device == "cpu" else _torch_tiles
+    plan = _plan(n, d, device, precision, use_triton)
     plan = GraphPlan(plan.device, plan.precision, plan.margin, tile_rows or plan.tile_rows,
                      tile_cols or plan.tile_cols)
     counts = {"tiles": 0, "tiles_float32": 0, "tiles_dense": 0}
     if stats is not None:
         stats.update(device=plan.device, precision=plan.precision, rescore_margin=plan.margin,
-                     tile=[plan.tile_rows, plan.tile_cols], tile_counts=counts)
-    tiles = _cpu_tiles if plan.device == "cpu" else _torch_tiles
-    yield from tiles(x32, threshold, plan, counts, block)
+                     tile=[plan.tile_rows, plan.tile_cols], tile_counts=counts,
+                     kernel="triton" if tiles is _triton_tiles else "torch")
+    yield from tiles(x32, threshold, plan, counts, block) if block is not None else tiles(x32, threshold, plan, counts)
 
 
-def _tile_starts(n: int, plan: GraphPlan, block: Optional[Tuple[int, int, int, int]] = None
-                 ) -> Iterator[Tuple[int, int, int, int]]:
+def _tile_starts(n: int, plan: GraphPlan, block: Optional[Tuple[int, int, int, int]] = None,
+                 rows: Optional[Tuple[int, int]] = None) -> Iterator[Tuple[int, int, int, int]]:
     """(r0, r1, c0, c1) of every tile of the upper triangle, row blocks of plan.tile_rows x plan.tile_cols; with
-    `block` (r0, r1, c0, c1), only the tiles of that grid whose start (r0, c0) lies inside it (whole tiles)."""
-    for r0 in range(0, n, plan.tile_rows):
+    `block` (r0, r1, c0, c1), only the tiles of that grid whose start (r0, c0) lies inside it (whole tiles);
+    rows=(start, stop): only the row blocks of those rows (start a multiple of plan.tile_rows, or its only block)."""
+    start, stop = rows or (0, n)
+    for r0 in range(start, stop, plan.tile_rows):
         for c0 in range(r0, n, plan.tile_cols):
             if block is None or (block[0] <= r0 < block[1] and block[2] <= c0 < block[3]):
-                yield r0, min(r0 + plan.tile_rows, n), c0, min(c0 + plan.tile_cols, n)
+                yield r0, min(r0 + plan.tile_rows, stop), c0, min(c0 + plan.tile_cols, n)
 
 
 def _use_fast_pass(counts: Dict) -> bool:
@@ -182,14 +218,39 @@ def _torch_tiles(x32: np.ndarray, threshold: float, plan: GraphPlan, counts: Dic
         yield rows.cpu().numpy(), cols.cpu().numpy(), sims.float().cpu().numpy()
 
 
+def _triton_tiles(x32: np.ndarray, threshold: float, plan: GraphPlan, counts: Dict) -> Iterator[Edges]:
+    """The edges of `_triton_tile_loop`, block by block on the host."""
+    for rows, cols, sims in _triton_tile_loop(x32, threshold, plan, counts):
+        yield rows.cpu().numpy(), cols.cpu().numpy(), sims.float().cpu().numpy()
+
+
+def _triton_tile_loop(x32: np.ndarray, threshold: float, plan: GraphPlan, counts: Dict):
+    """Edge blocks (torch tensors on plan.device) from the fused Triton kernel (clustering.triton_graph), band by
+    band; a band with too many candidates for the kernel's buffer is computed by `_torch_tile_loop` instead."""
+    import torch
+
+    from crop_cluster.clustering.triton_graph import triton_edge_blocks
+
+    exact = torch.from_numpy(x32).to(plan.device)
+    band_rows = max(plan.tile_rows, 1)
+    with torch.inference_mode():
+        for kind, r0, r1, block in triton_edge_blocks(exact, x32.shape[0], threshold, plan.margin, counts,
+                                                      band_rows=band_rows):
+            if kind == "dense":
+                band_plan = GraphPlan(plan.device, plan.precision, plan.margin, r1 - r0, plan.tile_cols)
+                yield from _torch_tile_loop(x32, threshold, band_plan, counts, rows=(r0, r1))
+            elif block[0].numel():
+                yield block
+
+
 def _torch_tile_loop(x32: np.ndarray, threshold: float, plan: GraphPlan, counts: Dict,
-                     block: Optional[Tuple[int, int, int, int]] = None):
+                     block: Optional[Tuple[int, int, int, int]] = None, rows: Optional[Tuple[int, int]] = None):
     """Edge blocks (rows int64, cols int64, sims float32: torch tensors on plan.device, global row numbers).
 
     Tiles are scored with torch ops; low-precision candidates are re-scored one by one while they are few, by one
     float32 product of the tile when they are many (RESCORE_GATHER_SHARE). The vectors are padded on the device
     with zero rows to a multiple of GPU_TILE_ALIGN so that every tile is an aligned width; pairs with a padding row
-    are dropped (they can only pass a threshold <= 0).
+    are dropped (they can only pass a threshold <= 0). rows=(start, stop): only those rows' tiles (see _tile_starts).
     """
     import torch
 
@@ -202,7 +263,7 @@ def _torch_tile_loop(x32: np.ndarray, threshold: float, plan: GraphPlan, counts:
     fast = exact.to(getattr(torch, plan.precision)) if low_precision else exact
     with torch.inference_mode(), _exact_float32_matmul():
         for r0, r1, c0, c1 in _tile_starts(padded, plan, block and tuple(padded if end >= n else end
-                                                                          for end in block)):
+                                                                          for end in block), rows):
             counts["tiles"] += 1
             low_precision = low_precision and _use_fast_pass(counts)
             source = fast if low_precision else exact
@@ -232,26 +293,29 @@ def _torch_tile_loop(x32: np.ndarray, threshold: float, plan: GraphPlan, counts:
 
 
 def torch_forest_edges(embeddings: np.ndarray, threshold: float, device: str, precision: str = "auto",
-                       max_pending: int = 0, stats: Optional[Dict] = None) -> Edges:
+                       max_pending: int = 0, stats: Optional[Dict] = None, kernel: str = "auto") -> Edges:
     """The edges (rows int64, cols int64 with rows < cols, sims float32) of a maximum spanning forest of the pairs
     with cosine >= threshold, computed on a torch device (CUDA): the tiles of `threshold_edges`, their edges kept on
     the device and folded there into a forest (`_torch_spanning_forest`) whenever more than `max_pending` (default
     max(4n, 2^24)) accumulate. Only the forest (at most n - 1 edges) is copied to the host, and the CPU does no
-    per-edge work. stats: as for `threshold_edges`, plus 'edges' (pairs found).
+    per-edge work. stats: as for `threshold_edges`, plus 'edges' (pairs found). kernel: see `graph_kernel`.
     """
     import torch
 
     x32 = np.ascontiguousarray(embeddings, dtype=np.float32)
     n, d = x32.shape
-    plan = plan_graph(n, d, device, precision)
+    use_triton = graph_kernel(device, precision, kernel) == "triton"
+    plan = _plan(n, d, device, precision, use_triton)
     counts = {"tiles": 0, "tiles_float32": 0, "tiles_dense": 0}
     if stats is not None:
         stats.update(device=plan.device, precision=plan.precision, rescore_margin=plan.margin,
-                     tile=[plan.tile_rows, plan.tile_cols], tile_counts=counts, forest_on="device")
+                     tile=[plan.tile_rows, plan.tile_cols], tile_counts=counts, forest_on="device",
+                     kernel="triton" if use_triton else "torch")
+    loop = _triton_tile_loop if use_triton else _torch_tile_loop
     limit = max_pending or max(4 * n, 1 << 24)
     parts: List = []
     pending = found = 0
-    for block in _torch_tile_loop(x32, threshold, plan, counts):
+    for block in loop(x32, threshold, plan, counts):
         parts.append(block)
         pending += block[0].numel()
         found += block[0].numel()

@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--batch_size", "--batch-size", type=int, help="images per model call (default 32 on CPU, 128 on GPU)")
     add("--num_workers", "--num-workers", type=int,
         help="processes decoding images (default: 0 on 2-core CPUs, up to 8 with a GPU)")
+    add("--resize", choices=["pil", "torch", "device"],
+        help="who fits crops to the model input: pil (default on CPU: reproducible), torch (torch's resize in the "
+             "decoding workers, faster), device (the model's device fits each batch; default on a GPU)")
     add("--cache_dir", "--cache-dir", metavar="DIR",
         help="embedding cache folder, shared by runs with any -o (default: OUT/embed_cache); cached crops are never "
              "embedded again, and a killed run resumes from its last checkpoint")

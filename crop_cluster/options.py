@@ -40,6 +40,7 @@ class Options:
     save_embs: bool = False
     batch_size: Optional[int] = None
     num_workers: int = -1
+    resize: Optional[str] = None                 # who fits crops to the model input; None = by device
     cache_dir: Optional[str] = None
     max_cluster_size: int = 0
     linkage: str = "ward"
@@ -88,6 +89,11 @@ class Options:
                               f"(typical values 0.6 to 0.95)")
         if self.batch_size is not None and self.batch_size < 1:
             raise OptionsError(f"--batch_size {self.batch_size}: must be at least 1")
+        if self.resize is not None and self.resize not in ("pil", "torch", "device"):
+            raise OptionsError(f"--resize {self.resize}: use pil, torch or device")
+        if self.resize not in (None, "pil") and self.engine == "ray":
+            raise OptionsError(f"--resize {self.resize} applies to --engine local; the Ray engine's decoding tasks fit "
+                               f"crops with PIL (drop --resize)")
         if self.num_workers < -1:
             raise OptionsError(f"--num_workers {self.num_workers}: use 0 (decode in the main process), a positive "
                               f"number, or -1 for the default")

@@ -187,7 +187,7 @@ def embed_files(options: Options, files: List[str], state: Run) -> Crops:
         digests = [groups.digests[i] for i in groups.representatives]
         cached = embed(engine_of(options), cache, [files[i] for i in groups.representatives], digests, options.embed,
                        options.from_pretrained, options.device, options.batch_size, options.num_workers,
-                       options.progress)
+                       options.progress, options.resize)
     state.info.update(model=model_id(options.embed, model_path), **cached.info)
     state.skipped.extend(cached.result.skipped)
     crops, copies_lost = crops_from_embedded(files, groups, groups.representatives, cached.result,

@@ -31,7 +31,8 @@ class EmbedResult:
     """embeddings: float32 (n_ok, d), L2-normalised; row k belongs to files[ok_index[k]].
 
     ok_index: int64 (n_ok,) positions in the input list, increasing; skipped: (path, reason) for the others.
-    seconds: where the time went: 'decode' (waiting for decoded batches), 'model' (inference incl. transfers).
+    seconds: where the time went: 'decode' (waiting for decoded batches), 'model' (inference incl. transfers and,
+    with resize 'device', fitting the crops there).
     extras: float32 (n_ok, e), what the backend outputs beside the embedding (e.g. the hierarchical backend's
     per-level predictions, embed/hierarchical.py), row k for files[ok_index[k]]; None for backends without.
     """
@@ -142,22 +143,29 @@ class _BatchRunner:
 
 
 def embed_files(backend: EmbeddingBackend, files: Sequence[str], batch_size: int = 32, num_workers: int = -1,
-                progress: bool = True, on_batch: Optional[BatchCallback] = None) -> EmbedResult:
+                progress: bool = True, on_batch: Optional[BatchCallback] = None,
+                resize: Optional[str] = None) -> EmbedResult:
     """Embed `files` with `backend`: decode in `num_workers` processes (-1 = default), batches of `batch_size`.
 
+    resize: who fits the crops to the model input (embed.resize.RESIZERS: 'pil', 'torch' in the workers, 'device'
+    on the model's device); None = embed.resize.default_resize of the backend's device.
     Files that cannot be decoded are listed in `skipped` with a reason and left out of `embeddings`.
     """
+    import functools
+
     import torch
     from tqdm import tqdm
 
     from crop_cluster.embed.data import ImageDataset, collate
+    from crop_cluster.embed.resize import default_resize
 
     if num_workers < 0:
         num_workers = default_num_workers(backend.device)
     on_cuda = backend.device.startswith("cuda")
+    preprocess = backend.preprocess.with_resize(resize or default_resize(backend.device))
     loader = torch.utils.data.DataLoader(
-        ImageDataset(files, backend.preprocess), batch_size=batch_size, shuffle=False, num_workers=num_workers,
-        collate_fn=collate, pin_memory=on_cuda,
+        ImageDataset(files, preprocess), batch_size=batch_size, shuffle=False, num_workers=num_workers,
+        collate_fn=functools.partial(collate, stack=preprocess.resize != "device"), pin_memory=on_cuda,
         worker_init_fn=_nicer_worker if on_cuda and num_workers and GPU_WORKER_NICENESS else None)
     run_batch = _BatchRunner(backend, batch_size)
     rows: List[np.ndarray] = []
@@ -179,7 +187,7 @@ def embed_files(backend: EmbeddingBackend, files: Sequence[str], batch_size: int
             vectors, extras = np.zeros((0, 0), np.float32), None
             if batch is not None:
                 started = time.perf_counter()
-                vectors, extras = run_batch(batch.to(backend.device, non_blocking=True))
+                vectors, extras = run_batch(preprocess.to_device(batch, backend.device))
                 seconds["model"] += time.perf_counter() - started
                 rows.append(vectors)
                 if extras is not None:

@@ -223,12 +223,12 @@ class CachedEmbeddings:
 
 
 def embed_with_cache(cache: EmbeddingCache, files: Sequence[str], digests: Sequence[str], load: Callable[[], object],
-                     batch_size: Optional[int] = None, num_workers: int = -1, progress: bool = True
-                     ) -> CachedEmbeddings:
+                     batch_size: Optional[int] = None, num_workers: int = -1, progress: bool = True,
+                     resize: Optional[str] = None) -> CachedEmbeddings:
     """Embed `files` (contents `digests`, hex), reusing cached vectors and caching new ones every CHECKPOINT_SECONDS.
 
     load(): the backend; called only when something is missing, so a fully cached run never loads the model.
-    batch_size None: default_batch_size of the backend's device.
+    batch_size None: default_batch_size of the backend's device. resize: as for embed_files (None: its default).
     """
     from crop_cluster.embed.base import default_batch_size, embed_files
 
@@ -243,11 +243,15 @@ def embed_with_cache(cache: EmbeddingCache, files: Sequence[str], digests: Seque
         backend = load()
         seconds["load_model"] = round(time.perf_counter() - started, 3)
         batch_size = batch_size or default_batch_size(backend.device)
-        info = {"device": backend.device, "runtime": backend.runtime, "batch_size": batch_size}
+        from crop_cluster.embed.resize import default_resize
+
+        info = {"device": backend.device, "runtime": backend.runtime, "batch_size": batch_size,
+                "resize": backend.preprocess.with_resize(resize or default_resize(backend.device)).resize}
         log.info("embedding %d images with %s on %s (%s); %d found in the cache", missing.size, backend.model_id,
                  backend.device, backend.runtime, int(lookup.found.sum()))
         checkpoint = _Checkpointer(cache, [digests[i] for i in missing])
-        fresh = embed_files(backend, [files[i] for i in missing], batch_size, num_workers, progress, checkpoint)
+        fresh = embed_files(backend, [files[i] for i in missing], batch_size, num_workers, progress, checkpoint,
+                            resize)
         checkpoint.flush()
         cache.compact()
         seconds.update(fresh.seconds)

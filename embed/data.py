@@ -70,10 +70,15 @@ class Preprocess:
     std: Tuple[float, float, float]
     geometry: str = "pad"
     resample: int = Image.BICUBIC
+    resize: str = "pil"
 
     def __post_init__(self) -> None:
+        from crop_cluster.embed.resize import RESIZERS
+
         if self.geometry not in GEOMETRIES:
             raise ValueError(f"unknown geometry '{self.geometry}'; available: {', '.join(GEOMETRIES)}")
+        if self.resize not in RESIZERS:
+            raise ValueError(f"unknown resize '{self.resize}'; available: {', '.join(RESIZERS)}")
 
     @property
     def key(self) -> str:
@@ -82,12 +87,41 @@ class Preprocess:
         return (f"{self.geometry}{self.size};r{self.resample};m{numbers(self.mean)};s{numbers(self.std)};"
                 f"draft;white")
 
+    def with_resize(self, resize: str) -> "Preprocess":
+        """This preprocessing with the resize done by `resize` (embed.resize.RESIZERS): 'pil' (PIL in the decoding
+        workers), 'torch' (torch in the workers, stage A) or 'device' (the workers only decode; `to_device` fits the
+        batch on the model's device, stage B). A filter without a torch twin (embed.resize.TORCH_MODES) keeps PIL."""
+        from dataclasses import replace
+
+        from crop_cluster.embed.resize import TORCH_MODES, RESIZERS
+
+        if resize not in RESIZERS:
+            raise ValueError(f"unknown resize '{resize}'; available: {', '.join(RESIZERS)}")
+        return replace(self, resize=resize if int(self.resample) in TORCH_MODES else "pil")
+
     def load(self, path: str):
-        """uint8 tensor (3, size, size) of the image at `path`; raises like `load_rgb`."""
+        """uint8 tensor of the image at `path`: (3, size, size), or with resize 'device' the decoded crop at its own
+        size (3, h, w); raises like `load_rgb`."""
         import torch
 
-        pixels = np.asarray(self.fit(load_rgb(path, (self.size, self.geometry))))
-        return torch.from_numpy(pixels.transpose(2, 0, 1).copy())
+        image = load_rgb(path, (self.size, self.geometry))
+        if self.resize == "pil":
+            return torch.from_numpy(np.asarray(self.fit(image)).transpose(2, 0, 1).copy())
+        pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)  # (3, h, w) view of the (h, w, 3) copy
+        if self.resize == "device":
+            return pixels
+        from crop_cluster.embed.resize import fit_tensor, torch_mode
+
+        return fit_tensor(pixels, self.size, self.geometry, torch_mode(self.resample))
+
+    def to_device(self, batch, device: str):
+        """A collated batch -> uint8 (B, 3, size, size) on `device`: a stacked tensor is moved there; a list of
+        crops at their own sizes (resize 'device') is fitted there by embed.resize.fit_batch."""
+        if isinstance(batch, list):
+            from crop_cluster.embed.resize import fit_batch, torch_mode
+
+            return fit_batch(batch, self.size, self.geometry, torch_mode(self.resample), device)
+        return batch.to(device, non_blocking=True)
 
     def fit(self, image: Image.Image) -> Image.Image:
         """RGB image -> RGB image of size x size with this geometry. "pad" pads to a square first and then resizes
@@ -120,7 +154,8 @@ class Preprocess:
 
         mean = torch.tensor(self.mean, dtype=torch.float32, device=batch.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, dtype=torch.float32, device=batch.device).view(1, 3, 1, 1)
-        return (batch.float() - mean) / std
+        # in place on one fresh float copy: the same values as (batch.float() - mean) / std, ~3x faster on a CPU
+        return batch.to(torch.float32, copy=True).sub_(mean).div_(std)
 
 
 class ImageDataset:
@@ -141,11 +176,12 @@ class ImageDataset:
             return index, describe_error(error)
 
 
-def collate(items: List[Tuple[int, object]]):
-    """Split a list of dataset items into (indices, stacked tensor or None, [(index, reason), ...])."""
+def collate(items: List[Tuple[int, object]], stack: bool = True):
+    """Split a list of dataset items into (indices, batch or None, [(index, reason), ...]); batch: the tensors
+    stacked, or with stack=False (crops of different sizes, resize 'device') the list of them."""
     import torch
 
     good = [(i, x) for i, x in items if not isinstance(x, str)]
     bad = [(i, x) for i, x in items if isinstance(x, str)]
-    batch = torch.stack([x for _, x in good]) if good else None
+    batch = (torch.stack([x for _, x in good]) if stack else [x for _, x in good]) if good else None
     return [i for i, _ in good], batch, bad

@@ -61,9 +61,10 @@ def require_ray() -> None:
 
 def embed(engine: Engine, cache, files: Sequence[str], digests: Sequence[str], backend: str,
           from_pretrained: Optional[str], device: str, batch_size: Optional[int] = None, num_workers: int = -1,
-          progress: bool = True):
+          progress: bool = True, resize: Optional[str] = None):
     """embed.cache.CachedEmbeddings for `files` (contents `digests`, hex): cached vectors are reused and new ones
-    cached. backend/from_pretrained/device: as `-e`, `-fp`, `-d` (each Ray actor loads its own copy of the model)."""
+    cached. backend/from_pretrained/device: as `-e`, `-fp`, `-d` (each Ray actor loads its own copy of the model);
+    resize: as `--resize` (local engine; Ray's decoding tasks fit crops with PIL)."""
     if engine.name == "ray":
         require_ray()
         from crop_cluster.engines.ray_engine import ray_embed
@@ -75,7 +76,7 @@ def embed(engine: Engine, cache, files: Sequence[str], digests: Sequence[str], b
 
     return embed_with_cache(cache, files, digests,
                             lambda: load_backend(backend, resolve_device(device), from_pretrained),
-                            batch_size, num_workers, progress)
+                            batch_size, num_workers, progress, resize)
 
 
 def forest(engine: Engine, embeddings, threshold: float, device: str = "cpu", stats: Optional[Dict] = None,
