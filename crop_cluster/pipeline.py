@@ -522,11 +522,20 @@ def write_outputs(options: Options, crops: Crops, clusters, linked_by, meta, set
             from .outputs.report import write_report
 
             state.info["report_timings_s"] = write_report(options.out_folder, table, embedding, threshold,
-                                                          crops.model)
+                                                          crops.model, row_digests(crops, identified))
     if options.darwin_core:
         with state.stage("darwin_core"):
             state.info["darwin_core"] = darwin_core(options, table, threshold, crops.model, settled)
     return table, embedding
+
+
+def row_digests(crops: Crops, identified: Optional[Crops]) -> Optional[List[str]]:
+    """The content digest of every table row (the clustered crops, then the identified ones), so the report need
+    not hash the files again; None when the run did not hash them."""
+    parts = [crops] + ([identified] if identified is not None else [])
+    if any(part.digests is None for part in parts):
+        return None
+    return [digest for part in parts for digest in part.digests]
 
 
 def darwin_core(options: Options, table, threshold: float, model: str, settled) -> Dict[str, int]:
