@@ -108,9 +108,9 @@ def _cached_set(work: Path, name: str, write, timed: bool = False) -> Dict:
 
 def link_set(s: Dict, verify: bool, dedup_threshold: Optional[float], track_seconds: float = 30.0,
              track_min: Optional[float] = None, boxes: bool = False, verify_from: Optional[float] = None,
-             min_score: Optional[float] = None):
+             min_score: Optional[float] = None, min_detail: Optional[float] = None):
     """`link_individuals` on set `s` (the defaults where a value is None): its Individuals."""
-    from crop_cluster.dedup import BACKEND_DEFAULTS, VERIFY_MIN_SCORE
+    from crop_cluster.dedup import BACKEND_DEFAULTS, VERIFY_MIN_DETAIL, VERIFY_MIN_SCORE
     from crop_cluster.dedup.individuals import LinkParams, link_individuals
     from crop_cluster.dedup.verify import ThumbnailSource
     from crop_cluster.inputs.sidecars import parse_crop_name
@@ -123,7 +123,8 @@ def link_set(s: Dict, verify: bool, dedup_threshold: Optional[float], track_seco
     params = LinkParams(dedup_threshold=dedup_threshold, track_max_seconds=track_seconds if s["timed"] else 0.0,
                         track_min_similarity=defaults.track_min_similarity if track_min is None else track_min,
                         verify_from=(verify_from or defaults.verify_from) if verify else None,
-                        verify_min_score=VERIFY_MIN_SCORE if min_score is None else min_score)
+                        verify_min_score=VERIFY_MIN_SCORE if min_score is None else min_score,
+                        verify_min_detail=VERIFY_MIN_DETAIL if min_detail is None else min_detail)
     box_rows = s["boxes"] if boxes and s["boxes"] is not None else np.full((n, 4), np.nan)
     if "thumbs" not in s:
         s["thumbs"] = ThumbnailSource(files, None)
