@@ -34,6 +34,7 @@ FINAL_SIGMA = 0.7                # Gaussian sigma (px) of the thumbnails compare
 DETAIL_SIGMA = 1.5               # Gaussian sigma (px) of the local mean and spread of the detail score
 DETAIL_FLOOR = 0.03              # added to the local spread (grey levels / 255): flat regions stay noise, not texture
 DAMPING = 1e-3                   # Levenberg damping of the 8 x 8 normal equations
+RETRY_FROM = 0.85                # grey NCC from which a refused pair is aligned the other way too (same_picture)
 BATCH = 1024                     # pairs aligned per vectorised step
 THUMB_NAMESPACE = f"grey{THUMB}-v1"
 
@@ -111,10 +112,11 @@ def same_picture(thumbs_a: np.ndarray, thumbs_b: np.ndarray, min_score: float = 
                  min_detail: float = VERIFY_MIN_DETAIL) -> np.ndarray:
     """bool (k,): pairs of uint8 (k, THUMB, THUMB) thumbnails that are one picture: b aligned onto a, or else a
     aligned onto b (the score covers the first one's centre, so a cut that sees more, or has an occluder at its
-    edge, aligns better one way), reaches grey NCC >= min_score and detail NCC >= min_detail."""
+    edge, aligns better one way), reaches grey NCC >= min_score and detail NCC >= min_detail. The other direction
+    is tried only where the first reached grey NCC RETRY_FROM (a cost bound: far below it, it never passed)."""
     grey, detail = pair_scores(thumbs_a, thumbs_b)
     same = (grey >= min_score) & (detail >= min_detail)
-    again = np.flatnonzero(~same)
+    again = np.flatnonzero(~same & (grey >= RETRY_FROM))
     if again.size:
         grey, detail = pair_scores(thumbs_b[again], thumbs_a[again])
         same[again] = (grey >= min_score) & (detail >= min_detail)

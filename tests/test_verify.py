@@ -133,7 +133,7 @@ def test_band_pairs_of_one_picture_are_linked_near_verified_except_within_one_fr
              write(tmp_path / names[2], photo.crop((20, 20, 100, 100)).rotate(90)),
              write(tmp_path / names[3], other.crop((20, 20, 100, 100)))]
     emb = np.zeros((4, 8), dtype=np.float32)
-    emb[:2] = band_pair(0.85)                              # in the band [0.75, 0.93)
+    emb[:2] = band_pair(0.85)                              # in the band [0.75, 0.93) given below
     emb[2] = emb[0] * 0.86 + np.eye(8, dtype=np.float32)[2] * np.sqrt(1 - 0.86 ** 2)
     emb[3] = emb[0] * 0.88 + np.eye(8, dtype=np.float32)[3] * np.sqrt(1 - 0.88 ** 2)
     params = LinkParams(dedup_threshold=0.93, track_max_seconds=0.0, verify_from=0.75)
