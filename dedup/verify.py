@@ -5,12 +5,13 @@ the same kind" (a lite0 cosine of 0.90 can be either). For pairs in the uncertai
 `verify_from` and its near-duplicate threshold) a second, independent signal decides. Both crops become small grey
 thumbnails (THUMB x THUMB: the whole crop resized, aspect ignored, so box jitter becomes a scale and a shift); b is
 aligned onto a by Gauss-Newton (Lucas-Kanade) over a full affine warp plus gain and offset of the brightness,
-coarse to fine (LEVELS: half then full resolution, Gaussian-smoothed), and the score is the normalised
-cross-correlation (NCC) of the aligned thumbnails over the centre (MARGIN px off every side, where box jitter and
-edge occluders act). Another cut of the same photo aligns to NCC ~0.99+; another photo of the same kind, even of the
-same outline, stays lower. Pairs scoring >= `min_score` (dedup.VERIFY_MIN_SCORE) are the same picture. The method
-and its threshold were chosen by measurement against a grid-searched NCC of high-pass thumbnails
-(bench/verify_individuals.py, docs/individuals.md).
+coarse to fine (LEVELS: half then full resolution, Gaussian-smoothed). Two scores cover the centre (MARGIN px off
+every side, where box jitter and edge occluders act): the grey NCC of the aligned thumbnails, and the detail NCC of
+their local-contrast-normalised versions (each pixel minus its local mean over its local spread), which weighs every
+region by its own texture rather than by its contrast to the background, so two objects of one outline with
+different insides no longer correlate. A pair is the same picture when both reach their thresholds
+(dedup.VERIFY_MIN_SCORE, VERIFY_MIN_DETAIL) with b aligned onto a, or else a onto b (`same_picture`). The method and
+its thresholds were chosen by measurement (bench/verify_individuals.py, docs/individuals.md).
 
 Thumbnails are kept in the embedding cache's folder keyed by file content (`ThumbnailSource`), so a re-run, or a
 run from saved embeddings, decodes no image twice; only the crops of candidate pairs are ever decoded.
