@@ -20,9 +20,10 @@ class LinkDefaults:
 
 
 BACKEND_DEFAULTS = {
-    "lite0": LinkDefaults(dedup_threshold=0.93, track_min_similarity=0.65, verify_from=0.75),
+    "lite0": LinkDefaults(dedup_threshold=0.93, track_min_similarity=0.65, verify_from=0.65),
     "dino": LinkDefaults(dedup_threshold=0.95, track_min_similarity=0.70),
 }
 TRACK_MAX_SECONDS = 30.0    # BiodivX links crops < 30 s apart on similarity alone
 TRACK_MAX_DISTANCE = 2.0    # box sizes between box centres of consecutive crops of one track
 VERIFY_MIN_SCORE = 0.98     # aligned-thumbnail NCC from which a band pair is the same picture (dedup/verify.py)
+VERIFY_MIN_DETAIL = 0.85    # ... and the NCC of the aligned local-contrast-normalised thumbnails (dedup/verify.py)

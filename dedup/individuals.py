@@ -23,11 +23,13 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from crop_cluster.dedup import TRACK_MAX_DISTANCE, TRACK_MAX_SECONDS, VERIFY_MIN_SCORE
+from crop_cluster.dedup import TRACK_MAX_DISTANCE, TRACK_MAX_SECONDS, VERIFY_MIN_DETAIL, VERIFY_MIN_SCORE
 from crop_cluster.dedup.union import RULES, FrameUnion
 
 VERIFY_ALTERNATIVES = 3   # other pairs tried between two individuals whose spanning-forest pair was refused
 VERIFY_MEMBERS = 8        # crops of each individual considered for them
+VERIFY_SIBLINGS = 4       # band neighbours of one individual whose individuals are tried against each other
+VERIFY_EXTRA_PER_CROP = 1.0   # alternative and sibling pairs checked, at most, per distinct crop (a cost bound)
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ class LinkParams:
     """dedup_threshold: near-duplicate cosine, None = no near-duplicate linking; track_max_seconds: time gate in
     seconds, 0 = no tracking; track_max_distance: box-centre gate in box sizes; track_min_similarity: cosine gate;
     verify_from: lower cosine bound of the band whose pairs are checked by dedup/verify.py, None = no verification;
-    verify_min_score: the verification's NCC threshold."""
+    verify_min_score, verify_min_detail: the verification's grey and detail NCC thresholds (dedup/verify.py)."""
 
     dedup_threshold: Optional[float]
     track_max_seconds: float = TRACK_MAX_SECONDS
@@ -44,6 +46,7 @@ class LinkParams:
     device: str = "cpu"
     verify_from: Optional[float] = None
     verify_min_score: float = VERIFY_MIN_SCORE
+    verify_min_detail: float = VERIFY_MIN_DETAIL
 
 
 @dataclass(frozen=True)
@@ -136,9 +139,11 @@ def link_individuals(embeddings: np.ndarray, exact_first: np.ndarray, filenames:
 def _link_verified(embeddings: np.ndarray, distinct: np.ndarray, union: FrameUnion, params: LinkParams, forest,
                    thumbnails) -> Dict[str, int]:
     """Link the band's pairs (cosine in [verify_from, dedup_threshold)) that dedup/verify.py accepts, most similar
-    first, in two rounds: the spanning-forest pairs, then, for each forest pair refused whose two individuals are
+    first, in three rounds: the spanning-forest pairs; then, for each forest pair refused whose two individuals are
     still apart, up to VERIFY_ALTERNATIVES other pairs between their crops (the most similar ones in the band:
-    another cut may align where the forest's pair, blurred or occluded, did not). Only pairs of two different
+    another cut may align where the forest's pair, blurred or occluded, did not); then the same for the pairs of
+    individuals that are band neighbours of one third individual (`_siblings`); the last two rounds check
+    VERIFY_EXTRA_PER_CROP pairs per distinct crop at most, the most similar first. Only pairs of two different
     individuals with no frame in common are checked, so only their crops are decoded. Returns run.json counts."""
     from crop_cluster.dedup.near import near_duplicate_edges
     from crop_cluster.dedup.verify import verify_pairs
@@ -149,14 +154,48 @@ def _link_verified(embeddings: np.ndarray, distinct: np.ndarray, union: FrameUni
         rows, cols, sims = near_duplicate_edges(embeddings[distinct], params.verify_from, params.device)
     band = (sims >= params.verify_from) & (sims < params.dedup_threshold)
     first = _open_pairs(distinct[rows[band]], distinct[cols[band]], union)
-    accepted = verify_pairs(first[:, 0], first[:, 1], thumbnails, params.verify_min_score)
+    accepted = verify_pairs(first[:, 0], first[:, 1], thumbnails, params.verify_min_score,
+                            params.verify_min_detail)
     for a, b in first[accepted]:
         union.link(int(a), int(b), "near-verified")
-    second = _open_pairs(*_alternatives(embeddings, distinct, union, first[~accepted], params).T, union)
-    again = verify_pairs(second[:, 0], second[:, 1], thumbnails, params.verify_min_score)
+    budget = int(VERIFY_EXTRA_PER_CROP * distinct.size)
+    second = _open_pairs(*_alternatives(embeddings, distinct, union, first[~accepted], params).T, union)[:budget]
+    again = verify_pairs(second[:, 0], second[:, 1], thumbnails, params.verify_min_score,
+                         params.verify_min_detail)
     for a, b in second[again]:
         union.link(int(a), int(b), "near-verified")
-    return {"verify_candidates": int(len(first) + len(second)), "verify_accepted": int(accepted.sum() + again.sum())}
+    siblings = _siblings(distinct[rows[band]], distinct[cols[band]], sims[band], union)
+    third = _open_pairs(*_alternatives(embeddings, distinct, union, siblings, params, tried=False).T,
+                        union)[:budget - len(second)]
+    last = verify_pairs(third[:, 0], third[:, 1], thumbnails, params.verify_min_score,
+                        params.verify_min_detail)
+    for a, b in third[last]:
+        union.link(int(a), int(b), "near-verified")
+    return {"verify_candidates": int(len(first) + len(second) + len(third)),
+            "verify_accepted": int(accepted.sum() + again.sum() + last.sum())}
+
+
+def _siblings(a: np.ndarray, b: np.ndarray, sims: np.ndarray, union: FrameUnion) -> np.ndarray:
+    """int64 (k, 2): pairs of crops of two individuals that are both band neighbours of one third individual in
+    the spanning forest (A - X - B) but not neighbours of each other: the forest keeps one edge per cut, so two cuts
+    of one picture whose strongest link goes to another picture never meet there. For each X, its VERIFY_SIBLINGS
+    most similar neighbour individuals are paired; each pair is given by the crops of its two forest edges."""
+    best: Dict[int, Dict[int, tuple]] = {}          # individual X -> neighbour individual -> (sim, its crop)
+    for x, y, sim in zip(a, b, sims):
+        rx, ry = union.find(int(x)), union.find(int(y))
+        if rx == ry:
+            continue
+        for here, there, crop in ((rx, ry, int(y)), (ry, rx, int(x))):
+            known = best.setdefault(here, {}).get(there)
+            if known is None or sim > known[0]:
+                best[here][there] = (float(sim), crop)
+    pairs = set()
+    for neighbours in best.values():
+        crops = [crop for _, crop in sorted(neighbours.values(), reverse=True)[:VERIFY_SIBLINGS]]
+        for i in range(len(crops)):
+            for j in range(i + 1, len(crops)):
+                pairs.add((min(crops[i], crops[j]), max(crops[i], crops[j])))
+    return np.asarray(sorted(pairs), dtype=np.int64).reshape(-1, 2)
 
 
 def _open_pairs(a: np.ndarray, b: np.ndarray, union: FrameUnion) -> np.ndarray:
@@ -166,9 +205,10 @@ def _open_pairs(a: np.ndarray, b: np.ndarray, union: FrameUnion) -> np.ndarray:
 
 
 def _alternatives(embeddings: np.ndarray, distinct: np.ndarray, union: FrameUnion, refused: np.ndarray,
-                  params: LinkParams) -> np.ndarray:
+                  params: LinkParams, tried: bool = True) -> np.ndarray:
     """int64 (k, 2): for each refused pair, the VERIFY_ALTERNATIVES most similar other band pairs between the
-    distinct crops of its two individuals (VERIFY_MEMBERS crops of each at most), sorted by decreasing cosine."""
+    distinct crops of its two individuals (VERIFY_MEMBERS crops of each at most), sorted by decreasing cosine.
+    tried False: the given pairs were not checked yet, so they may be among them."""
     members: Dict[int, List[int]] = {}
     for row in distinct:
         members.setdefault(union.find(int(row)), []).append(int(row))
@@ -186,7 +226,7 @@ def _alternatives(embeddings: np.ndarray, distinct: np.ndarray, union: FrameUnio
             if taken == VERIFY_ALTERNATIVES or sims[i, j] < params.verify_from:
                 break
             pair = (side_a[i], side_b[j])
-            if pair != (int(a), int(b)) and sims[i, j] < params.dedup_threshold:
+            if (not tried or pair != (int(a), int(b))) and sims[i, j] < params.dedup_threshold:
                 found.setdefault(pair, float(sims[i, j]))
                 taken += 1
     pairs = sorted(found, key=found.get, reverse=True)

@@ -5,12 +5,13 @@ the same kind" (a lite0 cosine of 0.90 can be either). For pairs in the uncertai
 `verify_from` and its near-duplicate threshold) a second, independent signal decides. Both crops become small grey
 thumbnails (THUMB x THUMB: the whole crop resized, aspect ignored, so box jitter becomes a scale and a shift); b is
 aligned onto a by Gauss-Newton (Lucas-Kanade) over a full affine warp plus gain and offset of the brightness,
-coarse to fine (LEVELS: half then full resolution, Gaussian-smoothed), and the score is the normalised
-cross-correlation (NCC) of the aligned thumbnails over the centre (MARGIN px off every side, where box jitter and
-edge occluders act). Another cut of the same photo aligns to NCC ~0.99+; another photo of the same kind, even of the
-same outline, stays lower. Pairs scoring >= `min_score` (dedup.VERIFY_MIN_SCORE) are the same picture. The method
-and its threshold were chosen by measurement against a grid-searched NCC of high-pass thumbnails
-(bench/verify_individuals.py, docs/individuals.md).
+coarse to fine (LEVELS: half then full resolution, Gaussian-smoothed). Two scores cover the centre (MARGIN px off
+every side, where box jitter and edge occluders act): the grey NCC of the aligned thumbnails, and the detail NCC of
+their local-contrast-normalised versions (each pixel minus its local mean over its local spread), which weighs every
+region by its own texture rather than by its contrast to the background, so two objects of one outline with
+different insides no longer correlate. A pair is the same picture when both reach their thresholds
+(dedup.VERIFY_MIN_SCORE, VERIFY_MIN_DETAIL) with b aligned onto a, or else a onto b (`same_picture`). The method and
+its thresholds were chosen by measurement (bench/verify_individuals.py, docs/individuals.md).
 
 Thumbnails are kept in the embedding cache's folder keyed by file content (`ThumbnailSource`), so a re-run, or a
 run from saved embeddings, decodes no image twice; only the crops of candidate pairs are ever decoded.
@@ -23,13 +24,18 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from crop_cluster.dedup import VERIFY_MIN_DETAIL, VERIFY_MIN_SCORE
+
 log = logging.getLogger(__name__)
 
 THUMB = 32                       # thumbnail side in pixels
 MARGIN = 4                       # px left out on every side when aligning and scoring
 LEVELS = ((2, 1.5, 8), (1, 0.8, 6))  # (downsampling factor, Gaussian sigma px, Gauss-Newton iterations), coarse first
 FINAL_SIGMA = 0.7                # Gaussian sigma (px) of the thumbnails compared after alignment
+DETAIL_SIGMA = 1.5               # Gaussian sigma (px) of the local mean and spread of the detail score
+DETAIL_FLOOR = 0.03              # added to the local spread (grey levels / 255): flat regions stay noise, not texture
 DAMPING = 1e-3                   # Levenberg damping of the 8 x 8 normal equations
+RETRY_FROM = 0.85                # grey NCC from which a refused pair is aligned the other way too (same_picture)
 BATCH = 1024                     # pairs aligned per vectorised step
 THUMB_NAMESPACE = f"grey{THUMB}-v1"
 
@@ -84,26 +90,43 @@ def _sample(images, warp, x, y):
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)[:, :, 0]
 
 
-def pair_scores(thumbs_a: np.ndarray, thumbs_b: np.ndarray) -> np.ndarray:
-    """float32 (k,) verification score in [-1, 1] of k pairs of uint8 (k, THUMB, THUMB) thumbnails: NCC over the
-    centre after aligning b onto a (module docstring)."""
+def pair_scores(thumbs_a: np.ndarray, thumbs_b: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(grey, detail): float32 (k,) scores in [-1, 1] of k pairs of uint8 (k, THUMB, THUMB) thumbnails after
+    aligning b onto a: the NCC of the centres, and the NCC of their local-contrast-normalised centres (module
+    docstring). -1 where undefined (a flat crop)."""
     import torch
 
-    scores = np.empty(len(thumbs_a), dtype=np.float32)
+    grey = np.empty(len(thumbs_a), dtype=np.float32)
+    detail = np.empty(len(thumbs_a), dtype=np.float32)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)     # small batched ops: one thread is faster than the pool's hand-offs (bench figure)
     try:
         for start in range(0, len(thumbs_a), BATCH):
-            scores[start:start + BATCH] = _align_and_score(thumbs_a[start:start + BATCH],
-                                                           thumbs_b[start:start + BATCH])
+            part = slice(start, start + BATCH)
+            grey[part], detail[part] = _align_and_score(thumbs_a[part], thumbs_b[part])
     finally:
         torch.set_num_threads(threads)
-    return scores
+    return grey, detail
+
+
+def same_picture(thumbs_a: np.ndarray, thumbs_b: np.ndarray, min_score: float = VERIFY_MIN_SCORE,
+                 min_detail: float = VERIFY_MIN_DETAIL) -> np.ndarray:
+    """bool (k,): pairs of uint8 (k, THUMB, THUMB) thumbnails that are one picture: b aligned onto a, or else a
+    aligned onto b (the score covers the first one's centre, so a cut that sees more, or has an occluder at its
+    edge, aligns better one way), reaches grey NCC >= min_score and detail NCC >= min_detail. The other direction
+    is tried only where the first reached grey NCC RETRY_FROM (a cost bound: far below it, it never passed)."""
+    grey, detail = pair_scores(thumbs_a, thumbs_b)
+    same = (grey >= min_score) & (detail >= min_detail)
+    again = np.flatnonzero(~same & (grey >= RETRY_FROM))
+    if again.size:
+        grey, detail = pair_scores(thumbs_b[again], thumbs_a[again])
+        same[again] = (grey >= min_score) & (detail >= min_detail)
+    return same
 
 
 def _align_and_score(thumbs_a: np.ndarray, thumbs_b: np.ndarray) -> np.ndarray:
     """pair_scores for one batch: the warp (k, 6) and brightness gain/offset (k,) of b onto a by damped
-    Gauss-Newton at each of LEVELS, then the NCC of the centres; float32 (k,), -1 where it is undefined."""
+    Gauss-Newton at each of LEVELS, then the grey and detail NCC of the centres (torch float32 (k,) each)."""
     import torch
     import torch.nn.functional as F
 
@@ -133,19 +156,38 @@ def _align_and_score(thumbs_a: np.ndarray, thumbs_b: np.ndarray) -> np.ndarray:
                 warp = warp + step[:, :6]
                 gain, offset = gain + step[:, 6], offset + step[:, 7]
         x, y = _centre_grid(THUMB, MARGIN)
-        a = _blur(full_a, FINAL_SIGMA)[:, 0, MARGIN:THUMB - MARGIN, MARGIN:THUMB - MARGIN].reshape(k, -1)
-        b = _sample(_blur(full_b, FINAL_SIGMA), warp, x, y)[:, 0]
-        a = a - a.mean(1, keepdim=True)
-        b = b - b.mean(1, keepdim=True)
-        ncc = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-6)
-    return torch.nan_to_num(ncc, nan=-1.0).numpy()
+        inside = (slice(None), 0, slice(MARGIN, THUMB - MARGIN), slice(MARGIN, THUMB - MARGIN))
+        smooth_a, smooth_b = _blur(full_a, FINAL_SIGMA), _blur(full_b, FINAL_SIGMA)
+        grey = _ncc(smooth_a[inside].reshape(k, -1), _sample(smooth_b, warp, x, y)[:, 0])
+        detail = _ncc(_local_contrast(smooth_a)[inside].reshape(k, -1),
+                      _sample(_local_contrast(smooth_b), warp, x, y)[:, 0])
+    return grey.numpy(), detail.numpy()
 
 
-def verify_pairs(rows: np.ndarray, cols: np.ndarray, thumbnails: Thumbnails, min_score: float) -> np.ndarray:
+def _ncc(a, b):
+    """Normalised cross-correlation (k,) of the rows of two torch (k, m) arrays; -1 where it is undefined."""
+    import torch
+
+    a = a - a.mean(1, keepdim=True)
+    b = b - b.mean(1, keepdim=True)
+    return torch.nan_to_num((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-6), nan=-1.0)
+
+
+def _local_contrast(images):
+    """Local contrast normalisation of a torch (k, 1, h, h) batch in [0, 1]: (v - local mean) / (local std +
+    DETAIL_FLOOR), local = Gaussian of sigma DETAIL_SIGMA px. Every region weighs by its texture, not by its
+    contrast to the background, so two silhouettes of one outline but different insides no longer correlate."""
+    mean = _blur(images, DETAIL_SIGMA)
+    spread = (_blur(images * images, DETAIL_SIGMA) - mean * mean).clamp_min(0).sqrt()
+    return (images - mean) / (spread + DETAIL_FLOOR)
+
+
+def verify_pairs(rows: np.ndarray, cols: np.ndarray, thumbnails: Thumbnails, min_score: float = VERIFY_MIN_SCORE,
+                 min_detail: float = VERIFY_MIN_DETAIL) -> np.ndarray:
     """bool (k,): which candidate pairs (rows[i], cols[i]) (int64 crop indices) are the same picture.
 
     thumbnails(crops int64 (m,)) -> (uint8 (m, THUMB, THUMB), ok bool (m,)); a pair with an undecodable crop is
-    never accepted. min_score: the NCC threshold (dedup.VERIFY_MIN_SCORE)."""
+    never accepted. min_score, min_detail: the grey and detail NCC thresholds (same_picture)."""
     accepted = np.zeros(rows.size, dtype=bool)
     if not rows.size:
         return accepted
@@ -153,7 +195,7 @@ def verify_pairs(rows: np.ndarray, cols: np.ndarray, thumbnails: Thumbnails, min
     thumbs, ok = thumbnails(crops)
     a, b = inverse[:rows.size], inverse[rows.size:]
     usable = np.flatnonzero(ok[a] & ok[b])
-    accepted[usable] = pair_scores(thumbs[a[usable]], thumbs[b[usable]]) >= min_score
+    accepted[usable] = same_picture(thumbs[a[usable]], thumbs[b[usable]], min_score, min_detail)
     return accepted
 
 

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from crop_cluster.dedup import VERIFY_MIN_SCORE
+from crop_cluster.dedup import VERIFY_MIN_DETAIL, VERIFY_MIN_SCORE
+from crop_cluster.dedup import individuals as individuals_module
 from crop_cluster.dedup.individuals import LinkParams, link_individuals
-from crop_cluster.dedup.verify import THUMB, ThumbnailSource, pair_scores, verify_pairs
+from crop_cluster.dedup.verify import THUMB, ThumbnailSource, pair_scores, same_picture, verify_pairs
 from crop_cluster.inputs.sidecars import parse_crop_name
 
 
@@ -43,15 +44,51 @@ def test_another_cut_of_one_picture_scores_high_and_another_picture_low():
     others = [picture(2).crop((20, 20, 100, 100)), picture(3).crop((20, 20, 100, 100))]
     a = np.stack([grey_thumb(tight)] * 4)
     b = np.stack([grey_thumb(v) for v in copies + others])
-    scores = pair_scores(a, b)
-    assert scores.shape == (4,) and scores.dtype == np.float32
-    assert (scores[:2] >= VERIFY_MIN_SCORE).all(), scores
-    assert (scores[2:] < 0.9).all(), scores
+    grey, detail = pair_scores(a, b)
+    assert grey.shape == detail.shape == (4,) and grey.dtype == detail.dtype == np.float32
+    assert (grey[:2] >= VERIFY_MIN_SCORE).all() and (detail[:2] >= VERIFY_MIN_DETAIL).all(), (grey, detail)
+    assert (grey[2:] < 0.9).all(), grey
+    assert same_picture(a, b).tolist() == [True, True, False, False]
+
+
+def silhouette(seed: int, size: int = 120) -> Image.Image:
+    """A bright ellipse on black whose inside carries the texture of picture(seed) at a low amplitude: pictures
+    of different seeds share the outline (the Fashion-MNIST case) and differ inside."""
+    yy, xx = np.mgrid[:size, :size]
+    inside = ((xx - 60) ** 2 / 35 ** 2 + (yy - 60) ** 2 / 45 ** 2) <= 1
+    texture = np.asarray(picture(seed, size).convert("L"), dtype=np.float32)
+    grey = np.where(inside, 200 + 0.35 * (texture - texture.mean()), 10)
+    return Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8)).convert("RGB")
+
+
+def test_one_outline_with_another_inside_passes_the_grey_score_but_not_the_detail_score():
+    one, two = silhouette(1), silhouette(3)
+    a = np.stack([grey_thumb(one.crop((10, 10, 110, 110)))] * 3)
+    b = np.stack([grey_thumb(recut(one, (8, 12, 112, 108), 0.8, 60)), grey_thumb(two.crop((10, 10, 110, 110))),
+                  grey_thumb(recut(two, (8, 12, 112, 108), 1.2, 80))])
+    grey, detail = pair_scores(a, b)
+    assert (grey >= VERIFY_MIN_SCORE).all(), grey                  # the outline alone aligns: grey NCC passes
+    assert detail[0] >= VERIFY_MIN_DETAIL and (detail[1:] < VERIFY_MIN_DETAIL).all(), detail
+    assert (pair_scores(b, a)[1][1:] < VERIFY_MIN_DETAIL).all()     # the other direction too
+    assert same_picture(a, b).tolist() == [True, False, False]
+
+
+def test_a_pair_passes_when_either_direction_passes():
+    photo = picture(8)
+    a = np.stack([grey_thumb(photo.crop((20, 20, 100, 100)))])
+    b = np.stack([grey_thumb(recut(photo, (17, 22, 102, 98), 0.8, 60))])
+    assert same_picture(a, b, min_score=2.0).tolist() == [False]     # unreachable: both directions fail
+    forward, backward = pair_scores(a, b)[0][0], pair_scores(b, a)[0][0]
+    middle = float(min(forward, backward) + max(forward, backward)) / 2
+    assert same_picture(a, b, min_score=middle, min_detail=-1).tolist() == [True]
+    assert same_picture(b, a, min_score=middle, min_detail=-1).tolist() == [True]
 
 
 def test_a_flat_crop_scores_minus_one_not_nan():
     flat = np.full((1, THUMB, THUMB), 128, dtype=np.uint8)
-    assert pair_scores(flat, flat)[0] <= 0.0
+    grey, detail = pair_scores(flat, flat)
+    assert grey[0] <= 0.0 and np.isfinite(detail[0]) and detail[0] < 0.01
+    assert not same_picture(flat, flat)[0]
 
 
 def write(path, image):
@@ -67,7 +104,7 @@ def test_undecodable_crops_are_never_accepted_and_thumbnails_are_cached_by_conte
     (tmp_path / "broken.png").write_bytes(b"not an image")
     cache = tmp_path / "cache"
     source = ThumbnailSource(files, str(cache))
-    accepted = verify_pairs(np.array([0, 0]), np.array([1, 2]), source, VERIFY_MIN_SCORE)
+    accepted = verify_pairs(np.array([0, 0]), np.array([1, 2]), source)
     assert accepted.tolist() == [True, False]
     assert source.decoded == 2
     again = ThumbnailSource(files, str(cache))                   # a re-run: nothing decoded again
@@ -96,7 +133,7 @@ def test_band_pairs_of_one_picture_are_linked_near_verified_except_within_one_fr
              write(tmp_path / names[2], photo.crop((20, 20, 100, 100)).rotate(90)),
              write(tmp_path / names[3], other.crop((20, 20, 100, 100)))]
     emb = np.zeros((4, 8), dtype=np.float32)
-    emb[:2] = band_pair(0.85)                              # in the band [0.75, 0.93)
+    emb[:2] = band_pair(0.85)                              # in the band [0.75, 0.93) given below
     emb[2] = emb[0] * 0.86 + np.eye(8, dtype=np.float32)[2] * np.sqrt(1 - 0.86 ** 2)
     emb[3] = emb[0] * 0.88 + np.eye(8, dtype=np.float32)[3] * np.sqrt(1 - 0.88 ** 2)
     params = LinkParams(dedup_threshold=0.93, track_max_seconds=0.0, verify_from=0.75)
@@ -133,3 +170,27 @@ def test_when_the_forest_pair_fails_another_pair_between_the_two_individuals_is_
     assert found.individual.tolist() == [0, 0, 0]
     assert found.counts["verify_candidates"] == 2 and found.counts["verify_accepted"] == 1
     assert found.linked_by.count("near-verified") == 1
+
+
+@pytest.mark.parametrize("budget", [1.0, 0.0])
+def test_two_cuts_whose_forest_links_go_to_another_picture_are_tried_against_each_other(tmp_path, monkeypatch,
+                                                                                     budget):
+    monkeypatch.setattr(individuals_module, "VERIFY_EXTRA_PER_CROP", budget)
+    photo, other = picture(9), picture(10)
+    files = [write(tmp_path / "x.png", other.crop((20, 20, 100, 100))),
+             write(tmp_path / "a.png", photo.crop((20, 20, 100, 100))),
+             write(tmp_path / "b.jpg", recut(photo, (18, 22, 101, 98), 0.9, 70))]
+    s = np.sqrt(1 - 0.9 ** 2)
+    t = (0.8 - 0.81) / s
+    emb = np.array([[1.0, 0.0, 0.0], [0.9, s, 0.0], [0.9, t, np.sqrt(1 - 0.81 - t * t)]], dtype=np.float32)
+    # x - a and x - b: 0.90, the forest's pairs (another picture: refused, and no other pair between x and a or
+    # x and b); a - b: 0.80, in the band but not a forest pair: only the sibling round (a, b both next to x) tries it
+    found = link_individuals(emb, np.arange(3), files, [None] * 3, np.full(3, np.nan), np.full((3, 4), np.nan),
+                             LinkParams(dedup_threshold=0.93, track_max_seconds=0.0, verify_from=0.65),
+                             thumbnails=ThumbnailSource(files, None))
+    if budget:
+        assert found.individual.tolist() == [0, 1, 1]
+        assert found.counts["verify_candidates"] == 3 and found.counts["verify_accepted"] == 1
+    else:                                                         # no budget for the later rounds
+        assert found.individual.tolist() == [0, 1, 2]
+        assert found.counts["verify_candidates"] == 2 and found.counts["verify_accepted"] == 0
