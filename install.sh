@@ -41,28 +41,21 @@ fi
 [ "$dev" = 1 ] && extras="$extras,dev"
 { [ "$ray" = 1 ] || [ "$dev" = 1 ]; } && extras="$extras,ray"
 
-# The ray tests run inside a private network namespace (unshare -n, then ip link set lo up); skipped without ip.
-if [ "$dev" = 1 ] && ! command -v ip >/dev/null 2>&1; then
+# Debian packages some tests need (each test is skipped without its package): installed with apt-get when we are
+# root, otherwise a note says how. test_tool COMMAND PACKAGE PURPOSE
+test_tool() {
+    command -v "$1" >/dev/null 2>&1 && return 0
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "install.sh: installing iproute2 (apt-get) for the ray tests' private network namespace"
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 \
-            >/dev/null || echo "install.sh: could not install iproute2; the ray tests will be skipped" >&2
+        echo "install.sh: installing $2 (apt-get) for $3"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" \
+            >/dev/null || echo "install.sh: could not install $2; $3 will be skipped" >&2
     else
-        echo "install.sh: note: ip not found; the ray tests will be skipped (install it with: sudo apt-get install" \
-             "iproute2)"
+        echo "install.sh: note: $1 not found; $3 will be skipped (install it with: sudo apt-get install $2)"
     fi
-fi
-
-# The report's browser test needs Chromium; it is skipped without it.
-if [ "$dev" = 1 ] && ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "install.sh: installing Chromium (apt-get) for the report's browser test"
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium \
-            >/dev/null || echo "install.sh: could not install Chromium; the browser test will be skipped" >&2
-    else
-        echo "install.sh: note: Chromium not found; the report's browser test will be skipped" \
-             "(install it with: sudo apt-get install chromium)"
-    fi
+}
+if [ "$dev" = 1 ]; then
+    test_tool ip iproute2 "the ray tests' private network namespace"
+    command -v chromium-browser >/dev/null 2>&1 || test_tool chromium chromium "the report's browser test"
 fi
 
 # The stamp records what was installed; a second run with the same inputs skips pip entirely.

@@ -338,17 +338,29 @@ def individuals(options: Options, crops: Crops, meta, threshold: float, forest, 
     """Exact, near-duplicate and track links: (crops grouped into individuals, linked_by per row)."""
     import dataclasses
 
-    from .dedup.link import link_crops, link_params
-    from .embed.cache import CACHE_FOLDER
-    from .embed.device import resolve_device
+    from .dedup.link import link_crops
 
-    params = link_params(link_defaults(options, crops.model), options.dedup_threshold, options.track_max_seconds,
-                         options.track_max_distance, options.track_min_similarity, options.verify_from,
-                         options.no_verify, threshold, resolve_device(options.device))
-    crops, linked_by, counts = link_crops(crops, meta, params, forest,
-                                          options.cache_dir or os.path.join(options.out_folder, CACHE_FOLDER))
+    params = individual_params(options, crops.model, threshold)
+    crops, linked_by, counts = link_crops(crops, meta, params, forest, thumbnail_folder(options))
     state.info["individuals"] = {"parameters": dataclasses.asdict(params), **counts}
     return crops, linked_by
+
+
+def individual_params(options: Options, model: str, threshold: float):
+    """dedup.individuals.LinkParams as resolved for this run (the backend's calibrated defaults filled in)."""
+    from .dedup.link import link_params
+    from .embed.device import resolve_device
+
+    return link_params(link_defaults(options, model), options.dedup_threshold, options.track_max_seconds,
+                       options.track_max_distance, options.track_min_similarity, options.verify_from,
+                       options.no_verify, threshold, resolve_device(options.device))
+
+
+def thumbnail_folder(options: Options) -> str:
+    """Where the pixel check keeps its thumbnails by content: the embedding cache's folder."""
+    from .embed.cache import CACHE_FOLDER
+
+    return options.cache_dir or os.path.join(options.out_folder, CACHE_FOLDER)
 
 
 def clustering(options: Options, crops: Crops, threshold: float, forest):
@@ -417,15 +429,9 @@ def add_individuals(options: Options, crops: Crops, n_old: int, meta, threshold:
     import dataclasses
 
     from .campaign.crops import link_new
-    from .dedup.link import link_params
-    from .embed.cache import CACHE_FOLDER
-    from .embed.device import resolve_device
 
-    params = link_params(link_defaults(options, crops.model), options.dedup_threshold, options.track_max_seconds,
-                         options.track_max_distance, options.track_min_similarity, options.verify_from,
-                         options.no_verify, threshold, resolve_device(options.device))
-    crops, linked_by, counts = link_new(crops, n_old, meta, params,
-                                        options.cache_dir or os.path.join(options.out_folder, CACHE_FOLDER))
+    params = individual_params(options, crops.model, threshold)
+    crops, linked_by, counts = link_new(crops, n_old, meta, params, thumbnail_folder(options))
     state.info["individuals"] = {"parameters": dataclasses.asdict(params), **counts}
     return crops, linked_by
 
