@@ -37,22 +37,31 @@ class AddResult:
     counts: Dict[str, int] = field(default_factory=dict)
 
 
-def _best_per_cluster(new_vectors: np.ndarray, members: np.ndarray, member_label: np.ndarray,
-                      match_threshold: float) -> Dict[int, Dict[int, float]]:
+def _best_per_cluster(new_vectors: np.ndarray, old_vectors: np.ndarray, member_rows: np.ndarray,
+                      member_label: np.ndarray, match_threshold: float) -> Dict[int, Dict[int, float]]:
     """{new crop row: {cluster id: best similarity >= match_threshold}} with the centroid-radius bound.
 
+    old_vectors: float32 (m, d); member_rows: int64 (k,) its rows in clusters, member_label: int64 (k,) their ids.
     The bound cos(max(0, angle(x, c) - radius)) >= t holds exactly when x.c >= cos(min(pi, radius + arccos t)), so
     the candidates come from one product with the centroids and a per-cluster floor, without an arccos per pair.
     """
+    from scipy.sparse import csr_matrix
+
     order = np.argsort(member_label, kind="stable")
     labels = member_label[order]
     starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
     ends = np.r_[starts[1:], labels.size]
     ids = labels[starts]
-    ordered = members[order]
-    centroids = np.add.reduceat(ordered, starts, axis=0)          # float32 sums: only their direction is used
+    ordered = old_vectors[member_rows[order]]                      # one copy, members grouped by cluster
+    segment = np.repeat(np.arange(ids.size), ends - starts)
+    summing = csr_matrix((np.ones(labels.size, dtype=np.float32), (segment, np.arange(labels.size))),
+                         shape=(ids.size, labels.size))
+    centroids = np.asarray(summing @ ordered, dtype=np.float32)    # float32 sums: only their direction is used
     centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
-    member_cos = np.einsum("ij,ij->i", ordered, centroids[np.repeat(np.arange(ids.size), ends - starts)])
+    member_cos = np.empty(labels.size, dtype=np.float32)
+    for begin in range(0, labels.size, 4 * ROW_CHUNK):              # in blocks: no (k, d) copy of the centroids
+        part = slice(begin, begin + 4 * ROW_CHUNK)
+        member_cos[part] = np.einsum("ij,ij->i", ordered[part], centroids[segment[part]])
     radius = np.arccos(np.clip(np.minimum.reduceat(member_cos, starts), -1.0, 1.0))
     floor = np.cos(np.minimum(np.pi, radius + np.arccos(np.clip(match_threshold, -1.0, 1.0)))) - BOUND_SLACK
     rows_found, clusters_found = [], []
@@ -103,7 +112,7 @@ def add_to_campaign(old_vectors: np.ndarray, old_item: np.ndarray, old_label: np
     member_rows = np.flatnonzero(old_label[old_item] >= 0)
     best: Dict[int, Dict[int, float]] = {}
     if member_rows.size and new_vectors.shape[0]:
-        by_crop = _best_per_cluster(new_vectors, old_vectors[member_rows], old_label[old_item[member_rows]],
+        by_crop = _best_per_cluster(new_vectors, old_vectors, member_rows, old_label[old_item[member_rows]],
                                     match_threshold)
         for row, sims in by_crop.items():
             target = best.setdefault(int(new_item[row]), {})

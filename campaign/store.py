@@ -31,7 +31,7 @@ import json
 import os
 import sqlite3
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -185,16 +185,27 @@ class CampaignStore:
     def _frame(self, query: str, columns: List[str]) -> pd.DataFrame:
         if self._connection is None:
             return pd.DataFrame({name: pd.Series(dtype=object) for name in columns})
-        return pd.DataFrame(self._connection.execute(query).fetchall(), columns=columns)
+        rows = self._connection.execute(query).fetchall()
+        if not rows:
+            return pd.DataFrame(rows, columns=columns)
+        # column-wise (one Series per column): several times faster than a frame built row by row
+        return pd.DataFrame({name: pd.Series(column) for name, column in zip(columns, zip(*rows))}, columns=columns)
 
-    def crops(self) -> pd.DataFrame:
-        """Every stored crop (CROP_COLUMNS), in the order they were first stored."""
-        frame = self._frame("SELECT digest, path, individual, cluster, representative, first_run, last_run, "
-                            "seconds, night, site FROM crops ORDER BY rowid", CROP_COLUMNS)
-        frame["representative"] = frame["representative"].astype(bool)
-        frame["seconds"] = pd.to_numeric(frame["seconds"], errors="coerce").astype(np.float64)
+    def crops(self, columns: Optional[Sequence[str]] = None) -> pd.DataFrame:
+        """Every stored crop, in the order they were first stored: CROP_COLUMNS, or only `columns` (a subset, in
+        CROP_COLUMNS order; `digest` always)."""
+        wanted = [name for name in CROP_COLUMNS if columns is None or name in columns or name == "digest"]
+        unknown = set(columns or ()) - set(CROP_COLUMNS)
+        if unknown:
+            raise ValueError(f"not crop columns: {sorted(unknown)}")
+        frame = self._frame(f"SELECT {', '.join(wanted)} FROM crops ORDER BY rowid", wanted)
+        if "representative" in frame:
+            frame["representative"] = frame["representative"].astype(bool)
+        if "seconds" in frame:
+            frame["seconds"] = pd.to_numeric(frame["seconds"], errors="coerce").astype(np.float64)
         for name in ("individual", "cluster", "first_run", "last_run"):
-            frame[name] = frame[name].astype(np.int64)
+            if name in frame:
+                frame[name] = frame[name].astype(np.int64)
         return frame
 
     def clusters(self) -> pd.DataFrame:

@@ -108,10 +108,11 @@ class EmbeddingCache:
             chunk = self._read(path)
             if chunk is None:
                 continue
-            if vectors is None and len(chunk["digest"]):
-                vectors = np.zeros((len(digests), chunk["embedding"].shape[1]), dtype=np.float32)
+            first = vectors is None and len(chunk["digest"])
+            if first:
+                vectors = np.zeros((0, chunk["embedding"].shape[1]), dtype=np.float32)
                 if chunk["extras"] is not None:
-                    extras = np.zeros((len(digests), chunk["extras"].shape[1]), dtype=np.float32)
+                    extras = np.zeros((0, chunk["extras"].shape[1]), dtype=np.float32)
             usable = len(chunk["digest"]) and chunk["embedding"].shape[1] == vectors.shape[1] and \
                 (extras is None) == (chunk["extras"] is None) and \
                 (extras is None or chunk["extras"].shape[1] == extras.shape[1])
@@ -122,9 +123,18 @@ class EmbeddingCache:
                 spot = np.minimum(np.searchsorted(unique, keys[keyed]), unique.size - 1)
                 hit = unique[spot] == keys[keyed]
                 positions, rows = keyed[hit], last[spot[hit]]
-                vectors[positions] = chunk["embedding"][rows]
-                if extras is not None:
-                    extras[positions] = chunk["extras"][rows]
+                if first and positions.size == len(digests):      # the usual case, one chunk holds them all:
+                    vectors = np.take(chunk["embedding"], rows, axis=0)    # one gather, no zeroed copy first
+                    if extras is not None:
+                        extras = np.take(chunk["extras"], rows, axis=0)
+                else:
+                    if vectors.shape[0] != len(digests):
+                        vectors = np.zeros((len(digests), vectors.shape[1]), dtype=np.float32)
+                        if extras is not None:
+                            extras = np.zeros((len(digests), extras.shape[1]), dtype=np.float32)
+                    vectors[positions] = chunk["embedding"][rows]
+                    if extras is not None:
+                        extras[positions] = chunk["extras"][rows]
                 found[positions] = True
             if len(chunk["failed"]) and not wanted:
                 for position, digest in enumerate(digests):
@@ -134,8 +144,12 @@ class EmbeddingCache:
                     failed[position] = reason
         for position in np.flatnonzero(found):
             failed.pop(int(position), None)
-        return Lookup(vectors if vectors is not None else np.zeros((len(digests), 0), np.float32), found, failed,
-                      extras)
+        if vectors is None:
+            vectors = np.zeros((len(digests), 0), np.float32)
+        elif vectors.shape[0] != len(digests):      # no chunk held any of them
+            vectors = np.zeros((len(digests), vectors.shape[1]), dtype=np.float32)
+            extras = None if extras is None else np.zeros((len(digests), extras.shape[1]), dtype=np.float32)
+        return Lookup(vectors, found, failed, extras)
 
     def write(self, digests: Sequence[str], vectors: np.ndarray, failed: Sequence[Tuple[str, str]],
               extras: Optional[np.ndarray] = None) -> None:
