@@ -216,25 +216,40 @@ class CampaignSession:
 
     def commit(self, settled: Settled, mode: str, parameters: Dict, versions: Dict, counts: Dict) -> int:
         """Write the run to the store in one transaction; returns its run id."""
-        rows = pd.DataFrame({"digest": settled.keys,
-                             "path": [f if os.path.isabs(f) else os.path.abspath(f) for f in settled.filenames],
-                             "individual": settled.individual_id[settled.individual],
-                             "cluster": settled.rep_cluster[settled.individual],
-                             "representative": settled.representative, "seconds": settled.seconds,
-                             "night": settled.nights, "site": settled.sites, "seen": settled.seen})
-        rows["seen"] = rows.groupby("digest", sort=False)["seen"].transform("any")
-        rows = rows.drop_duplicates("digest").reset_index(drop=True)
-        where = self._stored_row(rows["digest"].tolist())
-        same = where >= 0
-        for column in ("path", "individual", "cluster", "representative"):
-            stored = self.stored_crops[column].to_numpy(dtype=object)
-            same &= (stored[np.maximum(where, 0)] if stored.size else where) == rows[column].to_numpy(dtype=object)
-        rows = rows[~same | rows["seen"].to_numpy(bool)].drop(columns="seen")     # unchanged, unread: as stored
+        codes, digests = pd.factorize(pd.Index(settled.keys, dtype=object))      # one row per content, first seen
+        first = np.empty(len(digests), dtype=np.int64)
+        first[codes[::-1]] = np.arange(codes.size - 1, -1, -1)
+        seen = np.bincount(codes, weights=settled.seen, minlength=len(digests))[:len(digests)] > 0
+        individual = settled.individual_id[settled.individual][first]
+        cluster = settled.rep_cluster[settled.individual][first]
+        representative = np.asarray(settled.representative, dtype=bool)[first]
+        path = np.asarray(settled.filenames, dtype=object)[first]
+        where = self._stored_row(digests)
+        stored = where >= 0
+        at = np.maximum(where, 0)
+        stored_path = self.stored_crops["path"].to_numpy(dtype=object)[at] if stored.any() else path
+        same = stored & (path == stored_path)               # the stored path itself: absolute already
+        for k in np.flatnonzero(~same).tolist():            # the others absolute, as the store keeps them
+            if not os.path.isabs(path[k]):
+                path[k] = os.path.abspath(path[k])
+            same[k] = stored[k] and path[k] == stored_path[k]
+        if stored.any():
+            same &= (individual == self.stored_crops["individual"].to_numpy(np.int64)[at]) & \
+                (cluster == self.stored_crops["cluster"].to_numpy(np.int64)[at]) & \
+                (representative == self.stored_crops["representative"].to_numpy(bool)[at])
+        write = np.flatnonzero(~same | seen)                 # unchanged, unread: left as stored
+        rows = first[write]
+        crops = pd.DataFrame({"digest": np.asarray(digests, dtype=object)[write], "path": path[write],
+                              "individual": individual[write], "cluster": cluster[write],
+                              "representative": representative[write],
+                              "seconds": np.asarray(settled.seconds, dtype=np.float64)[rows],
+                              "night": [settled.nights[k] for k in rows.tolist()],
+                              "site": [settled.sites[k] for k in rows.tolist()]})
         present = np.unique(settled.rep_cluster[settled.rep_cluster >= 0])
         issued = self.store.next_cluster_id()
         clusters = pd.DataFrame({"id": present, "name": [settled.names.get(int(c), "") for c in present],
                                  "status": [REVIEWED if int(c) in settled.names else
                                             UNREVIEWED if c < issued else NEW for c in present]})
-        record = RunRecord(self.started, now(), mode, parameters, versions, counts, rows, clusters,
+        record = RunRecord(self.started, now(), mode, parameters, versions, counts, crops, clusters,
                            self.new_decisions)
         return self.store.commit_run(record)

@@ -280,7 +280,7 @@ class CampaignStore:
         seconds = crops["seconds"].to_numpy(np.float64)
         rows = zip(crops["digest"].tolist(), crops["path"].tolist(), crops["individual"].astype(int).tolist(),
                    crops["cluster"].astype(int).tolist(), crops["representative"].astype(int).tolist(),
-                   [None if not np.isfinite(s) else float(s) for s in seconds],
+                   [s if finite else None for s, finite in zip(seconds.tolist(), np.isfinite(seconds).tolist())],
                    [None if v is None or v != v else str(v) for v in crops["night"].tolist()],
                    [None if v is None or v != v else str(v) for v in crops["site"].tolist()])
         connection.executemany(
@@ -292,7 +292,7 @@ class CampaignStore:
             [(d, p, run, run, i, c, r, s, n, t) for d, p, i, c, r, s, n, t in rows])
         connection.executemany(
             "INSERT INTO individuals VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET last_run = excluded.last_run",
-            [(int(i), run, run) for i in np.unique(crops["individual"].to_numpy(np.int64))])
+            [(i, run, run) for i in np.unique(crops["individual"].to_numpy(np.int64)).tolist()])
 
     @staticmethod
     def _write_clusters(connection: sqlite3.Connection, clusters: pd.DataFrame, run: int) -> None:
