@@ -63,10 +63,16 @@ def _best_per_cluster(new_vectors: np.ndarray, old_vectors: np.ndarray, member_r
         part = slice(begin, begin + 4 * ROW_CHUNK)
         member_cos[part] = np.einsum("ij,ij->i", ordered[part], centroids[segment[part]])
     radius = np.arccos(np.clip(np.minimum.reduceat(member_cos, starts), -1.0, 1.0))
-    floor = np.cos(np.minimum(np.pi, radius + np.arccos(np.clip(match_threshold, -1.0, 1.0)))) - BOUND_SLACK
+    floor = (np.cos(np.minimum(np.pi, radius + np.arccos(np.clip(match_threshold, -1.0, 1.0)))) -
+             BOUND_SLACK).astype(np.float32)               # float32 rounding (~1e-7) is well inside the slack
     rows_found, clusters_found = [], []
+    product = np.empty((min(ROW_CHUNK, new_vectors.shape[0]), ids.size), dtype=np.float32)
+    above = np.empty(product.shape, dtype=bool)
     for begin in range(0, new_vectors.shape[0], ROW_CHUNK):
-        rows, clusters = np.nonzero(new_vectors[begin:begin + ROW_CHUNK] @ centroids.T >= floor[None, :])
+        block = new_vectors[begin:begin + ROW_CHUNK]
+        np.matmul(block, centroids.T, out=product[:block.shape[0]])
+        np.greater_equal(product[:block.shape[0]], floor[None, :], out=above[:block.shape[0]])
+        rows, clusters = np.divmod(np.flatnonzero(above[:block.shape[0]]), ids.size)    # few: 1-d search
         rows_found.append(rows + begin)
         clusters_found.append(clusters)
     rows, clusters = np.concatenate(rows_found), np.concatenate(clusters_found)
@@ -87,10 +93,13 @@ def _best_per_cluster(new_vectors: np.ndarray, old_vectors: np.ndarray, member_r
 def _reached(new_vectors: np.ndarray, others: np.ndarray, threshold: float) -> np.ndarray:
     """bool (len(others),): rows of `others` with cosine >= threshold to some row of new_vectors (tiled)."""
     hit = np.zeros(others.shape[0], dtype=bool)
+    product = np.empty((min(2 * ROW_CHUNK, others.shape[0]), min(ROW_CHUNK, new_vectors.shape[0])),
+                       dtype=np.float32)                   # one buffer for every tile
     for begin in range(0, new_vectors.shape[0], ROW_CHUNK):
         block = new_vectors[begin:begin + ROW_CHUNK]
         for start in range(0, others.shape[0], 2 * ROW_CHUNK):
-            part = others[start:start + 2 * ROW_CHUNK] @ block.T
+            tile = others[start:start + 2 * ROW_CHUNK]
+            part = np.matmul(tile, block.T, out=product[:tile.shape[0], :block.shape[0]])
             hit[start:start + part.shape[0]] |= part.max(axis=1) >= threshold
     return hit
 
