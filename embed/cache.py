@@ -124,9 +124,11 @@ class EmbeddingCache:
                 hit = unique[spot] == keys[keyed]
                 positions, rows = keyed[hit], last[spot[hit]]
                 if first and positions.size == len(digests):      # the usual case, one chunk holds them all:
-                    vectors = np.take(chunk["embedding"], rows, axis=0)    # one gather, no zeroed copy first
+                    run = rows.size and rows[-1] - rows[0] == rows.size - 1 and bool((np.diff(rows) == 1).all())
+                    picked = slice(int(rows[0]), int(rows[-1]) + 1) if run else rows   # in chunk order: no copy
+                    vectors = chunk["embedding"][picked]        # else one gather, no zeroed copy first
                     if extras is not None:
-                        extras = np.take(chunk["extras"], rows, axis=0)
+                        extras = chunk["extras"][picked]
                 else:
                     if vectors.shape[0] != len(digests):
                         vectors = np.zeros((len(digests), vectors.shape[1]), dtype=np.float32)
@@ -272,12 +274,15 @@ def embed_with_cache(cache: EmbeddingCache, files: Sequence[str], digests: Seque
     else:
         log.info("all %d distinct images are in the cache %s: no model loaded", len(files), cache.folder)
     dim = fresh.embeddings.shape[1] if fresh is not None and fresh.embeddings.size else lookup.vectors.shape[1]
-    vectors = np.zeros((len(files), dim), dtype=np.float32)
     extra_dim = next((e.shape[1] for e in (fresh.extras if fresh is not None else None, lookup.extras)
                       if e is not None), None)
-    extras = None if extra_dim is None else np.zeros((len(files), extra_dim), dtype=np.float32)
     ok = lookup.found.copy()
-    if ok.any():
+    if fresh is None:               # all from the cache: its answer as it is (zeros where not found), no copies
+        vectors, extras = lookup.vectors, lookup.extras
+    else:
+        vectors = np.zeros((len(files), dim), dtype=np.float32)
+        extras = None if extra_dim is None else np.zeros((len(files), extra_dim), dtype=np.float32)
+    if fresh is not None and ok.any():
         vectors[ok] = lookup.vectors[ok]
         if extras is not None and lookup.extras is not None:
             extras[ok] = lookup.extras[ok]
@@ -294,7 +299,8 @@ def embed_with_cache(cache: EmbeddingCache, files: Sequence[str], digests: Seque
     computed = int(fresh.ok_index.size) if fresh is not None else 0
     info["embedding_cache"] = {"folder": cache.folder, "computed": computed, "reused": int(lookup.found.sum()),
                                "known_undecodable": len(lookup.failed), "seconds": seconds}
-    return CachedEmbeddings(EmbedResult(vectors[ok_index], ok_index.astype(np.int64),
+    every = ok_index.size == len(files)                 # nothing left out: the arrays themselves
+    return CachedEmbeddings(EmbedResult(vectors if every else vectors[ok_index], ok_index.astype(np.int64),
                                         [(files[i], reasons[i]) for i in sorted(reasons)], seconds,
-                                        None if extras is None else extras[ok_index]),
+                                        None if extras is None else extras if every else extras[ok_index]),
                             computed, int(lookup.found.sum()), info)
