@@ -71,6 +71,7 @@ MIGRATIONS: List[List[str]] = [_statements(_SCHEMA_V1)]
 CROP_COLUMNS = ["digest", "path", "individual", "cluster", "representative", "first_run", "last_run", "seconds",
                 "night", "site"]
 CLUSTER_COLUMNS = ["id", "name", "status", "first_run", "last_run", "reviewed_run"]
+INTEGER_CROP_COLUMNS = {"individual", "cluster", "representative", "first_run", "last_run"}     # NOT NULL
 DECISION_COLUMNS = ["digest", "filename", "group", "reviewer", "time", "note", "source", "run"]
 RUN_COLUMNS = ["id", "started", "finished", "mode", "parameters", "versions", "counts"]
 
@@ -215,14 +216,29 @@ class CampaignStore:
         unknown = set(columns or ()) - set(CROP_COLUMNS)
         if unknown:
             raise ValueError(f"not crop columns: {sorted(unknown)}")
-        frame = self._frame(f"SELECT {', '.join(wanted)} FROM crops ORDER BY rowid", wanted)
+        integer = [name for name in wanted if name in INTEGER_CROP_COLUMNS]
+        other = [name for name in wanted if name not in INTEGER_CROP_COLUMNS]
+        if self._connection is None:
+            frame = self._frame("", wanted)
+        else:
+            self._connection.execute("BEGIN")           # one snapshot for both reads
+            try:
+                frame = self._frame(f"SELECT {', '.join(other)} FROM crops ORDER BY rowid", other)
+                with paused_gc():                       # the NOT NULL integers straight into one numpy array
+                    numbers = np.fromiter(
+                        self._connection.execute(f"SELECT {', '.join(integer)} FROM crops ORDER BY rowid"),
+                        dtype=[(name, np.int64) for name in integer], count=len(frame))
+            finally:
+                self._connection.execute("COMMIT")
+            for name in integer:
+                frame[name] = numbers[name]
+            frame = frame[wanted]
+        for name in integer:
+            frame[name] = frame[name].astype(np.int64)
         if "representative" in frame:
             frame["representative"] = frame["representative"].astype(bool)
         if "seconds" in frame:
             frame["seconds"] = pd.to_numeric(frame["seconds"], errors="coerce").astype(np.float64)
-        for name in ("individual", "cluster", "first_run", "last_run"):
-            if name in frame:
-                frame[name] = frame[name].astype(np.int64)
         return frame
 
     def clusters(self) -> pd.DataFrame:

@@ -124,11 +124,9 @@ class EmbeddingCache:
                 hit = unique[spot] == keys[keyed]
                 positions, rows = keyed[hit], last[spot[hit]]
                 if first and positions.size == len(digests):      # the usual case, one chunk holds them all:
-                    run = rows.size and rows[-1] - rows[0] == rows.size - 1 and bool((np.diff(rows) == 1).all())
-                    picked = slice(int(rows[0]), int(rows[-1]) + 1) if run else rows   # in chunk order: no copy
-                    vectors = chunk["embedding"][picked]        # else one gather, no zeroed copy first
+                    vectors = np.take(chunk["embedding"], rows, axis=0)    # one gather, no zeroed copy first
                     if extras is not None:
-                        extras = chunk["extras"][picked]
+                        extras = np.take(chunk["extras"], rows, axis=0)
                 else:
                     if vectors.shape[0] != len(digests):
                         vectors = np.zeros((len(digests), vectors.shape[1]), dtype=np.float32)
