@@ -26,7 +26,7 @@ from crop_cluster.campaign import STATUSES
 from crop_cluster.campaign.decisions import apply_decisions, latest_decisions
 from crop_cluster.campaign.ids import stable_ids
 from crop_cluster.campaign.lock import RunLock
-from crop_cluster.campaign.store import DECISION_COLUMNS, CampaignStore, RunRecord
+from crop_cluster.campaign.store import DECISION_COLUMNS, CampaignStore, RunRecord, paused_gc
 
 log = logging.getLogger("crop-cluster")
 SESSION_COLUMNS = ["digest", "path", "individual", "cluster", "representative", "first_run"]   # what a run reads
@@ -161,6 +161,12 @@ class CampaignSession:
         night of each time); seen: bool (n,), the rows read from this run's inputs (None: all; with --add the
         campaign's other crops are written back only where this run changed them).
         """
+        with paused_gc():                       # per-crop lists and dicts only: nothing cyclic to collect
+            return self._settle(filenames, digests, individual, representative, label, embedding, seconds, sites,
+                                nights, seen)
+
+    def _settle(self, filenames, digests, individual, representative, label, embedding, seconds, sites, nights,
+                seen) -> Settled:
         keys = crop_keys(digests, filenames)
         latest = latest_decisions(pd.concat([self.store.decisions().drop(columns="run"), self.new_decisions],
                                             ignore_index=True))
@@ -176,6 +182,7 @@ class CampaignSession:
         small = [lab for lab, size in crops_per_label.items() if size < 2 and lab not in named]
         row_label = np.where(np.isin(row_label, small), -1, row_label)
         where = self._stored_row(keys)
+        self._settled_rows = (keys, where)                 # commit reuses them for the same keys
         old_cluster = self._stored("cluster", where, -1)
         old_individual = self._stored("individual", where, -1)
         clusters = self.store.clusters()
@@ -216,6 +223,10 @@ class CampaignSession:
 
     def commit(self, settled: Settled, mode: str, parameters: Dict, versions: Dict, counts: Dict) -> int:
         """Write the run to the store in one transaction; returns its run id."""
+        with paused_gc():
+            return self._commit(settled, mode, parameters, versions, counts)
+
+    def _commit(self, settled: Settled, mode: str, parameters: Dict, versions: Dict, counts: Dict) -> int:
         codes, digests = pd.factorize(pd.Index(settled.keys, dtype=object))      # one row per content, first seen
         first = np.empty(len(digests), dtype=np.int64)
         first[codes[::-1]] = np.arange(codes.size - 1, -1, -1)
@@ -224,7 +235,9 @@ class CampaignSession:
         cluster = settled.rep_cluster[settled.individual][first]
         representative = np.asarray(settled.representative, dtype=bool)[first]
         path = np.asarray(settled.filenames, dtype=object)[first]
-        where = self._stored_row(digests)
+        rows_of = getattr(self, "_settled_rows", None)
+        where = rows_of[1][first] if rows_of is not None and rows_of[0] is settled.keys else \
+            self._stored_row(digests)
         stored = where >= 0
         at = np.maximum(where, 0)
         stored_path = self.stored_crops["path"].to_numpy(dtype=object)[at] if stored.any() else path
