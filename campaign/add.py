@@ -52,16 +52,16 @@ def _best_per_cluster(new_vectors: np.ndarray, old_vectors: np.ndarray, member_r
     starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
     ends = np.r_[starts[1:], labels.size]
     ids = labels[starts]
-    ordered = old_vectors[member_rows[order]]                      # one copy, members grouped by cluster
+    ordered = member_rows[order]             # rows of old_vectors grouped by cluster (never copied as a whole)
     segment = np.repeat(np.arange(ids.size), ends - starts)
-    summing = csr_matrix((np.ones(labels.size, dtype=np.float32), (segment, np.arange(labels.size))),
-                         shape=(ids.size, labels.size))
-    centroids = np.asarray(summing @ ordered, dtype=np.float32)    # float32 sums: only their direction is used
+    summing = csr_matrix((np.ones(labels.size, dtype=np.float32), (segment, ordered)),
+                         shape=(ids.size, old_vectors.shape[0]))
+    centroids = np.asarray(summing @ old_vectors, dtype=np.float32)   # float32 sums: only their direction is used
     centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
     member_cos = np.empty(labels.size, dtype=np.float32)
-    for begin in range(0, labels.size, 4 * ROW_CHUNK):              # in blocks: no (k, d) copy of the centroids
+    for begin in range(0, labels.size, 4 * ROW_CHUNK):              # in blocks: no (k, d) copies
         part = slice(begin, begin + 4 * ROW_CHUNK)
-        member_cos[part] = np.einsum("ij,ij->i", ordered[part], centroids[segment[part]])
+        member_cos[part] = np.einsum("ij,ij->i", old_vectors[ordered[part]], centroids[segment[part]])
     radius = np.arccos(np.clip(np.minimum.reduceat(member_cos, starts), -1.0, 1.0))
     floor = (np.cos(np.minimum(np.pi, radius + np.arccos(np.clip(match_threshold, -1.0, 1.0)))) -
              BOUND_SLACK).astype(np.float32)               # float32 rounding (~1e-7) is well inside the slack
@@ -83,7 +83,7 @@ def _best_per_cluster(new_vectors: np.ndarray, old_vectors: np.ndarray, member_r
     for begin, end in zip(bounds[:-1], bounds[1:]):
         k = int(clusters[begin])
         candidates = rows[begin:end]
-        sims = (new_vectors[candidates] @ ordered[starts[k]:ends[k]].T).max(axis=1)
+        sims = (new_vectors[candidates] @ old_vectors[ordered[starts[k]:ends[k]]].T).max(axis=1)
         hit = sims >= match_threshold
         for row, sim in zip(candidates[hit].tolist(), sims[hit].tolist()):
             found.setdefault(row, {})[int(ids[k])] = sim
