@@ -142,8 +142,9 @@ class EmbeddingCache:
             for digest, reason in zip(chunk["failed"].tolist(), chunk["reason"].tolist()):
                 for position in wanted.get(digest, ()):
                     failed[position] = reason
-        for position in np.flatnonzero(found):
-            failed.pop(int(position), None)
+        if failed:                                  # a vector found later wins over an earlier failure
+            for position in np.flatnonzero(found).tolist():
+                failed.pop(position, None)
         if vectors is None:
             vectors = np.zeros((len(digests), 0), np.float32)
         elif vectors.shape[0] != len(digests):      # no chunk held any of them
