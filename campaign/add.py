@@ -90,15 +90,16 @@ def _best_per_cluster(new_vectors: np.ndarray, old_vectors: np.ndarray, member_r
     return found
 
 
-def _reached(new_vectors: np.ndarray, others: np.ndarray, threshold: float) -> np.ndarray:
-    """bool (len(others),): rows of `others` with cosine >= threshold to some row of new_vectors (tiled)."""
-    hit = np.zeros(others.shape[0], dtype=bool)
-    product = np.empty((min(2 * ROW_CHUNK, others.shape[0]), min(ROW_CHUNK, new_vectors.shape[0])),
+def _reached(new_vectors: np.ndarray, old_vectors: np.ndarray, rows: np.ndarray, threshold: float) -> np.ndarray:
+    """bool (len(rows),): which rows of old_vectors have cosine >= threshold to some row of new_vectors (tiled;
+    each tile of old rows is gathered once)."""
+    hit = np.zeros(rows.size, dtype=bool)
+    product = np.empty((min(2 * ROW_CHUNK, rows.size), min(ROW_CHUNK, new_vectors.shape[0])),
                        dtype=np.float32)                   # one buffer for every tile
-    for begin in range(0, new_vectors.shape[0], ROW_CHUNK):
-        block = new_vectors[begin:begin + ROW_CHUNK]
-        for start in range(0, others.shape[0], 2 * ROW_CHUNK):
-            tile = others[start:start + 2 * ROW_CHUNK]
+    for start in range(0, rows.size, 2 * ROW_CHUNK):
+        tile = old_vectors[rows[start:start + 2 * ROW_CHUNK]]
+        for begin in range(0, new_vectors.shape[0], ROW_CHUNK):
+            block = new_vectors[begin:begin + ROW_CHUNK]
             part = np.matmul(tile, block.T, out=product[:tile.shape[0], :block.shape[0]])
             hit[start:start + part.shape[0]] |= part.max(axis=1) >= threshold
     return hit
@@ -139,7 +140,7 @@ def add_to_campaign(old_vectors: np.ndarray, old_item: np.ndarray, old_label: np
     rest = np.flatnonzero(label[n_old + new_item] < 0)                 # new crops that joined nothing
     lone = np.flatnonzero(old_label[old_item] < 0)                     # crops of unclustered campaign individuals
     if rest.size:
-        pulled = lone[_reached(new_vectors[rest], old_vectors[lone], threshold)] if lone.size else lone
+        pulled = lone[_reached(new_vectors[rest], old_vectors, lone, threshold)] if lone.size else lone
         vectors = np.concatenate([new_vectors[rest], old_vectors[pulled]])
         items = np.concatenate([n_old + new_item[rest], old_item[pulled]])
         unique_items, item_of_row = np.unique(items, return_inverse=True)
