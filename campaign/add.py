@@ -37,27 +37,42 @@ class AddResult:
     counts: Dict[str, int] = field(default_factory=dict)
 
 
-def _best_per_cluster(new_vectors: np.ndarray, members: np.ndarray, member_label: np.ndarray,
-                      match_threshold: float) -> Dict[int, Dict[int, float]]:
+def _best_per_cluster(new_vectors: np.ndarray, old_vectors: np.ndarray, member_rows: np.ndarray,
+                      member_label: np.ndarray, match_threshold: float) -> Dict[int, Dict[int, float]]:
     """{new crop row: {cluster id: best similarity >= match_threshold}} with the centroid-radius bound.
 
+    old_vectors: float32 (m, d); member_rows: int64 (k,) its rows in clusters, member_label: int64 (k,) their ids.
     The bound cos(max(0, angle(x, c) - radius)) >= t holds exactly when x.c >= cos(min(pi, radius + arccos t)), so
     the candidates come from one product with the centroids and a per-cluster floor, without an arccos per pair.
     """
+    from scipy.sparse import csr_matrix
+
     order = np.argsort(member_label, kind="stable")
     labels = member_label[order]
     starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
     ends = np.r_[starts[1:], labels.size]
     ids = labels[starts]
-    ordered = members[order]
-    centroids = np.add.reduceat(ordered, starts, axis=0)          # float32 sums: only their direction is used
+    ordered = member_rows[order]             # rows of old_vectors grouped by cluster (never copied as a whole)
+    segment = np.repeat(np.arange(ids.size), ends - starts)
+    summing = csr_matrix((np.ones(labels.size, dtype=np.float32), (segment, ordered)),
+                         shape=(ids.size, old_vectors.shape[0]))
+    centroids = np.asarray(summing @ old_vectors, dtype=np.float32)   # float32 sums: only their direction is used
     centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
-    member_cos = np.einsum("ij,ij->i", ordered, centroids[np.repeat(np.arange(ids.size), ends - starts)])
+    member_cos = np.empty(labels.size, dtype=np.float32)
+    for begin in range(0, labels.size, 4 * ROW_CHUNK):              # in blocks: no (k, d) copies
+        part = slice(begin, begin + 4 * ROW_CHUNK)
+        member_cos[part] = np.einsum("ij,ij->i", old_vectors[ordered[part]], centroids[segment[part]])
     radius = np.arccos(np.clip(np.minimum.reduceat(member_cos, starts), -1.0, 1.0))
-    floor = np.cos(np.minimum(np.pi, radius + np.arccos(np.clip(match_threshold, -1.0, 1.0)))) - BOUND_SLACK
+    floor = (np.cos(np.minimum(np.pi, radius + np.arccos(np.clip(match_threshold, -1.0, 1.0)))) -
+             BOUND_SLACK).astype(np.float32)               # float32 rounding (~1e-7) is well inside the slack
     rows_found, clusters_found = [], []
+    product = np.empty((min(ROW_CHUNK, new_vectors.shape[0]), ids.size), dtype=np.float32)
+    above = np.empty(product.shape, dtype=bool)
     for begin in range(0, new_vectors.shape[0], ROW_CHUNK):
-        rows, clusters = np.nonzero(new_vectors[begin:begin + ROW_CHUNK] @ centroids.T >= floor[None, :])
+        block = new_vectors[begin:begin + ROW_CHUNK]
+        np.matmul(block, centroids.T, out=product[:block.shape[0]])
+        np.greater_equal(product[:block.shape[0]], floor[None, :], out=above[:block.shape[0]])
+        rows, clusters = np.divmod(np.flatnonzero(above[:block.shape[0]]), ids.size)    # few: 1-d search
         rows_found.append(rows + begin)
         clusters_found.append(clusters)
     rows, clusters = np.concatenate(rows_found), np.concatenate(clusters_found)
@@ -68,20 +83,24 @@ def _best_per_cluster(new_vectors: np.ndarray, members: np.ndarray, member_label
     for begin, end in zip(bounds[:-1], bounds[1:]):
         k = int(clusters[begin])
         candidates = rows[begin:end]
-        sims = (new_vectors[candidates] @ ordered[starts[k]:ends[k]].T).max(axis=1)
+        sims = (new_vectors[candidates] @ old_vectors[ordered[starts[k]:ends[k]]].T).max(axis=1)
         hit = sims >= match_threshold
         for row, sim in zip(candidates[hit].tolist(), sims[hit].tolist()):
             found.setdefault(row, {})[int(ids[k])] = sim
     return found
 
 
-def _reached(new_vectors: np.ndarray, others: np.ndarray, threshold: float) -> np.ndarray:
-    """bool (len(others),): rows of `others` with cosine >= threshold to some row of new_vectors (tiled)."""
-    hit = np.zeros(others.shape[0], dtype=bool)
-    for begin in range(0, new_vectors.shape[0], ROW_CHUNK):
-        block = new_vectors[begin:begin + ROW_CHUNK]
-        for start in range(0, others.shape[0], 2 * ROW_CHUNK):
-            part = others[start:start + 2 * ROW_CHUNK] @ block.T
+def _reached(new_vectors: np.ndarray, old_vectors: np.ndarray, rows: np.ndarray, threshold: float) -> np.ndarray:
+    """bool (len(rows),): which rows of old_vectors have cosine >= threshold to some row of new_vectors (tiled;
+    each tile of old rows is gathered once)."""
+    hit = np.zeros(rows.size, dtype=bool)
+    product = np.empty((min(2 * ROW_CHUNK, rows.size), min(ROW_CHUNK, new_vectors.shape[0])),
+                       dtype=np.float32)                   # one buffer for every tile
+    for start in range(0, rows.size, 2 * ROW_CHUNK):
+        tile = old_vectors[rows[start:start + 2 * ROW_CHUNK]]
+        for begin in range(0, new_vectors.shape[0], ROW_CHUNK):
+            block = new_vectors[begin:begin + ROW_CHUNK]
+            part = np.matmul(tile, block.T, out=product[:tile.shape[0], :block.shape[0]])
             hit[start:start + part.shape[0]] |= part.max(axis=1) >= threshold
     return hit
 
@@ -103,7 +122,7 @@ def add_to_campaign(old_vectors: np.ndarray, old_item: np.ndarray, old_label: np
     member_rows = np.flatnonzero(old_label[old_item] >= 0)
     best: Dict[int, Dict[int, float]] = {}
     if member_rows.size and new_vectors.shape[0]:
-        by_crop = _best_per_cluster(new_vectors, old_vectors[member_rows], old_label[old_item[member_rows]],
+        by_crop = _best_per_cluster(new_vectors, old_vectors, member_rows, old_label[old_item[member_rows]],
                                     match_threshold)
         for row, sims in by_crop.items():
             target = best.setdefault(int(new_item[row]), {})
@@ -121,7 +140,7 @@ def add_to_campaign(old_vectors: np.ndarray, old_item: np.ndarray, old_label: np
     rest = np.flatnonzero(label[n_old + new_item] < 0)                 # new crops that joined nothing
     lone = np.flatnonzero(old_label[old_item] < 0)                     # crops of unclustered campaign individuals
     if rest.size:
-        pulled = lone[_reached(new_vectors[rest], old_vectors[lone], threshold)] if lone.size else lone
+        pulled = lone[_reached(new_vectors[rest], old_vectors, lone, threshold)] if lone.size else lone
         vectors = np.concatenate([new_vectors[rest], old_vectors[pulled]])
         items = np.concatenate([n_old + new_item[rest], old_item[pulled]])
         unique_items, item_of_row = np.unique(items, return_inverse=True)

@@ -77,8 +77,10 @@ def apply_decisions(latest: Latest, digests: Sequence[str], individual: np.ndarr
     individual = np.asarray(individual, dtype=np.int64).copy()
     representative = np.asarray(representative, dtype=bool).copy()
     label = np.asarray(label, dtype=np.int64)
-    group = np.asarray([latest.group.get(d, "") for d in digests], dtype=object)
-    when = np.asarray([latest.time.get(d, "") for d in digests], dtype=object)
+    group, when = np.full(n, "", dtype=object), np.full(n, "", dtype=object)
+    if latest.group:                                    # a campaign without decisions skips the per-crop lookups
+        group[:] = [latest.group.get(d, "") for d in digests]
+        when[:] = [latest.time.get(d, "") for d in digests]
     excluded = group == EXCLUDED
     # 1. excluded crops become individuals of their own, not clustered; ids closed up (0..I'-1, first seen order
     #    kept), an individual that lost its representative gets its first remaining crop

@@ -26,9 +26,10 @@ from crop_cluster.campaign import STATUSES
 from crop_cluster.campaign.decisions import apply_decisions, latest_decisions
 from crop_cluster.campaign.ids import stable_ids
 from crop_cluster.campaign.lock import RunLock
-from crop_cluster.campaign.store import DECISION_COLUMNS, CampaignStore, RunRecord
+from crop_cluster.campaign.store import DECISION_COLUMNS, CampaignStore, RunRecord, paused_gc
 
 log = logging.getLogger("crop-cluster")
+SESSION_COLUMNS = ["digest", "path", "individual", "cluster", "representative", "first_run"]   # what a run reads
 REVIEWED, UNREVIEWED, NEW = STATUSES
 NIGHT_OFFSET_HOURS = 12      # a trap night is named after its evening's date: times before noon are the night before
 
@@ -39,8 +40,27 @@ def now() -> str:
 
 def nights_of(seconds: np.ndarray) -> List[Optional[str]]:
     """The trap night of each POSIX time (UTC date of time - 12 h), None where unknown."""
-    shifted = pd.to_datetime(seconds - NIGHT_OFFSET_HOURS * 3600.0, unit="s", utc=True)
-    return [None if pd.isna(t) else t.strftime("%Y-%m-%d") for t in shifted]
+    seconds = np.asarray(seconds, dtype=np.float64)
+    nights: List[Optional[str]] = [None] * seconds.size
+    known = np.flatnonzero(np.isfinite(seconds))
+    if known.size:
+        shifted = pd.to_datetime(seconds[known] - NIGHT_OFFSET_HOURS * 3600.0, unit="s", utc=True)
+        for k, night in zip(known.tolist(), shifted.strftime("%Y-%m-%d").tolist()):
+            nights[k] = night
+    return nights
+
+
+def _mapped(mapping: Dict[int, int], values: np.ndarray, missing: int = -1) -> np.ndarray:
+    """int64 array: mapping[v] for each of `values` (int64), `missing` where v is not a key (vectorised)."""
+    values = np.asarray(values, dtype=np.int64)
+    if not mapping or not values.size:
+        return np.full(values.size, missing, dtype=np.int64)
+    keys = np.fromiter(mapping.keys(), dtype=np.int64, count=len(mapping))
+    targets = np.fromiter(mapping.values(), dtype=np.int64, count=len(mapping))
+    order = np.argsort(keys, kind="stable")
+    keys, targets = keys[order], targets[order]
+    spot = np.minimum(np.searchsorted(keys, values), keys.size - 1)
+    return np.where(keys[spot] == values, targets[spot], missing)
 
 
 def crop_keys(digests: Sequence[str], filenames: Sequence[str]) -> List[str]:
@@ -90,7 +110,8 @@ class CampaignSession:
         try:
             self.store = CampaignStore(self.out_folder)
             self.run_id = self.store.next_run_id()
-            self.stored_crops = self.store.crops()
+            self.stored_crops = self.store.crops(SESSION_COLUMNS)
+            self._stored_index = pd.Index(self.stored_crops["digest"])          # unique: the table's key
         except BaseException:
             self.lock.release()
             raise
@@ -104,7 +125,16 @@ class CampaignSession:
     # -- before clustering ---------------------------------------------------------------------------------------
     def known(self, keys: Sequence[str]) -> np.ndarray:
         """bool (n,): which store keys are already crops of the campaign."""
-        return np.isin(np.asarray(list(keys), dtype=object), self.stored_crops["digest"].to_numpy(dtype=object))
+        return self._stored_row(keys) >= 0
+
+    def _stored_row(self, keys: Sequence[str]) -> np.ndarray:
+        """int64 (n,): the row of each key in stored_crops, -1 for a key not stored."""
+        return self._stored_index.get_indexer(pd.Index(list(keys), dtype=object)).astype(np.int64)
+
+    def _stored(self, column: str, where: np.ndarray, missing: int) -> np.ndarray:
+        """int64 (n,): stored_crops[column] at rows `where` (from _stored_row), `missing` where -1."""
+        values = self.stored_crops[column].to_numpy(np.int64)
+        return np.where(where >= 0, values[np.maximum(where, 0)] if values.size else missing, missing)
 
     def read_review(self, path: str, filenames: Sequence[str], digests: Sequence[str],
                     reviewed_table: Optional[str]) -> int:
@@ -131,6 +161,12 @@ class CampaignSession:
         night of each time); seen: bool (n,), the rows read from this run's inputs (None: all; with --add the
         campaign's other crops are written back only where this run changed them).
         """
+        with paused_gc():                       # per-crop lists and dicts only: nothing cyclic to collect
+            return self._settle(filenames, digests, individual, representative, label, embedding, seconds, sites,
+                                nights, seen)
+
+    def _settle(self, filenames, digests, individual, representative, label, embedding, seconds, sites, nights,
+                seen) -> Settled:
         keys = crop_keys(digests, filenames)
         latest = latest_decisions(pd.concat([self.store.decisions().drop(columns="run"), self.new_decisions],
                                             ignore_index=True))
@@ -145,39 +181,41 @@ class CampaignSession:
         crops_per_label = pd.Series(row_label[row_label >= 0]).value_counts()
         small = [lab for lab, size in crops_per_label.items() if size < 2 and lab not in named]
         row_label = np.where(np.isin(row_label, small), -1, row_label)
-        stored = self.stored_crops.set_index("digest")
-        old_cluster = stored["cluster"].reindex(keys).fillna(-1).to_numpy(np.int64)
-        old_individual = stored["individual"].reindex(keys).fillna(-1).to_numpy(np.int64)
+        where = self._stored_row(keys)
+        self._settled_rows = (keys, where)                 # commit reuses them for the same keys
+        old_cluster = self._stored("cluster", where, -1)
+        old_individual = self._stored("individual", where, -1)
         clusters = self.store.clusters()
         stored_names = clusters[clusters["name"] != ""]
         id_of_name = dict(zip(stored_names["name"], stored_names["id"].astype(int)))
         fixed = {lab: id_of_name[name] for lab, name in applied.names.items() if name in id_of_name}
         cluster_id = stable_ids(row_label, old_cluster, self.store.next_cluster_id(), fixed)
-        row_cluster = np.asarray([cluster_id.get(int(x), -1) if x >= 0 else -1 for x in row_label], dtype=np.int64)
+        row_cluster = np.where(row_label >= 0, _mapped(cluster_id, row_label), -1)
         person = stable_ids(applied.individual, old_individual, self.store.next_individual_id())
         n_ind = int(applied.label.size)
-        individual_id = np.asarray([person[i] for i in range(n_ind)], dtype=np.int64)
+        individual_id = _mapped(person, np.arange(n_ind))
         rep_cluster = np.full(n_ind, -1, dtype=np.int64)
         rep_cluster[applied.individual] = row_cluster
         names = {cluster_id[lab]: name for lab, name in applied.names.items() if lab in cluster_id}
         issued = self.store.next_cluster_id()
         status = np.where(row_cluster < 0, "", np.where(np.isin(row_cluster, list(names)), REVIEWED,
                                                         np.where(row_cluster < issued, UNREVIEWED, NEW)))
-        first_run = stored["first_run"].reindex(keys).fillna(self.run_id).to_numpy(np.int64)
+        first_run = self._stored("first_run", where, self.run_id)
         seconds = np.asarray(seconds, dtype=np.float64)
         counts = {**applied.counts, "decisions_recorded": int(len(self.new_decisions)),
                   "decisions_disagreeing": len(disagreements),
                   "new_crops": int((old_individual < 0).sum()),
-                  "clusters_kept_id": int(len(set(row_cluster[row_cluster >= 0].tolist()) & set(
-                      old_cluster[old_cluster >= 0].tolist()))),
-                  "new_clusters": int(len(set(row_cluster[row_cluster >= issued].tolist())))}
-        decided = [k for k, key in enumerate(keys) if key in latest.group]
+                  "clusters_kept_id": int(np.intersect1d(row_cluster[row_cluster >= 0],
+                                                         old_cluster[old_cluster >= 0]).size),
+                  "new_clusters": int(np.unique(row_cluster[row_cluster >= issued]).size)}
+        decided = [k for k, key in enumerate(keys) if key in latest.group] if latest.group else []
         identifications = pd.DataFrame({"filename": [filenames[k] for k in decided],
                                         "group": [latest.group[keys[k]] for k in decided],
                                         "reviewer": [latest.reviewer.get(keys[k], "") for k in decided],
                                         "time": [latest.time[keys[k]] for k in decided]})
         return Settled(applied.individual, applied.representative, rep_cluster, individual_id,
-                       [names.get(int(c), "") for c in row_cluster], status.tolist(), first_run, keys,
+                       [names.get(c, "") for c in row_cluster.tolist()] if names else [""] * len(keys),
+                       status.tolist(), first_run, keys,
                        list(filenames), seconds, list(nights) if nights is not None else nights_of(seconds),
                        list(sites) if sites is not None else [None] * len(keys), names, applied.excluded,
                        np.ones(len(keys), dtype=bool) if seen is None else np.asarray(seen, dtype=bool), counts,
@@ -185,24 +223,46 @@ class CampaignSession:
 
     def commit(self, settled: Settled, mode: str, parameters: Dict, versions: Dict, counts: Dict) -> int:
         """Write the run to the store in one transaction; returns its run id."""
-        rows = pd.DataFrame({"digest": settled.keys,
-                             "path": [f if os.path.isabs(f) else os.path.abspath(f) for f in settled.filenames],
-                             "individual": settled.individual_id[settled.individual],
-                             "cluster": settled.rep_cluster[settled.individual],
-                             "representative": settled.representative, "seconds": settled.seconds,
-                             "night": settled.nights, "site": settled.sites, "seen": settled.seen})
-        rows["seen"] = rows.groupby("digest", sort=False)["seen"].transform("any")
-        rows = rows.drop_duplicates("digest").reset_index(drop=True)
-        before = self.stored_crops.set_index("digest").reindex(rows["digest"])
-        same = np.ones(len(rows), dtype=bool)
-        for column in ("path", "individual", "cluster", "representative"):
-            same &= before[column].to_numpy(dtype=object) == rows[column].to_numpy(dtype=object)
-        rows = rows[~same | rows["seen"].to_numpy(bool)].drop(columns="seen")     # unchanged, unread: as stored
+        with paused_gc():
+            return self._commit(settled, mode, parameters, versions, counts)
+
+    def _commit(self, settled: Settled, mode: str, parameters: Dict, versions: Dict, counts: Dict) -> int:
+        codes, digests = pd.factorize(pd.Index(settled.keys, dtype=object))      # one row per content, first seen
+        first = np.empty(len(digests), dtype=np.int64)
+        first[codes[::-1]] = np.arange(codes.size - 1, -1, -1)
+        seen = np.bincount(codes, weights=settled.seen, minlength=len(digests))[:len(digests)] > 0
+        individual = settled.individual_id[settled.individual][first]
+        cluster = settled.rep_cluster[settled.individual][first]
+        representative = np.asarray(settled.representative, dtype=bool)[first]
+        path = np.asarray(settled.filenames, dtype=object)[first]
+        rows_of = getattr(self, "_settled_rows", None)
+        where = rows_of[1][first] if rows_of is not None and rows_of[0] is settled.keys else \
+            self._stored_row(digests)
+        stored = where >= 0
+        at = np.maximum(where, 0)
+        stored_path = self.stored_crops["path"].to_numpy(dtype=object)[at] if stored.any() else path
+        same = stored & (path == stored_path)               # the stored path itself: absolute already
+        for k in np.flatnonzero(~same).tolist():            # the others absolute, as the store keeps them
+            if not os.path.isabs(path[k]):
+                path[k] = os.path.abspath(path[k])
+            same[k] = stored[k] and path[k] == stored_path[k]
+        if stored.any():
+            same &= (individual == self.stored_crops["individual"].to_numpy(np.int64)[at]) & \
+                (cluster == self.stored_crops["cluster"].to_numpy(np.int64)[at]) & \
+                (representative == self.stored_crops["representative"].to_numpy(bool)[at])
+        write = np.flatnonzero(~same | seen)                 # unchanged, unread: left as stored
+        rows = first[write]
+        crops = pd.DataFrame({"digest": np.asarray(digests, dtype=object)[write], "path": path[write],
+                              "individual": individual[write], "cluster": cluster[write],
+                              "representative": representative[write],
+                              "seconds": np.asarray(settled.seconds, dtype=np.float64)[rows],
+                              "night": [settled.nights[k] for k in rows.tolist()],
+                              "site": [settled.sites[k] for k in rows.tolist()]})
         present = np.unique(settled.rep_cluster[settled.rep_cluster >= 0])
         issued = self.store.next_cluster_id()
         clusters = pd.DataFrame({"id": present, "name": [settled.names.get(int(c), "") for c in present],
                                  "status": [REVIEWED if int(c) in settled.names else
                                             UNREVIEWED if c < issued else NEW for c in present]})
-        record = RunRecord(self.started, now(), mode, parameters, versions, counts, rows, clusters,
+        record = RunRecord(self.started, now(), mode, parameters, versions, counts, crops, clusters,
                            self.new_decisions)
         return self.store.commit_run(record)

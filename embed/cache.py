@@ -108,10 +108,11 @@ class EmbeddingCache:
             chunk = self._read(path)
             if chunk is None:
                 continue
-            if vectors is None and len(chunk["digest"]):
-                vectors = np.zeros((len(digests), chunk["embedding"].shape[1]), dtype=np.float32)
+            first = vectors is None and len(chunk["digest"])
+            if first:
+                vectors = np.zeros((0, chunk["embedding"].shape[1]), dtype=np.float32)
                 if chunk["extras"] is not None:
-                    extras = np.zeros((len(digests), chunk["extras"].shape[1]), dtype=np.float32)
+                    extras = np.zeros((0, chunk["extras"].shape[1]), dtype=np.float32)
             usable = len(chunk["digest"]) and chunk["embedding"].shape[1] == vectors.shape[1] and \
                 (extras is None) == (chunk["extras"] is None) and \
                 (extras is None or chunk["extras"].shape[1] == extras.shape[1])
@@ -122,9 +123,18 @@ class EmbeddingCache:
                 spot = np.minimum(np.searchsorted(unique, keys[keyed]), unique.size - 1)
                 hit = unique[spot] == keys[keyed]
                 positions, rows = keyed[hit], last[spot[hit]]
-                vectors[positions] = chunk["embedding"][rows]
-                if extras is not None:
-                    extras[positions] = chunk["extras"][rows]
+                if first and positions.size == len(digests):      # the usual case, one chunk holds them all:
+                    vectors = np.take(chunk["embedding"], rows, axis=0)    # one gather, no zeroed copy first
+                    if extras is not None:
+                        extras = np.take(chunk["extras"], rows, axis=0)
+                else:
+                    if vectors.shape[0] != len(digests):
+                        vectors = np.zeros((len(digests), vectors.shape[1]), dtype=np.float32)
+                        if extras is not None:
+                            extras = np.zeros((len(digests), extras.shape[1]), dtype=np.float32)
+                    vectors[positions] = chunk["embedding"][rows]
+                    if extras is not None:
+                        extras[positions] = chunk["extras"][rows]
                 found[positions] = True
             if len(chunk["failed"]) and not wanted:
                 for position, digest in enumerate(digests):
@@ -132,10 +142,15 @@ class EmbeddingCache:
             for digest, reason in zip(chunk["failed"].tolist(), chunk["reason"].tolist()):
                 for position in wanted.get(digest, ()):
                     failed[position] = reason
-        for position in np.flatnonzero(found):
-            failed.pop(int(position), None)
-        return Lookup(vectors if vectors is not None else np.zeros((len(digests), 0), np.float32), found, failed,
-                      extras)
+        if failed:                                  # a vector found later wins over an earlier failure
+            for position in np.flatnonzero(found).tolist():
+                failed.pop(position, None)
+        if vectors is None:
+            vectors = np.zeros((len(digests), 0), np.float32)
+        elif vectors.shape[0] != len(digests):      # no chunk held any of them
+            vectors = np.zeros((len(digests), vectors.shape[1]), dtype=np.float32)
+            extras = None if extras is None else np.zeros((len(digests), extras.shape[1]), dtype=np.float32)
+        return Lookup(vectors, found, failed, extras)
 
     def write(self, digests: Sequence[str], vectors: np.ndarray, failed: Sequence[Tuple[str, str]],
               extras: Optional[np.ndarray] = None) -> None:
@@ -258,12 +273,15 @@ def embed_with_cache(cache: EmbeddingCache, files: Sequence[str], digests: Seque
     else:
         log.info("all %d distinct images are in the cache %s: no model loaded", len(files), cache.folder)
     dim = fresh.embeddings.shape[1] if fresh is not None and fresh.embeddings.size else lookup.vectors.shape[1]
-    vectors = np.zeros((len(files), dim), dtype=np.float32)
     extra_dim = next((e.shape[1] for e in (fresh.extras if fresh is not None else None, lookup.extras)
                       if e is not None), None)
-    extras = None if extra_dim is None else np.zeros((len(files), extra_dim), dtype=np.float32)
     ok = lookup.found.copy()
-    if ok.any():
+    if fresh is None:               # all from the cache: its answer as it is (zeros where not found), no copies
+        vectors, extras = lookup.vectors, lookup.extras
+    else:
+        vectors = np.zeros((len(files), dim), dtype=np.float32)
+        extras = None if extra_dim is None else np.zeros((len(files), extra_dim), dtype=np.float32)
+    if fresh is not None and ok.any():
         vectors[ok] = lookup.vectors[ok]
         if extras is not None and lookup.extras is not None:
             extras[ok] = lookup.extras[ok]
@@ -280,7 +298,8 @@ def embed_with_cache(cache: EmbeddingCache, files: Sequence[str], digests: Seque
     computed = int(fresh.ok_index.size) if fresh is not None else 0
     info["embedding_cache"] = {"folder": cache.folder, "computed": computed, "reused": int(lookup.found.sum()),
                                "known_undecodable": len(lookup.failed), "seconds": seconds}
-    return CachedEmbeddings(EmbedResult(vectors[ok_index], ok_index.astype(np.int64),
+    every = ok_index.size == len(files)                 # nothing left out: the arrays themselves
+    return CachedEmbeddings(EmbedResult(vectors if every else vectors[ok_index], ok_index.astype(np.int64),
                                         [(files[i], reasons[i]) for i in sorted(reasons)], seconds,
-                                        None if extras is None else extras[ok_index]),
+                                        None if extras is None else extras if every else extras[ok_index]),
                             computed, int(lookup.found.sum()), info)
