@@ -122,6 +122,14 @@ class CampaignSession:
             self.store.close()
         self.lock.release()
 
+    def campaign_key(self, keys: Sequence[str]) -> str:
+        """A stable name of the campaign for ids that must be unique beyond it (Darwin Core occurrenceIDs): the
+        smallest store key among the crops of its first run, shortened; `keys` (this run's store keys) stand in
+        for them when the campaign starts with this run. The same in every run into the folder."""
+        stored = self.stored_crops
+        first = stored["digest"][stored["first_run"].to_numpy() == 0] if len(stored) else ()
+        return str(min(first) if len(first) else min(keys, default="empty"))[:16]
+
     # -- before clustering ---------------------------------------------------------------------------------------
     def known(self, keys: Sequence[str]) -> np.ndarray:
         """bool (n,): which store keys are already crops of the campaign."""

@@ -106,6 +106,7 @@ def _run(options: Options, session, started: float, state: Run) -> Result:
     with state.stage("campaign"):
         crops, clusters, linked_by, settled = settle_campaign(options, session, crops, clusters, linked_by, meta, state,
                                                               read_now if options.add else None)
+    state.info["campaign"]["key"] = session.campaign_key(settled.keys)
     table, embedding = write_outputs(options, crops, clusters, linked_by, meta, settled, taxonomy, identified,
                                      threshold, state)
     manifest = write_manifest(options, crops, clusters, table, labels, identified, threshold, seen, state, started,
@@ -531,7 +532,8 @@ def write_outputs(options: Options, crops: Crops, clusters, linked_by, meta, set
                                                           crops.model, row_digests(crops, identified))
     if options.darwin_core:
         with state.stage("darwin_core"):
-            state.info["darwin_core"] = darwin_core(options, table, threshold, crops.model, settled)
+            state.info["darwin_core"] = darwin_core(options, table, threshold, crops.model, settled,
+                                                    state.info["campaign"]["key"])
     return table, embedding
 
 
@@ -544,10 +546,17 @@ def row_digests(crops: Crops, identified: Optional[Crops]) -> Optional[List[str]
     return [digest for part in parts for digest in part.digests]
 
 
-def darwin_core(options: Options, table, threshold: float, model: str, settled) -> Dict[str, int]:
+def darwin_core(options: Options, table, threshold: float, model: str, settled, campaign_key: str) -> Dict[str, int]:
     """--darwin_core: OUT/dwca.zip from the table; identifiedBy/dateIdentified from the campaign's latest decision
-    on each crop (every review file recorded in the folder), else from a crop-keyed --review file."""
+    on each crop (every review file recorded in the folder), else from a crop-keyed --review file. occurrenceID:
+    the campaign's key and the store's stable individual id (crops identified by --unknown_below, whose
+    individuals the store does not keep, get the content-keyed id of their first crop)."""
     from .outputs.darwin_core import review_decisions, write_darwin_core
+
+    occurrence = f"urn:crop-cluster:{campaign_key}:occurrence:" + table["individual"].astype(str)
+    if "identified" in table:
+        occurrence = occurrence.where(~table["identified"].astype(bool), "")
+    table = table.assign(occurrence_id=occurrence)
 
     return write_darwin_core(os.path.join(options.out_folder, "dwca.zip"), table,
                              os.path.basename(os.path.abspath(options.out_folder)),

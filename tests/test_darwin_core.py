@@ -106,9 +106,9 @@ def test_darwin_core_on_the_real_timestamped_crops(shared_crops, tmp_path, fake_
         ends = value["eventDate"].split("/")
         assert all(end in stamps and dt_parse(end) for end in ends) and ends == sorted(ends)
         assert value["basisOfRecord"] == "MachineObservation" and value["scientificName"] == "Insecta"
-    by_individual = table.groupby("individual")
-    assert sorted(records) == sorted(ID_PREFIX + file_digest(min(rows.filename, key=lambda f: (
-        rows.timestamp[rows.filename == f].iloc[0], f))) for _, rows in by_individual)
+    key = json.loads((out / "run.json").read_text())["campaign"]["key"]
+    assert sorted(records) == sorted(f"urn:crop-cluster:{key}:occurrence:{individual}"
+                                     for individual in table.individual.unique())
     representative = set(table.filename[table.representative])
     with zipfile.ZipFile(out / "dwca.zip") as archive:
         names = set(archive.namelist())
@@ -124,3 +124,26 @@ def dt_parse(text: str):
     import datetime
 
     return datetime.datetime.fromisoformat(text)
+
+
+def test_occurrence_ids_survive_a_new_night_added_to_the_campaign(tmp_path, fake_backend):
+    """occurrenceID = the campaign's key + the store's stable individual id: the same for night 1's individuals
+    after night 2 joins with --add, and unique across both nights."""
+    from crop_cluster.cli import main
+
+    for night in (1, 2):
+        for colour in range(3):
+            for view in range(2):
+                draw_crop(tmp_path / f"night{night}" / f"n{night}_c{colour}_v{view}.png", PALETTE[colour],
+                          seed=100 * night + 10 * colour + view)
+    out = tmp_path / "out"
+    common = ["-o", str(out), "-e", fake_backend, "-q", "--darwin_core", "--no-report"]
+    assert main(["-i", str(tmp_path / "night1"), *common]) == 0
+    first, _ = occurrences(out / "dwca.zip")
+    key = json.loads((out / "run.json").read_text())["campaign"]["key"]
+    assert main(["-i", str(tmp_path / "night2"), "--add", *common]) == 0
+    second, _ = occurrences(out / "dwca.zip")
+    assert json.loads((out / "run.json").read_text())["campaign"]["key"] == key
+    assert set(first) < set(second) and all(i.startswith(f"urn:crop-cluster:{key}:occurrence:") for i in second)
+    table = pd.read_csv(out / "clusters.csv")
+    assert len(second) == table.individual.nunique()
