@@ -95,7 +95,7 @@ def child_graph(mode: str, data: str, threshold: float, work: str) -> dict:
         import ray
 
         started = time.perf_counter()
-        ray.init(num_cpus=int(mode[-1]), include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=int(mode[-1]), include_dashboard=False, log_to_driver=False)
         result["ray_init_s"] = round(time.perf_counter() - started, 3)
         engine = Engine("ray", None, os.path.join(work, "warm"))
         forest(engine, warm, threshold)
@@ -129,7 +129,7 @@ def child_embed(mode: str, images: str, work: str) -> dict:
 
         actors = int(mode[-1])
         started = time.perf_counter()
-        ray.init(num_cpus=2 * actors, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2 * actors, include_dashboard=False, log_to_driver=False)
         result["ray_init_s"] = round(time.perf_counter() - started, 3)
         engine = Engine("ray", None, os.path.join(work, "shared"))
         run = lambda cache, names, keys: ray_embed(engine, cache, names, keys, "lite0", None, "cpu",  # noqa: E731

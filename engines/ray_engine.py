@@ -56,8 +56,8 @@ def connect(address: Optional[str]) -> Dict:
     if not ray.is_initialized():
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         address = address or os.environ.get("RAY_ADDRESS") or None
-        try:
-            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
+        try:   # "local": a new Ray for this run, never a cluster Ray finds by itself (/tmp/ray/ray_current_cluster)
+            ray.init(address=address or "local", include_dashboard=False, logging_level=logging.WARNING,
                      log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise EngineError(f"cannot connect to the Ray cluster at {address}: {error}; start one with "

@@ -44,7 +44,7 @@ def local_ray():
 
     if not ray.is_initialized():
         os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     return ray
 
 
