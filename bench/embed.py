@@ -180,8 +180,8 @@ def parity(backend, generated: List[str]) -> Dict:
                                  if p.is_file() and p.name != "broken.jpg")
         report = {}
         for name, files in sets.items():
-            report[name] = {"pixels_uint8_cpu": pixel_parity(files, backend.preprocess),
-                            "pixels_float32_passes": pixel_parity(files, backend.preprocess, uint8=False),
+            report[name] = {"pixels_uint8_cpu": pixel_parity(files, backend.preprocess, kernel="uint8"),
+                            "pixels_float32_passes": pixel_parity(files, backend.preprocess),
                             "embeddings": embedding_parity(backend, files)}
         return report
     finally:

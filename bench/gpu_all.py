@@ -149,7 +149,7 @@ def section_parity(args, files: List[str], scratch: Path) -> Dict:
     report = {}
     for name, chosen in sets.items():
         report[name] = {"pixels_on_device": pixel_parity(chosen, backend.preprocess, args.device),
-                        "pixels_uint8_cpu": pixel_parity(chosen, backend.preprocess, "cpu"),
+                        "pixels_uint8_cpu": pixel_parity(chosen, backend.preprocess, "cpu", "uint8"),
                         "embeddings_lite0": embedding_parity(backend, chosen)}
     return report
 

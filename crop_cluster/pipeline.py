@@ -174,7 +174,6 @@ def embed_files(options: Options, files: List[str], state: Run) -> Crops:
     to one row per readable file."""
     from .dedup.exact import group_identical
     from .embed import BACKENDS, model_id
-    from .embed.cache import CACHE_FOLDER, EmbeddingCache
     from .embed.crops import crops_from_embedded
     from .engines import embed
 
@@ -182,8 +181,7 @@ def embed_files(options: Options, files: List[str], state: Run) -> Crops:
         groups = group_identical(files, progress=options.progress)
     state.skipped.extend(groups.unreadable)
     model_path = options.from_pretrained or BACKENDS[options.embed].default_model
-    cache = EmbeddingCache(options.cache_dir or os.path.join(options.out_folder, CACHE_FOLDER), options.embed,
-                           model_path)
+    cache = embedding_cache(options, model_path)
     with state.stage("embed"):
         digests = [groups.digests[i] for i in groups.representatives]
         cached = embed(engine_of(options), cache, [files[i] for i in groups.representatives], digests, options.embed,
@@ -357,11 +355,24 @@ def individual_params(options: Options, model: str, threshold: float):
                        options.no_verify, threshold, resolve_device(options.device))
 
 
-def thumbnail_folder(options: Options) -> str:
-    """Where the pixel check keeps its thumbnails by content: the embedding cache's folder."""
+def cache_folder(options: Options) -> str:
+    """The embedding cache's folder: --cache_dir, else OUT/<embed.cache.CACHE_FOLDER>."""
     from .embed.cache import CACHE_FOLDER
 
     return options.cache_dir or os.path.join(options.out_folder, CACHE_FOLDER)
+
+
+def embedding_cache(options: Options, model_path: str):
+    """The embed.cache.EmbeddingCache of this run's model and resize (stage A's has its own key)."""
+    from .embed.cache import EmbeddingCache
+    from .embed.resize import cache_variant
+
+    return EmbeddingCache(cache_folder(options), options.embed, model_path, cache_variant(options.resize))
+
+
+def thumbnail_folder(options: Options) -> str:
+    """Where the pixel check keeps its thumbnails by content: the embedding cache's folder."""
+    return cache_folder(options)
 
 
 def clustering(options: Options, crops: Crops, threshold: float, forest):
@@ -399,7 +410,7 @@ def campaign_crops(options: Options, session, crops: Crops, state: Run):
     from .campaign.crops import with_campaign
     from .campaign.run import crop_keys
     from .embed import BACKENDS, load_backend
-    from .embed.cache import CACHE_FOLDER, EmbeddingCache, embed_with_cache
+    from .embed.cache import embed_with_cache
     from .embed.device import resolve_device
 
     known = session.known(crop_keys(crops.digests, crops.filenames))
@@ -408,12 +419,11 @@ def campaign_crops(options: Options, session, crops: Crops, state: Run):
     new = crops.keep(~known)
     stored = session.stored_crops
     model_path = options.from_pretrained or BACKENDS[options.embed].default_model
-    cache = EmbeddingCache(options.cache_dir or os.path.join(options.out_folder, CACHE_FOLDER), options.embed,
-                           model_path)
-    cached = embed_with_cache(cache, stored["path"].tolist(), stored["digest"].tolist(),
+    cached = embed_with_cache(embedding_cache(options, model_path), stored["path"].tolist(),
+                              stored["digest"].tolist(),
                               lambda: load_backend(options.embed, resolve_device(options.device),
                                                    options.from_pretrained),
-                              options.batch_size, options.num_workers, options.progress)
+                              options.batch_size, options.num_workers, options.progress, options.resize)
     for path, reason in cached.result.skipped:
         state.skipped.append((path, f"campaign crop not in the embedding cache and {reason}: left out of this "
                                     f"run's outputs, kept in {session.store.path}"))

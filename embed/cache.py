@@ -68,11 +68,14 @@ class Lookup:
 
 
 class EmbeddingCache:
-    """The cache folder of one model + preprocessing under `root`; nothing is created until the first write."""
+    """The cache folder of one model + preprocessing under `root`; nothing is created until the first write.
 
-    def __init__(self, root: str, backend: str, model_path: str):
+    variant: what else changes the pixels beyond tolerance (embed.resize.cache_variant: 'torch-uint8' for stage A's
+    resize); '' keeps the key every earlier run used."""
+
+    def __init__(self, root: str, backend: str, model_path: str, variant: str = ""):
         self.namespace = {"model": f"{backend}:{model_path}", "model_files": _stamp(model_path),
-                          "pipeline": PIPELINE_VERSION}
+                          "pipeline": PIPELINE_VERSION, **({"variant": variant} if variant else {})}
         key = hashlib.blake2b(json.dumps(self.namespace).encode(), digest_size=8).hexdigest()
         self.folder = os.path.join(root, f"{backend}-{key}")
 

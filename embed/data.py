@@ -110,9 +110,9 @@ class Preprocess:
         pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)  # (3, h, w) view of the (h, w, 3) copy
         if self.resize == "device":
             return pixels
-        from crop_cluster.embed.resize import fit_tensor, torch_mode
+        from crop_cluster.embed.resize import KERNELS, fit_tensor, torch_mode
 
-        return fit_tensor(pixels, self.size, self.geometry, torch_mode(self.resample))
+        return fit_tensor(pixels, self.size, self.geometry, torch_mode(self.resample), KERNELS["torch"])
 
     def to_device(self, batch, device: str):
         """A collated batch -> uint8 (B, 3, size, size) on `device`: a stacked tensor is moved there; a list of

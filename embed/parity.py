@@ -4,15 +4,15 @@ bench/gpu_all.py); plain dicts out, for the bench JSON.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Dict, Sequence
 
 import numpy as np
 
 
-def pixel_parity(files: Sequence[str], preprocess, device: str = "cpu", uint8: Optional[bool] = None) -> Dict:
-    """Model inputs of `files` fitted by PIL against embed.resize.fit_tensor on `device` (uint8 kernel or float32
-    passes, see embed.resize._interpolate). Returns max_abs_diff (0..255), share_pixels_diff_gt1 (of all values),
-    crops_with_diff_gt1, files."""
+def pixel_parity(files: Sequence[str], preprocess, device: str = "cpu", kernel: str = "float32") -> Dict:
+    """Model inputs of `files` fitted by PIL against embed.resize.fit_tensor on `device` with `kernel` ('float32':
+    stage B's passes, any device; 'uint8': stage A's kernel, CPU only; see embed.resize.KERNELS). Returns
+    max_abs_diff (0..255), share_pixels_diff_gt1 (of all values), crops_with_diff_gt1, files."""
     import torch
 
     from crop_cluster.embed.data import load_rgb
@@ -23,7 +23,7 @@ def pixel_parity(files: Sequence[str], preprocess, device: str = "cpu", uint8: O
         image = load_rgb(path, (preprocess.size, preprocess.geometry))
         reference = torch.from_numpy(np.asarray(preprocess.fit(image)).transpose(2, 0, 1).astype(np.int16))
         pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1).to(device)
-        fitted = fit_tensor(pixels, preprocess.size, preprocess.geometry, torch_mode(preprocess.resample), uint8)
+        fitted = fit_tensor(pixels, preprocess.size, preprocess.geometry, torch_mode(preprocess.resample), kernel)
         diff = (fitted.cpu().to(torch.int16) - reference).abs()
         worst = max(worst, int(diff.max()))
         above += int((diff > 1).sum())

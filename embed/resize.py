@@ -2,14 +2,16 @@
 
 `torch.nn.functional.interpolate(mode="bicubic"|"bilinear", antialias=True)` implements PIL's resampling filters
 (support scaled with the reduction, normalised weights, a = -0.5 for bicubic). Two ways to run it:
-  - "torch" (stage A): in the decoding workers, on the CPU, on uint8 (torch's vectorised uint8 kernel, ~1.6x faster
-    than PIL's resize for 40-420 px crops); `Preprocess.load` returns the fitted (3, S, S) tensor as with PIL.
+  - "torch" (stage A): in the decoding workers, on the CPU, with torch's vectorised uint8 kernel (1.6-4x faster than
+    PIL's resize for 100-420 px crops); `Preprocess.load` returns the fitted (3, S, S) tensor as with PIL.
   - "device" (stage B): the workers only decode; the crops travel at their own size and `fit_batch` pads and resizes
-    them on the model's device. Off the CPU the two separable passes run in float32 with PIL's rounding to uint8
-    between them (CUDA has no uint8 antialiased kernel), on the CPU in the same uint8 kernel as stage A.
-Measured against PIL (tests/test_resize.py, bench/embed.py "parity"): pixels within +-1 except about one pixel in
-twenty crops at +-2 on the uint8 kernel (its 16-bit fixed-point weights against PIL's 22-bit ones), within +-1 on the
-float32 passes; lite0 embeddings at cosine >= 0.9999 of PIL's.
+    them on the model's device in two float32 passes with PIL's rounding to uint8 between them (CUDA has no uint8
+    antialiased kernel), the same arithmetic on every device.
+Measured against PIL (tests/test_resize.py, bench/embed.py "parity"): the float32 passes within +-1 per pixel; the
+uint8 kernel within +-1 except about one value in a million at +-2 (10 of the 86 real and example crops: its 14-bit
+fixed-point weights against PIL's 22-bit ones; an error of 1 in the first pass grows through bicubic's lobes); lite0
+embeddings at cosine >= 0.9999 of PIL's for both. Stage A misses the +-1 bar, so it has its own embedding cache
+(`cache_variant`); stage B shares PIL's.
 Only bicubic and bilinear resampling have a torch twin; a preprocessing with another filter stays on PIL.
 """
 from __future__ import annotations
@@ -18,6 +20,7 @@ import contextlib
 from typing import Dict, List, Optional, Sequence
 
 RESIZERS = ("pil", "torch", "device")
+KERNELS = {"torch": "uint8", "device": "float32"}  # resize -> the interpolation arithmetic it runs
 TORCH_MODES = {2: "bilinear", 3: "bicubic"}  # PIL.Image.BILINEAR, PIL.Image.BICUBIC -> interpolate mode
 WHITE = 255
 
@@ -33,6 +36,12 @@ def default_resize(device: str) -> str:
     return "device" if device.startswith("cuda") else "pil"
 
 
+def cache_variant(resize: Optional[str]) -> str:
+    """What a resize adds to the embedding cache's key: 'torch-uint8' for stage A, whose pixels can differ from
+    PIL's by 2 (so its embeddings must not mix with PIL's), '' for 'pil', 'device' and None (within +-1 of PIL)."""
+    return "torch-uint8" if resize == "torch" else ""
+
+
 def torch_mode(resample: int) -> str:
     """interpolate's mode for a PIL resampling filter; ValueError for the filters torch does not implement."""
     try:
@@ -41,16 +50,16 @@ def torch_mode(resample: int) -> str:
         raise ValueError(f"PIL resampling filter {resample} has no antialiased torch twin; use resize 'pil'") from None
 
 
-def _interpolate(pixels, height: int, width: int, mode: str, uint8: Optional[bool] = None):
+def _interpolate(pixels, height: int, width: int, mode: str, kernel: str):
     """uint8 (B, 3, h, w) -> uint8 (B, 3, height, width): PIL's separable resize (horizontal pass first, rounded to
-    uint8, then vertical). uint8 True: torch's uint8 kernel in one call (CPU only); False: two float32 passes with
-    rounding (any device); None: True on the CPU."""
+    uint8, then vertical). kernel 'uint8': torch's uint8 kernel in one call (CPU only); 'float32': two float32
+    passes with rounding (any device)."""
     import torch
     import torch.nn.functional as F
 
     if pixels.shape[-2:] == (height, width):
         return pixels
-    if pixels.device.type == "cpu" if uint8 is None else uint8:
+    if kernel == "uint8":
         return F.interpolate(pixels.contiguous(memory_format=torch.channels_last), size=(height, width), mode=mode,
                              antialias=True, align_corners=False)
     values = pixels.float()
@@ -81,15 +90,16 @@ def _one_thread(on_cpu: bool):
         torch.set_num_threads(previous)
 
 
-def fit_tensor(pixels, size: int, geometry: str, mode: str, uint8: Optional[bool] = None):
+def fit_tensor(pixels, size: int, geometry: str, mode: str, kernel: str = "uint8"):
     """uint8 (3, h, w) on any device -> uint8 (3, size, size) on that device, with embed.data.Preprocess.fit's
     geometry: "pad" centres the crop on a white square and resizes it ((side - h) // 2 above, as PIL's paste);
-    "crop" resizes the shorter side to `size` and cuts out the centre square. uint8: as for `_interpolate`."""
+    "crop" resizes the shorter side to `size` and cuts out the centre square. kernel: as for `_interpolate` (the
+    default is stage A's; 'uint8' needs a CPU tensor)."""
     with _one_thread(pixels.device.type == "cpu"):
-        return _fit(pixels.unsqueeze(0), size, geometry, mode, uint8)[0].contiguous()
+        return _fit(pixels.unsqueeze(0), size, geometry, mode, kernel)[0].contiguous()
 
 
-def _fit(images, size: int, geometry: str, mode: str, uint8: Optional[bool] = None):
+def _fit(images, size: int, geometry: str, mode: str, kernel: str):
     """fit_tensor for a stack of crops of one shape: uint8 (B, 3, h, w) -> uint8 (B, 3, size, size)."""
     import torch
 
@@ -98,27 +108,28 @@ def _fit(images, size: int, geometry: str, mode: str, uint8: Optional[bool] = No
         side = max(width, height)
         if width > height and side != size:
             # as in Preprocess.fit: the horizontal pass of a white row is white, so only the crop's rows take it
-            rows = _interpolate(images, height, size, mode, uint8)
+            rows = _interpolate(images, height, size, mode, kernel)
             square = torch.full((count, 3, side, size), WHITE, dtype=torch.uint8, device=images.device)
             top = (side - height) // 2
             square[:, :, top:top + height] = rows
-            return _interpolate(square, size, size, mode, uint8)
+            return _interpolate(square, size, size, mode, kernel)
         if width != height:
             square = torch.full((count, 3, side, side), WHITE, dtype=torch.uint8, device=images.device)
             top, left = (side - height) // 2, (side - width) // 2
             square[:, :, top:top + height, left:left + width] = images
             images = square
-        return _interpolate(images, size, size, mode, uint8)
+        return _interpolate(images, size, size, mode, kernel)
     scale = size / min(width, height)
     new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-    images = _interpolate(images, new_h, new_w, mode, uint8)
+    images = _interpolate(images, new_h, new_w, mode, kernel)
     left, top = (new_w - size) // 2, (new_h - size) // 2
     return images[:, :, top:top + size, left:left + size]
 
 
 def fit_batch(crops: Sequence, size: int, geometry: str, mode: str, device: str):
     """Stage B: decoded crops (uint8 (3, h_k, w_k) tensors on the host, any sizes) -> uint8 (B, 3, size, size) on
-    `device`, each fitted as by `fit_tensor` there; crops of one shape are fitted together in one call."""
+    `device`, each fitted as by `fit_tensor` with the float32 passes; crops of one shape are fitted together in one
+    call."""
     import torch
 
     out = torch.empty((len(crops), 3, size, size), dtype=torch.uint8, device=device)
@@ -138,7 +149,7 @@ def _fit_groups(crops: Sequence, groups: Dict[tuple, List[int]], out, size: int,
     for positions in groups.values():
         stacked = crops[positions[0]].unsqueeze(0) if len(positions) == 1 else \
             torch.stack([crops[p] for p in positions])
-        fitted = _fit(stacked.to(device, non_blocking=True), size, geometry, mode)
+        fitted = _fit(stacked.to(device, non_blocking=True), size, geometry, mode, KERNELS["device"])
         if len(positions) == 1:
             out[positions[0]] = fitted[0]
         else:
