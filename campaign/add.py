@@ -22,6 +22,7 @@ import numpy as np
 
 BOUND_SLACK = 1e-4        # float32 rounding of the bound's dot products and arccos
 ROW_CHUNK = 2048          # new crops per block of the centroid and singleton products
+REACH_TILE_PRODUCTS = 1 << 23   # scores per tile of `_reached` (16 MiB in bf16)
 
 
 @dataclass(frozen=True)
@@ -90,18 +91,54 @@ def _best_per_cluster(new_vectors: np.ndarray, old_vectors: np.ndarray, member_r
     return found
 
 
+def _fast_product(n_rows: int, n_cols: int) -> bool:
+    """True when an (n_rows x n_cols) similarity product should run in bf16 (clustering.graph's rule: the CPU
+    multiplies bf16 natively, and torch is loaded already (it is, once new crops were embedded) or the product is as
+    large as the graph's at BF16_MIN_ROWS rows, where the saving outweighs importing it)."""
+    import sys
+
+    from crop_cluster.clustering.graph import BF16_MIN_ROWS, cpu_has_fast_bf16
+
+    large = n_rows * n_cols >= BF16_MIN_ROWS * BF16_MIN_ROWS // 2
+    return cpu_has_fast_bf16() and ("torch" in sys.modules or large)
+
+
+def _reached_float32(tile: np.ndarray, new_vectors: np.ndarray, threshold: float) -> np.ndarray:
+    """bool (len(tile),): rows of tile with float32 cosine >= threshold to some row of new_vectors."""
+    hit = np.zeros(tile.shape[0], dtype=bool)
+    for begin in range(0, new_vectors.shape[0], ROW_CHUNK):
+        hit |= (tile @ new_vectors[begin:begin + ROW_CHUNK].T).max(axis=1) >= threshold
+    return hit
+
+
 def _reached(new_vectors: np.ndarray, old_vectors: np.ndarray, rows: np.ndarray, threshold: float) -> np.ndarray:
-    """bool (len(rows),): which rows of old_vectors have cosine >= threshold to some row of new_vectors (tiled;
-    each tile of old rows is gathered once)."""
+    """bool (len(rows),): which rows of old_vectors have float32 cosine >= threshold to some row of new_vectors.
+
+    Tiled over the old rows (each tile gathered once). With `_fast_product`, a tile's best score per row comes from
+    one bf16 product, and only rows whose bf16 best reaches threshold - MARGIN["bfloat16"] (the proven bf16 error
+    bound for unit vectors, clustering.graph) are scored again in float32: the answer is float32's.
+    """
+    from crop_cluster.clustering.graph import MARGIN
+
     hit = np.zeros(rows.size, dtype=bool)
-    product = np.empty((min(2 * ROW_CHUNK, rows.size), min(ROW_CHUNK, new_vectors.shape[0])),
-                       dtype=np.float32)                   # one buffer for every tile
-    for start in range(0, rows.size, 2 * ROW_CHUNK):
-        tile = old_vectors[rows[start:start + 2 * ROW_CHUNK]]
-        for begin in range(0, new_vectors.shape[0], ROW_CHUNK):
-            block = new_vectors[begin:begin + ROW_CHUNK]
-            part = np.matmul(tile, block.T, out=product[:tile.shape[0], :block.shape[0]])
-            hit[start:start + part.shape[0]] |= part.max(axis=1) >= threshold
+    if not rows.size or not new_vectors.shape[0]:
+        return hit
+    tile_rows = max(256, REACH_TILE_PRODUCTS // new_vectors.shape[0])
+    fast = _fast_product(rows.size, new_vectors.shape[0])
+    if fast:
+        import torch
+
+        queries = torch.from_numpy(np.ascontiguousarray(new_vectors)).to(torch.bfloat16)
+    for start in range(0, rows.size, tile_rows):
+        tile = old_vectors[rows[start:start + tile_rows]]
+        if not fast:
+            hit[start:start + tile.shape[0]] = _reached_float32(tile, new_vectors, threshold)
+            continue
+        with torch.inference_mode():
+            best = (torch.from_numpy(tile).to(torch.bfloat16) @ queries.T).amax(dim=1).float().numpy()
+        maybe = np.flatnonzero(best >= threshold - MARGIN["bfloat16"])
+        if maybe.size:
+            hit[start + maybe] = _reached_float32(tile[maybe], new_vectors, threshold)
     return hit
 
 

@@ -14,6 +14,7 @@ import glob
 import hashlib
 import json
 import logging
+import mmap
 import os
 import time
 import uuid
@@ -47,6 +48,37 @@ def _stamp(path: str) -> List:
         return [os.path.abspath(path)] + sorted([entry.name, entry.stat().st_size, entry.stat().st_mtime_ns]
                                                 for entry in os.scandir(path) if entry.is_file())
     return [path]
+
+
+def _mapped(path: str, archive: zipfile.ZipFile, name: str) -> Optional[np.ndarray]:
+    """Read-only memory map of member `name`.npy of the .npz at `path` when it is stored uncompressed with a plain
+    dtype, else None (then it is read as usual). ValueError when the member runs past the end of the file."""
+    info = archive.getinfo(f"{name}.npy")
+    if info.compress_type != zipfile.ZIP_STORED:
+        return None
+    with open(path, "rb") as handle:
+        handle.seek(info.header_offset)
+        local = handle.read(30)                       # the member's local header: its name and extra field follow
+        if len(local) < 30 or local[:4] != b"PK\x03\x04":
+            raise ValueError(f"bad zip member header for {name}")
+        handle.seek(info.header_offset + 30 + int.from_bytes(local[26:28], "little") +
+                    int.from_bytes(local[28:30], "little"))
+        version = np.lib.format.read_magic(handle)
+        if version not in ((1, 0), (2, 0)):
+            return None
+        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran_order, dtype = reader(handle)
+        offset = handle.tell()
+    if fortran_order or dtype.hasobject or len(shape) != 2:
+        return None
+    if offset + int(np.prod(shape)) * dtype.itemsize > os.path.getsize(path):
+        raise ValueError(f"{name} runs past the end of the file")
+    if 0 in shape:
+        return np.zeros(shape, dtype)
+    mapped = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
+    if hasattr(mmap, "MADV_WILLNEED"):      # read ahead the whole member: a cold file reads like one read()
+        mapped._mmap.madvise(mmap.MADV_WILLNEED)
+    return mapped
 
 
 @dataclass(frozen=True)
@@ -84,11 +116,18 @@ class EmbeddingCache:
 
     @staticmethod
     def _read(path: str) -> Optional[Dict[str, np.ndarray]]:
-        """One chunk's arrays, or None (with a warning) when it is damaged: its contents are simply embedded again."""
+        """One chunk's arrays, or None (with a warning) when it is damaged: its contents are simply embedded again.
+        `embedding` and `extras` are read-only memory maps of the file where it stores them uncompressed (as `write`
+        does): a lookup then copies only the rows it takes, once."""
         try:
             with np.load(path, allow_pickle=False) as data:
-                chunk = {name: data[name] for name in ("digest", "embedding", "failed", "reason")}
-                chunk["extras"] = data["extras"] if "extras" in data.files else None
+                chunk = {name: data[name] for name in ("digest", "failed", "reason")}
+                for name in ("embedding", "extras"):
+                    chunk[name] = _mapped(path, data.zip, name) if f"{name}.npy" in data.zip.namelist() else None
+                    if chunk[name] is None and name in data.files:
+                        chunk[name] = data[name]
+                if chunk["embedding"] is None:
+                    raise KeyError("embedding")
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as error:
             log.warning("ignoring damaged cache file %s (%s); its images are embedded again", path, error)
             return None
@@ -127,9 +166,9 @@ class EmbeddingCache:
                 hit = unique[spot] == keys[keyed]
                 positions, rows = keyed[hit], last[spot[hit]]
                 if first and positions.size == len(digests):      # the usual case, one chunk holds them all:
-                    vectors = np.take(chunk["embedding"], rows, axis=0)    # one gather, no zeroed copy first
+                    vectors = np.asarray(np.take(chunk["embedding"], rows, axis=0))   # one gather, no zeroed copy
                     if extras is not None:
-                        extras = np.take(chunk["extras"], rows, axis=0)
+                        extras = np.asarray(np.take(chunk["extras"], rows, axis=0))
                 else:
                     if vectors.shape[0] != len(digests):
                         vectors = np.zeros((len(digests), vectors.shape[1]), dtype=np.float32)

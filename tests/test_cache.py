@@ -213,3 +213,19 @@ def test_extras_are_cached_beside_the_vectors_and_survive_compaction(tmp_path, m
     cache.compact()
     np.testing.assert_array_equal(cache.lookup(digests).extras, extras)
     assert EmbeddingCache(str(tmp_path / "plain"), "fake", "m").lookup(digests).extras is None
+
+
+def test_chunks_are_memory_mapped_and_a_truncated_one_is_ignored(tmp_path, caplog):
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(50, 8)).astype(np.float32)
+    cache = EmbeddingCache(str(tmp_path), "fake", "model-a")
+    cache.write([f"{k:032x}" for k in range(50)], vectors, [])
+    path, = cache._chunks()
+    chunk = EmbeddingCache._read(path)
+    assert isinstance(chunk["embedding"], np.memmap)
+    found = cache.lookup([f"{k:032x}" for k in (7, 3, 49)])
+    assert type(found.vectors) is np.ndarray and np.array_equal(found.vectors, vectors[[7, 3, 49]])
+    with open(path, "r+b") as handle:                      # cut the file inside the embedding's data
+        handle.truncate(os.path.getsize(path) - 900)
+    assert not cache.lookup([f"{k:032x}" for k in range(50)]).found.any()
+    assert "damaged cache file" in caplog.text

@@ -262,3 +262,22 @@ def test_the_collection_passes_over_output_folders(tmp_path):
     assert result.passed_over_outputs == 2 and len(result.output_folders) == 2
     (tmp_path / "crops/old/run.json").write_text('{"someone": "else"}')          # not a crop-cluster run.json
     assert len(collect_images([str(tmp_path / "crops")]).files) == 4
+
+
+def test_reached_in_bf16_gives_the_float32_answer(monkeypatch):
+    import crop_cluster.campaign.add as add
+
+    rng = np.random.default_rng(5)
+    old = rng.normal(size=(3000, 64)).astype(np.float32)
+    old /= np.linalg.norm(old, axis=1, keepdims=True)
+    new = old[:40] + 0.02 * rng.normal(size=(40, 64)).astype(np.float32)
+    new /= np.linalg.norm(new, axis=1, keepdims=True)
+    exact = (old @ new.T).max(axis=1)
+    threshold = float(np.sort(exact)[-20] + 1e-6)          # about 20 old rows at or just past it, the rest below
+    rows = np.arange(old.shape[0])
+    answers = {}
+    for fast in (False, True):
+        monkeypatch.setattr(add, "_fast_product", lambda n_rows, n_cols, fast=fast: fast)
+        answers[fast] = add._reached(new, old, rows, threshold)
+    assert np.array_equal(answers[True], answers[False])
+    assert np.array_equal(answers[False], exact >= threshold) and 0 < answers[False].sum() < 40
