@@ -15,6 +15,7 @@ Exact single linkage against the members, at a cost of similarity work against t
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Dict, List, Set
 
@@ -95,8 +96,6 @@ def _fast_product(n_rows: int, n_cols: int) -> bool:
     """True when an (n_rows x n_cols) similarity product should run in bf16 (clustering.graph's rule: the CPU
     multiplies bf16 natively, and torch is loaded already (it is, once new crops were embedded) or the product is as
     large as the graph's at BF16_MIN_ROWS rows, where the saving outweighs importing it)."""
-    import sys
-
     from crop_cluster.clustering.graph import BF16_MIN_ROWS, cpu_has_fast_bf16
 
     large = n_rows * n_cols >= BF16_MIN_ROWS * BF16_MIN_ROWS // 2

@@ -340,7 +340,7 @@ def individuals(options: Options, crops: Crops, meta, threshold: float, forest, 
     from .dedup.link import link_crops
 
     params = individual_params(options, crops.model, threshold)
-    crops, linked_by, counts = link_crops(crops, meta, params, forest, thumbnail_folder(options))
+    crops, linked_by, counts = link_crops(crops, meta, params, forest, cache_folder(options))
     state.info["individuals"] = {"parameters": dataclasses.asdict(params), **counts}
     return crops, linked_by
 
@@ -356,7 +356,8 @@ def individual_params(options: Options, model: str, threshold: float):
 
 
 def cache_folder(options: Options) -> str:
-    """The embedding cache's folder: --cache_dir, else OUT/<embed.cache.CACHE_FOLDER>."""
+    """The embedding cache's folder (--cache_dir, else OUT/<embed.cache.CACHE_FOLDER>); the pixel check keeps its
+    thumbnails there too, by content."""
     from .embed.cache import CACHE_FOLDER
 
     return options.cache_dir or os.path.join(options.out_folder, CACHE_FOLDER)
@@ -368,11 +369,6 @@ def embedding_cache(options: Options, model_path: str):
     from .embed.resize import cache_variant
 
     return EmbeddingCache(cache_folder(options), options.embed, model_path, cache_variant(options.resize))
-
-
-def thumbnail_folder(options: Options) -> str:
-    """Where the pixel check keeps its thumbnails by content: the embedding cache's folder."""
-    return cache_folder(options)
 
 
 def clustering(options: Options, crops: Crops, threshold: float, forest):
@@ -442,7 +438,7 @@ def add_individuals(options: Options, crops: Crops, n_old: int, meta, threshold:
     from .campaign.crops import link_new
 
     params = individual_params(options, crops.model, threshold)
-    crops, linked_by, counts = link_new(crops, n_old, meta, params, thumbnail_folder(options))
+    crops, linked_by, counts = link_new(crops, n_old, meta, params, cache_folder(options))
     state.info["individuals"] = {"parameters": dataclasses.asdict(params), **counts}
     return crops, linked_by
 

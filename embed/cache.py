@@ -75,10 +75,11 @@ def _mapped(path: str, archive: zipfile.ZipFile, name: str) -> Optional[np.ndarr
         raise ValueError(f"{name} runs past the end of the file")
     if 0 in shape:
         return np.zeros(shape, dtype)
-    mapped = np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
-    if hasattr(mmap, "MADV_WILLNEED"):      # read ahead the whole member: a cold file reads like one read()
-        mapped._mmap.madvise(mmap.MADV_WILLNEED)
-    return mapped
+    with open(path, "rb") as handle:
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)   # stays valid after the file is closed
+    if hasattr(mapped, "madvise") and hasattr(mmap, "MADV_WILLNEED"):     # read the member ahead: a cold file
+        mapped.madvise(mmap.MADV_WILLNEED, offset - offset % mmap.PAGESIZE)  # reads like one read()
+    return np.frombuffer(mapped, dtype=dtype, count=int(np.prod(shape)), offset=offset).reshape(shape)
 
 
 @dataclass(frozen=True)
