@@ -157,7 +157,10 @@ def score(labels: Sequence[str], pred) -> Dict:
     out = {"precision": round(m["pairwise_precision"], 4), "recall": round(m["pairwise_recall"], 4),
            "ari": round(m["ari"], 4), "groups": int(len(np.unique(pred)))}
     if "verify_candidates" in counts:
-        out["verified_pairs_per_crop"] = round(counts["verify_candidates"] / len(pred), 4)
+        out["verified_pairs_per_crop"] = round((counts["verify_candidates"] + counts.get("near_dense", 0))
+                                               / len(pred), 4)
+        out["strict_pairs_per_crop"] = round((counts.get("verify_strict", 0) + counts.get("near_dense", 0))
+                                             / len(pred), 4)
     return out
 
 
@@ -251,14 +254,18 @@ def grid_ncc_scores(thumbs_a: np.ndarray, thumbs_b: np.ndarray) -> np.ndarray:
         v = t.astype(np.float32)
         return v - gaussian_filter(v, sigma=(0, GRID_DETAIL_SIGMA, GRID_DETAIL_SIGMA), mode="reflect")
 
+    def pooled(t):                                       # the stored THUMB px thumbnails at the ALIGN px compared
+        f = V.THUMB // V.ALIGN
+        return t.astype(np.float32).reshape(len(t), V.ALIGN, f, V.ALIGN, f).mean(axis=(2, 4))
+
     out = np.empty(len(thumbs_a), dtype=np.float32)
     for start in range(0, len(thumbs_a), 256):
-        a, b = detail(thumbs_a[start:start + 256]), detail(thumbs_b[start:start + 256])
+        a, b = detail(pooled(thumbs_a[start:start + 256])), detail(pooled(thumbs_b[start:start + 256]))
         out[start:start + 256] = np.minimum(_best_ncc(a, b), _best_ncc(b, a))
     return out
 
 
-def _zoom_matrix(scale: float, size: int = V.THUMB) -> np.ndarray:
+def _zoom_matrix(scale: float, size: int = V.ALIGN) -> np.ndarray:
     """float32 (size, size) linear-interpolation matrix R with (R @ v) = v zoomed by `scale` about the centre."""
     out = (np.arange(size) + 0.5 - size / 2) / scale + size / 2 - 0.5
     out = np.clip(out, 0, size - 1)
@@ -282,7 +289,7 @@ def _detail(thumbs: np.ndarray) -> np.ndarray:
 def _best_ncc(template_src: np.ndarray, search_src: np.ndarray) -> np.ndarray:
     """float32 (k,): the highest NCC of the centre of each template_src image over every zoom and shift of the
     matching search_src image. Both float32 (k, S, S)."""
-    k, size = template_src.shape[0], V.THUMB
+    k, size = template_src.shape[0], V.ALIGN
     side = size - 2 * GRID_MARGIN
     template = template_src[:, GRID_MARGIN:size - GRID_MARGIN, GRID_MARGIN:size - GRID_MARGIN].reshape(k, -1)
     template = template - template.mean(axis=1, keepdims=True)
@@ -358,7 +365,9 @@ def compare_methods(sets: Dict[str, Dict], low: float, high: float) -> Dict:
         rules = {"grey >= %.2f (before)" % VERIFY_MIN_SCORE: forward[0] >= VERIFY_MIN_SCORE,
                  "grey and detail, one direction": (forward[0] >= VERIFY_MIN_SCORE)
                  & (forward[1] >= VERIFY_MIN_DETAIL),
-                 "grey and detail, either direction (chosen)": same_picture(thumbs[r], thumbs[c])}
+                 "grey and detail, either direction (chosen)": same_picture(thumbs[r], thumbs[c]),
+                 "strict check (chosen where dense)": same_picture(thumbs[r], thumbs[c],
+                                                                   strict=np.ones(r.size, dtype=bool))}
         entry["rules"] = {rule: {"same_accepted": round(float(accepted[same].mean()), 4) if same.any() else None,
                                  "different_accepted": int(accepted[~same].sum())}
                           for rule, accepted in rules.items()}
@@ -384,36 +393,50 @@ def ablation(sets: Dict[str, Dict], dedup_threshold: float) -> Dict[str, Dict]:
     from crop_cluster.dedup import individuals as I
     from crop_cluster.dedup import verify as verify_module
 
-    def one_direction(a, b, min_score, min_detail):
-        grey, detail = verify_module.pair_scores(a, b)
+    def one_direction(a, b, min_score, min_detail, strict=None):
+        grey, detail, _ = verify_module.pair_scores(a, b)
         return (grey >= min_score) & (detail >= min_detail)
 
+    class NoDensity(I.Background):
+        """The background of the defaults with no pair ever dense: the rows before the strict check."""
+
+        def dense(self, a, b, sims):
+            return np.zeros(len(np.asarray(sims).reshape(-1)), dtype=bool)
+
     steps = [("grey, one direction, from 0.75, 2 rounds (before)", dict(detail=-1.0, forward=True, siblings=0,
-                                                                        verify_from=0.75)),
-             ("+ detail >= VERIFY_MIN_DETAIL", dict(detail=None, forward=True, siblings=0, verify_from=0.75)),
-             ("+ either direction", dict(detail=None, forward=False, siblings=0, verify_from=0.75)),
-             ("+ sibling round", dict(detail=None, forward=False, siblings=I.VERIFY_SIBLINGS, verify_from=0.75)),
-             ("+ band from the default verify_from (defaults)", dict(detail=None, forward=False,
-                                                                     siblings=I.VERIFY_SIBLINGS, verify_from=None))]
-    chosen, siblings = verify_module.same_picture, I.VERIFY_SIBLINGS
+                                                                        verify_from=0.75, dense=False)),
+             ("+ detail >= VERIFY_MIN_DETAIL", dict(detail=None, forward=True, siblings=0, verify_from=0.75,
+                                                    dense=False)),
+             ("+ either direction", dict(detail=None, forward=False, siblings=0, verify_from=0.75, dense=False)),
+             ("+ sibling round", dict(detail=None, forward=False, siblings=I.VERIFY_SIBLINGS, verify_from=0.75,
+                                      dense=False)),
+             ("+ band from the default verify_from", dict(detail=None, forward=False, siblings=I.VERIFY_SIBLINGS,
+                                                          verify_from=None, dense=False)),
+             ("+ strict check of dense pairs, near ones included (defaults)",
+              dict(detail=None, forward=False, siblings=I.VERIFY_SIBLINGS, verify_from=None, dense=True))]
+    chosen, siblings, background = verify_module.same_picture, I.VERIFY_SIBLINGS, I.Background
     out = {}
     try:
         for label, step in steps:
             verify_module.same_picture = one_direction if step["forward"] else chosen
             I.VERIFY_SIBLINGS = step["siblings"]
+            I.Background = background if step["dense"] else NoDensity
             out[label] = {name: score(s["labels"], link_set(s, True, dedup_threshold, verify_from=step["verify_from"],
                                                             min_detail=step["detail"]))
                           for name, s in sets.items()}
             print(label, {name: (r["precision"], r["recall"]) for name, r in out[label].items()}, flush=True)
     finally:
-        verify_module.same_picture, I.VERIFY_SIBLINGS = chosen, siblings
+        verify_module.same_picture, I.VERIFY_SIBLINGS, I.Background = chosen, siblings, background
     return out
 
 
 def near_veto(sets: Dict[str, Dict], dedup_threshold: float) -> Dict[str, Dict]:
     """Would the pixel check help as a veto on the embedding's own near-duplicate links (cosine >= threshold)?
     Among each crop's 5 most similar partners at or above the threshold: same- and different-picture pairs that
-    pass a strict (the defaults) and a loose check (grey 0.95, detail 0.70), either direction."""
+    pass the default check, a loose one (grey 0.95, detail 0.70) and the strict one, either direction; and the
+    density gate (dedup/density.py): the pairs it calls dense, and the different-picture pairs still linked by
+    the defaults (not dense, or dense and passing the strict check)."""
+    from crop_cluster.dedup.density import Background
     from crop_cluster.dedup.verify import ThumbnailSource, same_picture
 
     out = {}
@@ -423,10 +446,17 @@ def near_veto(sets: Dict[str, Dict], dedup_threshold: float) -> Dict[str, Dict]:
             continue
         thumbs, _ = ThumbnailSource(s["files"], None)(np.arange(len(s["files"])))
         entry = {"pairs": int(r.size), "same_picture": int(same.sum())}
-        for label, kwargs in (("strict", {}), ("loose", dict(min_score=0.95, min_detail=0.70))):
-            kept = same_picture(thumbs[r], thumbs[c], **kwargs)
-            entry[label] = {"same_kept": int(kept[same].sum()), "different_kept": int(kept[~same].sum()),
+        kept = {label: same_picture(thumbs[r], thumbs[c], **kwargs)
+                for label, kwargs in (("default", {}), ("loose", dict(min_score=0.95, min_detail=0.70)),
+                                      ("strict", dict(strict=np.ones(r.size, dtype=bool))))}
+        for label, passed in kept.items():
+            entry[label] = {"same_kept": int(passed[same].sum()), "different_kept": int(passed[~same].sum()),
                             "different": int((~same).sum())}
+        dense = Background(s["emb"], np.arange(len(s["emb"]))).dense(r, c, np.einsum("ij,ij->i", s["emb"][r],
+                                                                                    s["emb"][c]))
+        gated = ~dense | kept["strict"]
+        entry["density_gate"] = {"dense_same": int((dense & same).sum()), "dense_different": int((dense & ~same).sum()),
+                                 "same_kept": int(gated[same].sum()), "different_kept": int(gated[~same].sum())}
         out[name] = entry
     return out
 
@@ -453,7 +483,9 @@ def main(argv: Sequence[str] = None) -> int:
     print({name: len(s["files"]) for name, s in sets.items()})
     if args.prepare_only:
         return 0
-    from crop_cluster.dedup import BACKEND_DEFAULTS, VERIFY_MIN_DETAIL, VERIFY_MIN_SCORE
+    from crop_cluster.dedup import (BACKEND_DEFAULTS, DENSE_CERTAIN, DENSE_MARGIN, VERIFY_MIN_DETAIL,
+                                    VERIFY_MIN_SCORE, VERIFY_STRICT_DETAIL, VERIFY_STRICT_SCORE)
+    from crop_cluster.dedup.density import BACKGROUND_RANK, BACKGROUND_SAMPLE
     from crop_cluster.dedup.individuals import VERIFY_EXTRA_PER_CROP, VERIFY_SIBLINGS
 
     defaults = BACKEND_DEFAULTS[base.BACKEND]
@@ -497,6 +529,10 @@ def main(argv: Sequence[str] = None) -> int:
                 "defaults": {"dedup_threshold": defaults.dedup_threshold, "verify_from": defaults.verify_from,
                              "verify_min_score": VERIFY_MIN_SCORE, "verify_min_detail": VERIFY_MIN_DETAIL,
                              "verify_siblings": VERIFY_SIBLINGS, "verify_extra_per_crop": VERIFY_EXTRA_PER_CROP,
+                             "verify_strict_score": VERIFY_STRICT_SCORE,
+                             "verify_strict_detail": VERIFY_STRICT_DETAIL, "dense_margin": DENSE_MARGIN,
+                             "dense_certain": DENSE_CERTAIN, "background_rank": BACKGROUND_RANK,
+                             "background_sample": BACKGROUND_SAMPLE, "thumbnail_px": V.THUMB, "align_px": V.ALIGN,
                              "track_min_similarity": defaults.track_min_similarity},
                 "sets": table, "ablation": steps, "near_veto": veto, "method_comparison": methods, "cost": cost}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -27,3 +27,7 @@ TRACK_MAX_SECONDS = 30.0    # BiodivX links crops < 30 s apart on similarity alo
 TRACK_MAX_DISTANCE = 2.0    # box sizes between box centres of consecutive crops of one track
 VERIFY_MIN_SCORE = 0.98     # aligned-thumbnail NCC from which a band pair is the same picture (dedup/verify.py)
 VERIFY_MIN_DETAIL = 0.85    # ... and the NCC of the aligned local-contrast-normalised thumbnails (dedup/verify.py)
+VERIFY_STRICT_SCORE = 0.99  # ... and, where the neighbourhood is dense (dedup/density.py), this grey NCC
+VERIFY_STRICT_DETAIL = 0.95 # ... and this detail NCC at the thumbnails' full 64 px
+DENSE_MARGIN = 0.10         # a pair is dense when its cosine beats its ends' background by less (dedup/density.py)
+DENSE_CERTAIN = 0.97        # from this cosine a near-duplicate needs no pixel check, however dense the neighbourhood

@@ -3,7 +3,10 @@
 1. exact: byte-identical files (dedup/exact.py; they share one embedding);
 2. near:  cosine >= the near-duplicate threshold (dedup/near.py), most similar pairs first;
    near-verified: cosine in the uncertain band [verify_from, threshold) and the same picture by the pixel check
-   of dedup/verify.py (aligned grey thumbnails), most similar pairs first;
+   of dedup/verify.py (aligned grey thumbnails), most similar pairs first. With verification on, a pair whose
+   neighbourhood is dense (dedup/density.py: its cosine stands out by less than DENSE_MARGIN from what unrelated
+   crops reach around its ends) is held to the strict pixel check, near-duplicates below DENSE_CERTAIN included:
+   they are then linked as near-verified, or not at all;
 3. track: the same insect across nearby frames of one folder (dedup/track.py), when timestamps are known.
 
 Crops cut from one source frame are never one individual (`dedup/union.py` refuses such links; exact copies
@@ -24,6 +27,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from crop_cluster.dedup import TRACK_MAX_DISTANCE, TRACK_MAX_SECONDS, VERIFY_MIN_DETAIL, VERIFY_MIN_SCORE
+from crop_cluster.dedup.density import Background
 from crop_cluster.dedup.union import RULES, FrameUnion
 
 VERIFY_ALTERNATIVES = 3   # other pairs tried between two individuals whose spanning-forest pair was refused
@@ -99,18 +103,19 @@ def link_individuals(embeddings: np.ndarray, exact_first: np.ndarray, filenames:
     for row in np.flatnonzero(exact_first != np.arange(n)):
         union.link(int(row), int(exact_first[row]), "exact", force=True)
     distinct = np.flatnonzero(exact_first == np.arange(n))
+    verifying = params.dedup_threshold is not None and params.verify_from is not None and thumbnails is not None \
+        and params.verify_from < params.dedup_threshold
+    background = Background(embeddings, distinct) if verifying else None
+    verify_counts = {}
     if params.dedup_threshold is not None:
         if forest is not None and forest.threshold <= params.dedup_threshold:
             strong = forest.sims >= params.dedup_threshold           # sorted by decreasing similarity
-            rows, cols = forest.rows[strong], forest.cols[strong]
+            rows, cols, sims = forest.rows[strong], forest.cols[strong], forest.sims[strong]
         else:
-            rows, cols, _ = near_duplicate_edges(embeddings[distinct], params.dedup_threshold, params.device)
-        for a, b in zip(distinct[rows], distinct[cols]):
-            union.link(int(a), int(b), "near")
-    verify_counts = {}
-    if params.dedup_threshold is not None and params.verify_from is not None and thumbnails is not None \
-            and params.verify_from < params.dedup_threshold:
-        verify_counts = _link_verified(embeddings, distinct, union, params, forest, thumbnails)
+            rows, cols, sims = near_duplicate_edges(embeddings[distinct], params.dedup_threshold, params.device)
+        verify_counts = _link_near(distinct[rows], distinct[cols], sims, union, params, background, thumbnails)
+    if verifying:
+        verify_counts.update(_link_verified(embeddings, distinct, union, params, forest, thumbnails, background))
     proposed = 0
     if params.track_max_seconds > 0 and np.isfinite(seconds).any():
         _, sequence = np.unique(np.asarray([os.path.dirname(name) for name in filenames], dtype=object),
@@ -136,15 +141,37 @@ def link_individuals(embeddings: np.ndarray, exact_first: np.ndarray, filenames:
     return Individuals(individual, representative, linked_by, counts)
 
 
+def _link_near(a: np.ndarray, b: np.ndarray, sims: np.ndarray, union: FrameUnion, params: LinkParams,
+               background: Optional[Background], thumbnails) -> Dict[str, int]:
+    """Link the near-duplicate pairs (a[i], b[i]) of cosine sims[i] (int64, float32 (k,), most similar first).
+    With a background (verification on), the dense ones are linked only where the strict pixel check accepts them
+    (as near-verified). Returns run.json counts."""
+    from crop_cluster.dedup.verify import verify_pairs
+
+    dense = np.zeros(a.size, dtype=bool) if background is None else background.dense(a, b, sims)
+    accepted = np.ones(a.size, dtype=bool)
+    accepted[dense] = verify_pairs(a[dense], b[dense], thumbnails, params.verify_min_score,
+                                   params.verify_min_detail, strict=np.ones(int(dense.sum()), dtype=bool))
+    for x, y, crowded, same in zip(a.tolist(), b.tolist(), dense.tolist(), accepted.tolist()):
+        if not crowded:
+            union.link(x, y, "near")
+        elif same:
+            union.link(x, y, "near-verified")
+    if background is None:
+        return {}
+    return {"near_dense": int(dense.sum()), "near_dense_accepted": int((dense & accepted).sum())}
+
+
 def _link_verified(embeddings: np.ndarray, distinct: np.ndarray, union: FrameUnion, params: LinkParams, forest,
-                   thumbnails) -> Dict[str, int]:
+                   thumbnails, background: Background) -> Dict[str, int]:
     """Link the band's pairs (cosine in [verify_from, dedup_threshold)) that dedup/verify.py accepts, most similar
     first, in three rounds: the spanning-forest pairs; then, for each forest pair refused whose two individuals are
     still apart, up to VERIFY_ALTERNATIVES other pairs between their crops (the most similar ones in the band:
     another cut may align where the forest's pair, blurred or occluded, did not); then the same for the pairs of
     individuals that are band neighbours of one third individual (`_siblings`); the last two rounds check
-    VERIFY_EXTRA_PER_CROP pairs per distinct crop at most, the most similar first. Only pairs of two different
-    individuals with no frame in common are checked, so only their crops are decoded. Returns run.json counts."""
+    VERIFY_EXTRA_PER_CROP pairs per distinct crop at most, the most similar first. Dense pairs (`background`) are
+    held to the strict check. Only pairs of two different individuals with no frame in common are checked, so only
+    their crops are decoded. Returns run.json counts."""
     from crop_cluster.dedup.near import near_duplicate_edges
     from crop_cluster.dedup.verify import verify_pairs
 
@@ -153,25 +180,30 @@ def _link_verified(embeddings: np.ndarray, distinct: np.ndarray, union: FrameUni
     else:
         rows, cols, sims = near_duplicate_edges(embeddings[distinct], params.verify_from, params.device)
     band = (sims >= params.verify_from) & (sims < params.dedup_threshold)
+    checked = {"strict": 0}
+
+    def check(pairs: np.ndarray) -> np.ndarray:
+        """bool (k,): the pixel check of int64 (k, 2) pairs, the dense ones strictly; the accepted ones linked."""
+        strict = background.dense(pairs[:, 0], pairs[:, 1],
+                                  np.einsum("ij,ij->i", embeddings[pairs[:, 0]], embeddings[pairs[:, 1]]))
+        same = verify_pairs(pairs[:, 0], pairs[:, 1], thumbnails, params.verify_min_score,
+                            params.verify_min_detail, strict)
+        for a, b in pairs[same]:
+            union.link(int(a), int(b), "near-verified")
+        checked["strict"] += int(strict.sum())
+        return same
+
     first = _open_pairs(distinct[rows[band]], distinct[cols[band]], union)
-    accepted = verify_pairs(first[:, 0], first[:, 1], thumbnails, params.verify_min_score,
-                            params.verify_min_detail)
-    for a, b in first[accepted]:
-        union.link(int(a), int(b), "near-verified")
+    accepted = check(first)
     budget = int(VERIFY_EXTRA_PER_CROP * distinct.size)
     second = _open_pairs(*_alternatives(embeddings, distinct, union, first[~accepted], params).T, union)[:budget]
-    again = verify_pairs(second[:, 0], second[:, 1], thumbnails, params.verify_min_score,
-                         params.verify_min_detail)
-    for a, b in second[again]:
-        union.link(int(a), int(b), "near-verified")
+    again = check(second)
     siblings = _siblings(distinct[rows[band]], distinct[cols[band]], sims[band], union)
     third = _open_pairs(*_alternatives(embeddings, distinct, union, siblings, params, tried=False).T,
                         union)[:budget - len(second)]
-    last = verify_pairs(third[:, 0], third[:, 1], thumbnails, params.verify_min_score,
-                        params.verify_min_detail)
-    for a, b in third[last]:
-        union.link(int(a), int(b), "near-verified")
+    last = check(third)
     return {"verify_candidates": int(len(first) + len(second) + len(third)),
+            "verify_strict": checked["strict"],
             "verify_accepted": int(accepted.sum() + again.sum() + last.sum())}
 
 

@@ -3,15 +3,18 @@
 The embedding tells "same kind" well but cannot always tell "another crop of the same photo" from "another photo of
 the same kind" (a lite0 cosine of 0.90 can be either). For pairs in the uncertain band (cosine between the backend's
 `verify_from` and its near-duplicate threshold) a second, independent signal decides. Both crops become small grey
-thumbnails (THUMB x THUMB: the whole crop resized, aspect ignored, so box jitter becomes a scale and a shift); b is
-aligned onto a by Gauss-Newton (Lucas-Kanade) over a full affine warp plus gain and offset of the brightness,
-coarse to fine (LEVELS: half then full resolution, Gaussian-smoothed). Two scores cover the centre (MARGIN px off
-every side, where box jitter and edge occluders act): the grey NCC of the aligned thumbnails, and the detail NCC of
-their local-contrast-normalised versions (each pixel minus its local mean over its local spread), which weighs every
-region by its own texture rather than by its contrast to the background, so two objects of one outline with
-different insides no longer correlate. A pair is the same picture when both reach their thresholds
-(dedup.VERIFY_MIN_SCORE, VERIFY_MIN_DETAIL) with b aligned onto a, or else a onto b (`same_picture`). The method and
-its thresholds were chosen by measurement (bench/verify_individuals.py, docs/individuals.md).
+thumbnails (THUMB x THUMB: the whole crop resized, aspect ignored, so box jitter becomes a scale and a shift); at
+half that side (ALIGN px), b is aligned onto a by Gauss-Newton (Lucas-Kanade) over a full affine warp plus gain and
+offset of the brightness, coarse to fine (LEVELS: half then full resolution, Gaussian-smoothed). Two scores cover the
+centre (MARGIN px off every side, where box jitter and edge occluders act): the grey NCC of the aligned thumbnails,
+and the detail NCC of their local-contrast-normalised versions (each pixel minus its local mean over its local
+spread), which weighs every region by its own texture rather than by its contrast to the background, so two objects
+of one outline with different insides no longer correlate. A third score, the fine detail, is the same detail NCC at
+the full THUMB px with the same warp. A pair is the same picture when grey and detail reach their thresholds
+(dedup.VERIFY_MIN_SCORE, VERIFY_MIN_DETAIL) and, for a `strict` pair (one whose embedding neighbourhood is dense,
+dedup/density.py), grey also reaches VERIFY_STRICT_SCORE and the fine detail VERIFY_STRICT_DETAIL, with b aligned
+onto a, or else a onto b (`same_picture`). The method and its thresholds were chosen by measurement
+(bench/verify_individuals.py, docs/individuals.md).
 
 Thumbnails are kept in the embedding cache's folder keyed by file content (`ThumbnailSource`), so a re-run, or a
 run from saved embeddings, decodes no image twice; only the crops of candidate pairs are ever decoded.
@@ -24,12 +27,13 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from crop_cluster.dedup import VERIFY_MIN_DETAIL, VERIFY_MIN_SCORE
+from crop_cluster.dedup import VERIFY_MIN_DETAIL, VERIFY_MIN_SCORE, VERIFY_STRICT_DETAIL, VERIFY_STRICT_SCORE
 
 log = logging.getLogger(__name__)
 
-THUMB = 32                       # thumbnail side in pixels
-MARGIN = 4                       # px left out on every side when aligning and scoring
+THUMB = 64                       # thumbnail side in pixels, as stored (the fine detail's resolution)
+ALIGN = THUMB // 2               # side (px) at which pairs are aligned and grey and detail are scored
+MARGIN = 4                       # px (at ALIGN) left out on every side when aligning and scoring
 LEVELS = ((2, 1.5, 8), (1, 0.8, 6))  # (downsampling factor, Gaussian sigma px, Gauss-Newton iterations), coarse first
 FINAL_SIGMA = 0.7                # Gaussian sigma (px) of the thumbnails compared after alignment
 DETAIL_SIGMA = 1.5               # Gaussian sigma (px) of the local mean and spread of the detail score
@@ -90,56 +94,65 @@ def _sample(images, warp, x, y):
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)[:, :, 0]
 
 
-def pair_scores(thumbs_a: np.ndarray, thumbs_b: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """(grey, detail): float32 (k,) scores in [-1, 1] of k pairs of uint8 (k, THUMB, THUMB) thumbnails after
-    aligning b onto a: the NCC of the centres, and the NCC of their local-contrast-normalised centres (module
-    docstring). -1 where undefined (a flat crop)."""
+def pair_scores(thumbs_a: np.ndarray, thumbs_b: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(grey, detail, fine): float32 (k,) scores in [-1, 1] of k pairs of uint8 (k, THUMB, THUMB) thumbnails after
+    aligning b onto a: the NCC of the centres, the NCC of their local-contrast-normalised centres, and the latter
+    at THUMB px (module docstring). -1 where undefined (a flat crop)."""
     import torch
 
-    grey = np.empty(len(thumbs_a), dtype=np.float32)
-    detail = np.empty(len(thumbs_a), dtype=np.float32)
+    scores = np.empty((3, len(thumbs_a)), dtype=np.float32)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)     # small batched ops: one thread is faster than the pool's hand-offs (bench figure)
     try:
         for start in range(0, len(thumbs_a), BATCH):
             part = slice(start, start + BATCH)
-            grey[part], detail[part] = _align_and_score(thumbs_a[part], thumbs_b[part])
+            scores[:, part] = _align_and_score(thumbs_a[part], thumbs_b[part])
     finally:
         torch.set_num_threads(threads)
-    return grey, detail
+    return scores[0], scores[1], scores[2]
 
 
 def same_picture(thumbs_a: np.ndarray, thumbs_b: np.ndarray, min_score: float = VERIFY_MIN_SCORE,
-                 min_detail: float = VERIFY_MIN_DETAIL) -> np.ndarray:
+                 min_detail: float = VERIFY_MIN_DETAIL, strict: Optional[np.ndarray] = None) -> np.ndarray:
     """bool (k,): pairs of uint8 (k, THUMB, THUMB) thumbnails that are one picture: b aligned onto a, or else a
     aligned onto b (the score covers the first one's centre, so a cut that sees more, or has an occluder at its
-    edge, aligns better one way), reaches grey NCC >= min_score and detail NCC >= min_detail. The other direction
-    is tried only where the first reached grey NCC RETRY_FROM (a cost bound: far below it, it never passed)."""
-    grey, detail = pair_scores(thumbs_a, thumbs_b)
-    same = (grey >= min_score) & (detail >= min_detail)
+    edge, aligns better one way), reaches grey NCC >= min_score and detail NCC >= min_detail, and where strict
+    (bool (k,), None = nowhere) also grey >= VERIFY_STRICT_SCORE and fine detail >= VERIFY_STRICT_DETAIL. The other
+    direction is tried only where the first reached grey NCC RETRY_FROM (a cost bound: far below it, it never
+    passed)."""
+    strict = np.zeros(len(thumbs_a), dtype=bool) if strict is None else np.asarray(strict, dtype=bool)
+
+    def passes(grey, detail, fine, strictly):
+        return (grey >= min_score) & (detail >= min_detail) & \
+            (~strictly | ((grey >= VERIFY_STRICT_SCORE) & (fine >= VERIFY_STRICT_DETAIL)))
+
+    grey, detail, fine = pair_scores(thumbs_a, thumbs_b)
+    same = passes(grey, detail, fine, strict)
     again = np.flatnonzero(~same & (grey >= RETRY_FROM))
     if again.size:
-        grey, detail = pair_scores(thumbs_b[again], thumbs_a[again])
-        same[again] = (grey >= min_score) & (detail >= min_detail)
+        same[again] = passes(*pair_scores(thumbs_b[again], thumbs_a[again]), strict[again])
     return same
 
 
 def _align_and_score(thumbs_a: np.ndarray, thumbs_b: np.ndarray) -> np.ndarray:
     """pair_scores for one batch: the warp (k, 6) and brightness gain/offset (k,) of b onto a by damped
-    Gauss-Newton at each of LEVELS, then the grey and detail NCC of the centres (torch float32 (k,) each)."""
+    Gauss-Newton at each of LEVELS (at ALIGN px), then the grey and detail NCC of the centres at ALIGN px and the
+    detail NCC at THUMB px with the same warp (the warp is in normalised coordinates): float32 (3, k)."""
     import torch
     import torch.nn.functional as F
 
     with torch.no_grad():
-        full_a = torch.from_numpy(thumbs_a.astype(np.float32) / 255).unsqueeze(1)
-        full_b = torch.from_numpy(thumbs_b.astype(np.float32) / 255).unsqueeze(1)
+        fine_a = torch.from_numpy(thumbs_a.astype(np.float32) / 255).unsqueeze(1)
+        fine_b = torch.from_numpy(thumbs_b.astype(np.float32) / 255).unsqueeze(1)
+        full_a = F.avg_pool2d(fine_a, THUMB // ALIGN)
+        full_b = F.avg_pool2d(fine_b, THUMB // ALIGN)
         k = full_a.shape[0]
         warp = torch.zeros(k, 6)
         gain, offset = torch.ones(k), torch.zeros(k)
         for factor, sigma, iterations in LEVELS:
             a = _blur(F.avg_pool2d(full_a, factor) if factor > 1 else full_a, sigma)
             b = _blur(F.avg_pool2d(full_b, factor) if factor > 1 else full_b, sigma)
-            size, margin = THUMB // factor, max(1, MARGIN // factor)
+            size, margin = ALIGN // factor, max(1, MARGIN // factor)
             x, y = _centre_grid(size, margin)
             target = a[:, 0, margin:size - margin, margin:size - margin].reshape(k, -1)
             grad_y, grad_x = torch.gradient(b[:, 0], dim=(1, 2))
@@ -155,13 +168,17 @@ def _align_and_score(thumbs_a: np.ndarray, thumbs_b: np.ndarray) -> np.ndarray:
                 step = torch.linalg.solve(normal, jacobian_t @ residual.unsqueeze(-1))[..., 0]
                 warp = warp + step[:, :6]
                 gain, offset = gain + step[:, 6], offset + step[:, 7]
-        x, y = _centre_grid(THUMB, MARGIN)
-        inside = (slice(None), 0, slice(MARGIN, THUMB - MARGIN), slice(MARGIN, THUMB - MARGIN))
-        smooth_a, smooth_b = _blur(full_a, FINAL_SIGMA), _blur(full_b, FINAL_SIGMA)
-        grey = _ncc(smooth_a[inside].reshape(k, -1), _sample(smooth_b, warp, x, y)[:, 0])
-        detail = _ncc(_local_contrast(smooth_a)[inside].reshape(k, -1),
-                      _sample(_local_contrast(smooth_b), warp, x, y)[:, 0])
-    return grey.numpy(), detail.numpy()
+        scores = []
+        for a, b, margin in ((full_a, full_b, MARGIN), (fine_a, fine_b, MARGIN * THUMB // ALIGN)):
+            size = a.shape[-1]
+            x, y = _centre_grid(size, margin)
+            inside = (slice(None), 0, slice(margin, size - margin), slice(margin, size - margin))
+            smooth_a, smooth_b = _blur(a, FINAL_SIGMA), _blur(b, FINAL_SIGMA)
+            if size == ALIGN:
+                scores.append(_ncc(smooth_a[inside].reshape(k, -1), _sample(smooth_b, warp, x, y)[:, 0]))
+            scores.append(_ncc(_local_contrast(smooth_a)[inside].reshape(k, -1),
+                               _sample(_local_contrast(smooth_b), warp, x, y)[:, 0]))
+    return torch.stack(scores).numpy()
 
 
 def _ncc(a, b):
@@ -183,11 +200,12 @@ def _local_contrast(images):
 
 
 def verify_pairs(rows: np.ndarray, cols: np.ndarray, thumbnails: Thumbnails, min_score: float = VERIFY_MIN_SCORE,
-                 min_detail: float = VERIFY_MIN_DETAIL) -> np.ndarray:
+                 min_detail: float = VERIFY_MIN_DETAIL, strict: Optional[np.ndarray] = None) -> np.ndarray:
     """bool (k,): which candidate pairs (rows[i], cols[i]) (int64 crop indices) are the same picture.
 
     thumbnails(crops int64 (m,)) -> (uint8 (m, THUMB, THUMB), ok bool (m,)); a pair with an undecodable crop is
-    never accepted. min_score, min_detail: the grey and detail NCC thresholds (same_picture)."""
+    never accepted. min_score, min_detail: the grey and detail NCC thresholds; strict: bool (k,), the pairs held
+    to the strict thresholds too (same_picture)."""
     accepted = np.zeros(rows.size, dtype=bool)
     if not rows.size:
         return accepted
@@ -195,7 +213,8 @@ def verify_pairs(rows: np.ndarray, cols: np.ndarray, thumbnails: Thumbnails, min
     thumbs, ok = thumbnails(crops)
     a, b = inverse[:rows.size], inverse[rows.size:]
     usable = np.flatnonzero(ok[a] & ok[b])
-    accepted[usable] = same_picture(thumbs[a[usable]], thumbs[b[usable]], min_score, min_detail)
+    accepted[usable] = same_picture(thumbs[a[usable]], thumbs[b[usable]], min_score, min_detail,
+                                    None if strict is None else np.asarray(strict, dtype=bool)[usable])
     return accepted
 
 
@@ -210,7 +229,8 @@ class ThumbnailSource:
         from crop_cluster.embed.cache import EmbeddingCache
 
         self.filenames = list(filenames)
-        self.cache = None if cache_root is None else EmbeddingCache(cache_root, "thumbs", THUMB_NAMESPACE)
+        self.cache = None if cache_root is None else EmbeddingCache(cache_root, "thumbs", THUMB_NAMESPACE,
+                                                                    dtype=np.uint8)
         self.decoded = 0
         self.known: Dict[int, Optional[np.ndarray]] = {}      # crop -> thumbnail (None: undecodable), this run
 
@@ -245,8 +265,7 @@ class ThumbnailSource:
             lookup = self.cache.lookup(digests)
             if lookup.vectors.shape[1] == THUMB * THUMB:
                 found = np.flatnonzero(lookup.found)
-                thumbs[found] = np.clip(np.rint(lookup.vectors[found]), 0, 255).astype(np.uint8).reshape(
-                    -1, THUMB, THUMB)
+                thumbs[found] = lookup.vectors[found].reshape(-1, THUMB, THUMB)
                 ok[found] = True
             known_bad = set(lookup.failed)
         else:
@@ -266,7 +285,7 @@ class ThumbnailSource:
         if self.cache is not None and (fresh or failed):
             try:
                 self.cache.write([digests[p] for p in fresh],
-                                 thumbs[fresh].reshape(len(fresh), -1).astype(np.float32), failed)
+                                 thumbs[fresh].reshape(len(fresh), -1), failed)
             except OSError as error:
                 log.warning("cannot write thumbnails to %s (%s); they are decoded again next run",
                             self.cache.folder, os.strerror(error.errno) if error.errno else error)

@@ -84,8 +84,8 @@ def _mapped(path: str, archive: zipfile.ZipFile, name: str) -> Optional[np.ndarr
 
 @dataclass(frozen=True)
 class Lookup:
-    """Cache answer for a list of digests: `vectors` float32 (n, d) (zeros where not found), `found` bool (n,),
-    `failed` {position: reason} for contents known to be undecodable, `extras` float32 (n, e) or None."""
+    """Cache answer for a list of digests: `vectors` (n, d) in the cache's dtype (zeros where not found), `found`
+    bool (n,), `failed` {position: reason} for contents known to be undecodable, `extras` float32 (n, e) or None."""
 
     vectors: np.ndarray
     found: np.ndarray
@@ -104,9 +104,11 @@ class EmbeddingCache:
     """The cache folder of one model + preprocessing under `root`; nothing is created until the first write.
 
     variant: what else changes the pixels beyond tolerance (embed.resize.cache_variant: 'torch-uint8' for stage A's
-    resize); '' keeps the key every earlier run used."""
+    resize); '' keeps the key every earlier run used. dtype: of the stored vectors (float32 embeddings; uint8 for
+    dedup/verify.py's thumbnails), the same for every chunk of the folder."""
 
-    def __init__(self, root: str, backend: str, model_path: str, variant: str = ""):
+    def __init__(self, root: str, backend: str, model_path: str, variant: str = "", dtype=np.float32):
+        self.dtype = np.dtype(dtype)
         self.namespace = {"model": f"{backend}:{model_path}", "model_files": _stamp(model_path),
                           "pipeline": PIPELINE_VERSION, **({"variant": variant} if variant else {})}
         key = hashlib.blake2b(json.dumps(self.namespace).encode(), digest_size=8).hexdigest()
@@ -115,8 +117,7 @@ class EmbeddingCache:
     def _chunks(self) -> List[str]:
         return sorted(glob.glob(os.path.join(glob.escape(self.folder), "chunk-*.npz")))
 
-    @staticmethod
-    def _read(path: str) -> Optional[Dict[str, np.ndarray]]:
+    def _read(self, path: str) -> Optional[Dict[str, np.ndarray]]:
         """One chunk's arrays, or None (with a warning) when it is damaged: its contents are simply embedded again.
         `embedding` and `extras` are read-only memory maps of the file where it stores them uncompressed (as `write`
         does): a lookup then copies only the rows it takes, once."""
@@ -132,7 +133,7 @@ class EmbeddingCache:
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as error:
             log.warning("ignoring damaged cache file %s (%s); its images are embedded again", path, error)
             return None
-        if chunk["embedding"].ndim != 2 or chunk["embedding"].dtype != np.float32 or \
+        if chunk["embedding"].ndim != 2 or chunk["embedding"].dtype != self.dtype or \
                 len(chunk["digest"]) != len(chunk["embedding"]) or len(chunk["failed"]) != len(chunk["reason"]) or \
                 (chunk["extras"] is not None and (chunk["extras"].ndim != 2 or chunk["extras"].dtype != np.float32
                                                   or len(chunk["extras"]) != len(chunk["digest"]))):
@@ -153,7 +154,7 @@ class EmbeddingCache:
                 continue
             first = vectors is None and len(chunk["digest"])
             if first:
-                vectors = np.zeros((0, chunk["embedding"].shape[1]), dtype=np.float32)
+                vectors = np.zeros((0, chunk["embedding"].shape[1]), dtype=self.dtype)
                 if chunk["extras"] is not None:
                     extras = np.zeros((0, chunk["extras"].shape[1]), dtype=np.float32)
             usable = len(chunk["digest"]) and chunk["embedding"].shape[1] == vectors.shape[1] and \
@@ -172,7 +173,7 @@ class EmbeddingCache:
                         extras = np.asarray(np.take(chunk["extras"], rows, axis=0))
                 else:
                     if vectors.shape[0] != len(digests):
-                        vectors = np.zeros((len(digests), vectors.shape[1]), dtype=np.float32)
+                        vectors = np.zeros((len(digests), vectors.shape[1]), dtype=self.dtype)
                         if extras is not None:
                             extras = np.zeros((len(digests), extras.shape[1]), dtype=np.float32)
                     vectors[positions] = chunk["embedding"][rows]
@@ -189,9 +190,9 @@ class EmbeddingCache:
             for position in np.flatnonzero(found).tolist():
                 failed.pop(position, None)
         if vectors is None:
-            vectors = np.zeros((len(digests), 0), np.float32)
+            vectors = np.zeros((len(digests), 0), self.dtype)
         elif vectors.shape[0] != len(digests):      # no chunk held any of them
-            vectors = np.zeros((len(digests), vectors.shape[1]), dtype=np.float32)
+            vectors = np.zeros((len(digests), vectors.shape[1]), dtype=self.dtype)
             extras = None if extras is None else np.zeros((len(digests), extras.shape[1]), dtype=np.float32)
         return Lookup(vectors, found, failed, extras)
 
@@ -213,8 +214,8 @@ class EmbeddingCache:
             len(digests), -1)}
         with atomic_open(os.path.join(self.folder, name), "wb") as handle:
             np.savez(handle, **arrays, digest=np.asarray(list(digests), dtype="S32"),
-                     embedding=np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(digests), -1)
-                     if len(digests) else np.zeros((0, 0), np.float32),
+                     embedding=np.ascontiguousarray(vectors, dtype=self.dtype).reshape(len(digests), -1)
+                     if len(digests) else np.zeros((0, 0), self.dtype),
                      failed=np.asarray([d for d, _ in failed], dtype="S32"),
                      reason=np.asarray([r for _, r in failed], dtype=str).reshape(len(failed)))
 
@@ -234,7 +235,7 @@ class EmbeddingCache:
         failed = np.concatenate([chunk["failed"] for chunk in chunks])
         reasons = np.concatenate([chunk["reason"].astype(str) for chunk in chunks])
         parts = [chunk["embedding"] for chunk in chunks if len(chunk["digest"])]
-        vectors = np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+        vectors = np.concatenate(parts) if parts else np.zeros((0, 0), self.dtype)
         extra_parts = [chunk["extras"] for chunk in chunks if len(chunk["digest"]) and chunk["extras"] is not None]
         extras = np.concatenate(extra_parts)[keep] if extra_parts else None
         self.write([d.decode() for d in digests[keep]], vectors[keep],

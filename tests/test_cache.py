@@ -222,7 +222,7 @@ def test_chunks_are_memory_mapped_and_a_truncated_one_is_ignored(tmp_path, caplo
     cache = EmbeddingCache(str(tmp_path), "fake", "model-a")
     cache.write([f"{k:032x}" for k in range(50)], vectors, [])
     path, = cache._chunks()
-    chunk = EmbeddingCache._read(path)
+    chunk = cache._read(path)
     owner = chunk["embedding"]
     while isinstance(owner, (np.ndarray, memoryview)):     # the array's memory comes from a read-only map
         owner = owner.base if isinstance(owner, np.ndarray) else owner.obj
@@ -233,3 +233,21 @@ def test_chunks_are_memory_mapped_and_a_truncated_one_is_ignored(tmp_path, caplo
         handle.truncate(os.path.getsize(path) - 900)
     assert not cache.lookup([f"{k:032x}" for k in range(50)]).found.any()
     assert "damaged cache file" in caplog.text
+
+
+def test_a_uint8_cache_keeps_its_dtype_and_ignores_float_chunks(tmp_path, caplog):
+    pixels = np.arange(3 * 16, dtype=np.uint8).reshape(3, 16)
+    digests = [f"{k:032x}" for k in range(3)]
+    cache = EmbeddingCache(str(tmp_path), "thumbs", "grey", dtype=np.uint8)
+    cache.write(digests, pixels, [])
+    found = cache.lookup(digests[::-1])
+    assert found.vectors.dtype == np.uint8 and np.array_equal(found.vectors, pixels[::-1])
+    for _ in range(17):                                    # compaction keeps the dtype too
+        cache.write(digests[:1], pixels[:1], [])
+    cache.compact()
+    assert len(cache._chunks()) == 1 and cache.lookup(digests).vectors.dtype == np.uint8
+    float_cache = EmbeddingCache(str(tmp_path), "thumbs", "grey")          # same folder, float32 expected
+    assert float_cache.folder == cache.folder
+    with caplog.at_level("WARNING"):
+        assert not float_cache.lookup(digests).found.any()
+    assert "malformed" in caplog.text

@@ -44,8 +44,8 @@ def test_another_cut_of_one_picture_scores_high_and_another_picture_low():
     others = [picture(2).crop((20, 20, 100, 100)), picture(3).crop((20, 20, 100, 100))]
     a = np.stack([grey_thumb(tight)] * 4)
     b = np.stack([grey_thumb(v) for v in copies + others])
-    grey, detail = pair_scores(a, b)
-    assert grey.shape == detail.shape == (4,) and grey.dtype == detail.dtype == np.float32
+    grey, detail, fine = pair_scores(a, b)
+    assert grey.shape == detail.shape == fine.shape == (4,) and grey.dtype == detail.dtype == np.float32
     assert (grey[:2] >= VERIFY_MIN_SCORE).all() and (detail[:2] >= VERIFY_MIN_DETAIL).all(), (grey, detail)
     assert (grey[2:] < 0.9).all(), grey
     assert same_picture(a, b).tolist() == [True, True, False, False]
@@ -66,7 +66,7 @@ def test_one_outline_with_another_inside_passes_the_grey_score_but_not_the_detai
     a = np.stack([grey_thumb(one.crop((10, 10, 110, 110)))] * 3)
     b = np.stack([grey_thumb(recut(one, (8, 12, 112, 108), 0.8, 60)), grey_thumb(two.crop((10, 10, 110, 110))),
                   grey_thumb(recut(two, (8, 12, 112, 108), 1.2, 80))])
-    grey, detail = pair_scores(a, b)
+    grey, detail, _ = pair_scores(a, b)
     assert (grey >= VERIFY_MIN_SCORE).all(), grey                  # the outline alone aligns: grey NCC passes
     assert detail[0] >= VERIFY_MIN_DETAIL and (detail[1:] < VERIFY_MIN_DETAIL).all(), detail
     assert (pair_scores(b, a)[1][1:] < VERIFY_MIN_DETAIL).all()     # the other direction too
@@ -86,7 +86,7 @@ def test_a_pair_passes_when_either_direction_passes():
 
 def test_a_flat_crop_scores_minus_one_not_nan():
     flat = np.full((1, THUMB, THUMB), 128, dtype=np.uint8)
-    grey, detail = pair_scores(flat, flat)
+    grey, detail, fine = pair_scores(flat, flat)
     assert grey[0] <= 0.0 and np.isfinite(detail[0]) and detail[0] < 0.01
     assert not same_picture(flat, flat)[0]
 

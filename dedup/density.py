@@ -1,0 +1,59 @@
+"""How crowded a crop's embedding neighbourhood is: the background similarity that a pair's cosine must clear.
+
+A cosine of 0.94 says "another cut of this picture" for a moth alone of its kind on the night, but only "another
+photo of the same kind" among 3 000 studio shots of one shoe model. The background of a crop is the BACKGROUND_RANK-th
+highest cosine between it and a fixed random sample of at most BACKGROUND_SAMPLE distinct crops of the run, leaving
+out the crops at DENSE_CERTAIN or above (its own near-certain copies) and itself. A pair (a, b) of cosine s is dense
+when s - max(background(a), background(b)) < DENSE_MARGIN: its cosine stands out too little from what unrelated
+crops around it reach, so dedup/individuals.py holds it to the strict pixel check (dedup/verify.py). The sample
+keeps the cost at (crops asked) x BACKGROUND_SAMPLE dot products; in a run of more distinct crops than the sample,
+the rank is taken in the sample (a quantile of the crop's similarities, the same for any run size).
+"""
+from __future__ import annotations
+
+from typing import Dict
+
+import numpy as np
+
+from crop_cluster.dedup import DENSE_CERTAIN, DENSE_MARGIN
+
+BACKGROUND_RANK = 10        # the background is the 10th highest similarity to the sample
+BACKGROUND_SAMPLE = 4096    # distinct crops the background is measured against, at most
+BLOCK = 1024                # crops per matrix product
+
+
+class Background:
+    """Background similarity of crops on demand (computed once per crop).
+
+    embeddings: float32 (n, d) L2-normalised; distinct: int64 (m,) the rows that stand for distinct contents (the
+    sample is drawn from them with a fixed seed, so a run's answer never changes)."""
+
+    def __init__(self, embeddings: np.ndarray, distinct: np.ndarray, seed: int = 0):
+        self.embeddings = embeddings
+        if distinct.size > BACKGROUND_SAMPLE:
+            distinct = np.sort(np.random.default_rng(seed).choice(distinct, BACKGROUND_SAMPLE, replace=False))
+        self.sample = np.ascontiguousarray(embeddings[distinct], dtype=np.float32)
+        self.known: Dict[int, float] = {}
+
+    def __call__(self, crops: np.ndarray) -> np.ndarray:
+        """float32 (k,): the background of each crop (int64 (k,) rows); -1 when the run has BACKGROUND_RANK distinct
+        crops or fewer (nothing to rank: no pair is dense)."""
+        missing = np.unique(np.asarray([c for c in np.asarray(crops).tolist() if c not in self.known], np.int64))
+        for start in range(0, missing.size, BLOCK):
+            rows = missing[start:start + BLOCK]
+            if len(self.sample) <= BACKGROUND_RANK:                            # too few others to rank
+                self.known.update(dict.fromkeys(rows.tolist(), -1.0))
+                continue
+            sims = self.embeddings[rows] @ self.sample.T                       # (b, sample)
+            sims[sims >= DENSE_CERTAIN] = -1.0                                  # itself and its near-certain copies
+            values = -np.partition(-sims, BACKGROUND_RANK - 1, axis=1)[:, BACKGROUND_RANK - 1]
+            self.known.update(zip(rows.tolist(), values.astype(np.float32).tolist()))
+        return np.asarray([self.known[c] for c in np.asarray(crops).tolist()], dtype=np.float32).reshape(-1)
+
+    def dense(self, a: np.ndarray, b: np.ndarray, sims: np.ndarray) -> np.ndarray:
+        """bool (k,): which pairs (a[i], b[i]) of cosine sims[i] are dense (module docstring); never at or above
+        DENSE_CERTAIN."""
+        sims = np.asarray(sims, dtype=np.float32).reshape(-1)
+        if not sims.size:
+            return np.zeros(0, dtype=bool)
+        return (sims < DENSE_CERTAIN) & (sims - np.maximum(self(a), self(b)) < DENSE_MARGIN)
