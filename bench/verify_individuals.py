@@ -21,11 +21,14 @@ Reports, per set, pairwise precision / recall and ARI (evaluate.metrics.partitio
 the method comparison: the score distributions of same-picture and different-picture pairs among the band's
 candidate pairs (aligned grey NCC, aligned detail NCC, grid high-pass NCC) and what each decision rule accepts;
 the ablation (the defaults' pieces added one at a time, every set's P / R / ARI); the near veto (would the pixel
-check, as a veto on the embedding's own near-duplicate links, remove the different-picture ones).
+check, as a veto on the embedding's own near-duplicate links, remove the different-picture ones; and the density
+gate of dedup/density.py, which applies the strict check only where the neighbourhood is dense).
+`--density_sweep FILE` instead varies the gate's constants (bench/results/verify_density_sweep.json).
 Tracks: track-only and default linking with and without verification on tux_tracks (with and without boxes) and
 on the real crops. Cost: seconds per verified pair and per thumbnail, medians of 3 runs, and the bound at 1e5
 crops (the spanning forest has at most n - 1 edges, each refused one brings at most VERIFY_ALTERNATIVES more pairs)
-against lite0's embedding time per crop measured in the same run.
+against lite0's embedding time per crop measured in the same run; `run_share`: whole default runs of
+`cluster.py` with and without --no_verify, side by side (--run_sets).
 """
 from __future__ import annotations
 
@@ -461,6 +464,36 @@ def near_veto(sets: Dict[str, Dict], dedup_threshold: float) -> Dict[str, Dict]:
     return out
 
 
+def density_sweep(sets: Dict[str, Dict], dedup_threshold: float) -> List[Dict]:
+    """The density gate's constants varied around the defaults (DENSE_MARGIN, DENSE_CERTAIN, the strict grey and
+    fine-detail thresholds), every set's P / R / groups with the other defaults; margin 0 = the gate off."""
+    from crop_cluster.dedup import DENSE_CERTAIN, DENSE_MARGIN, VERIFY_STRICT_DETAIL, VERIFY_STRICT_SCORE
+    from crop_cluster.dedup import density as density_module
+    from crop_cluster.dedup import verify as verify_module
+
+    grid = [dict(margin=m, certain=DENSE_CERTAIN, score=VERIFY_STRICT_SCORE, detail=VERIFY_STRICT_DETAIL)
+            for m in (0.0, 0.05, 0.10, 0.15, 0.20)]
+    grid += [dict(margin=DENSE_MARGIN, certain=c, score=VERIFY_STRICT_SCORE, detail=VERIFY_STRICT_DETAIL)
+             for c in (0.95, 0.99, 0.995)]
+    grid += [dict(margin=DENSE_MARGIN, certain=DENSE_CERTAIN, score=g, detail=d)
+             for g, d in ((0.98, 0.90), (0.99, 0.90), (0.99, 0.97), (0.995, 0.95))]
+    saved = (density_module.DENSE_MARGIN, density_module.DENSE_CERTAIN, verify_module.VERIFY_STRICT_SCORE,
+             verify_module.VERIFY_STRICT_DETAIL)
+    rows = []
+    try:
+        for point in grid:
+            density_module.DENSE_MARGIN, density_module.DENSE_CERTAIN = point["margin"], point["certain"]
+            verify_module.VERIFY_STRICT_SCORE, verify_module.VERIFY_STRICT_DETAIL = point["score"], point["detail"]
+            found = {name: score(s["labels"], link_set(s, True, dedup_threshold)) for name, s in sets.items()}
+            rows.append({**point, "sets": {name: {k: r[k] for k in ("precision", "recall", "ari", "groups")}
+                                           for name, r in found.items()}})
+            print(point, {name: (r["precision"], r["recall"]) for name, r in found.items()}, flush=True)
+    finally:
+        (density_module.DENSE_MARGIN, density_module.DENSE_CERTAIN, verify_module.VERIFY_STRICT_SCORE,
+         verify_module.VERIFY_STRICT_DETAIL) = saved
+    return rows
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "verify_individuals.json")
@@ -474,6 +507,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--ablation_sets", type=lambda v: v.split(","),
                         default=["trap_near", "trap_near_hard", "biodivx", "tux_tracks", "fmnist_near"],
                         help="sets of the ablation rows (default: all)")
+    parser.add_argument("--run_sets", type=lambda v: [x for x in v.split(",") if x],
+                        default=["trap_near_hard", "fmnist_near"],
+                        help="sets timed as whole runs with and without verification (empty: none)")
+    parser.add_argument("--density_sweep", type=Path, default=None, metavar="OUT.json",
+                        help="only sweep the density gate's constants (density_sweep) and write them to OUT.json")
     return parser.parse_args(argv)
 
 
@@ -490,6 +528,13 @@ def main(argv: Sequence[str] = None) -> int:
 
     defaults = BACKEND_DEFAULTS[base.BACKEND]
     sets = {k: v for k, v in sets.items() if not args.sets or k in args.sets}
+    if args.density_sweep is not None:
+        rows = density_sweep(sets, defaults.dedup_threshold)
+        args.density_sweep.write_text(json.dumps({"name": "verify_density_sweep", "backend": base.BACKEND,
+                                                  "machine": bench_machine.machine("cpu"), "seed": args.seed,
+                                                  "rows": rows}, indent=1) + "\n", encoding="utf-8")
+        print(f"wrote {args.density_sweep}")
+        return 0
     started = time.perf_counter()
     table: Dict[str, Dict] = {}
     for name, s in sets.items():
@@ -516,11 +561,15 @@ def main(argv: Sequence[str] = None) -> int:
     steps = ablation({k: v for k, v in sets.items() if k in args.ablation_sets}, defaults.dedup_threshold)
     veto = near_veto(sets, defaults.dedup_threshold)
     cost = measure_cost(sets)
+    cost["run_share"] = run_share(sets, args.run_sets)
     cost["share_of_embedding_per_set"] = {
         name: round(row["ours_after"]["added_seconds_per_crop_median_of_3"] / cost["lite0_embed_seconds_per_crop"], 4)
         for name, row in table.items()}
     cost["estimated_share_of_embedding_per_set"] = {
         name: round((row["ours_after"]["verified_pairs_per_crop"] * cost["seconds_per_pair_one_direction"]
+                     + row["ours_after"]["strict_pairs_per_crop"]
+                     * (cost["seconds_per_pair_one_direction_with_fine_detail"]
+                        - cost["seconds_per_pair_one_direction"])
                      + row["ours_after"]["decoded_per_crop"] * cost["seconds_per_thumbnail"])
                     / cost["lite0_embed_seconds_per_crop"], 4) for name, row in table.items()}
     document = {"name": "verify_individuals", "backend": base.BACKEND, "machine": bench_machine.machine("cpu"),
@@ -557,50 +606,83 @@ def print_row(name: str, row: Dict) -> None:
 
 
 def measure_cost(sets: Dict[str, Dict]) -> Dict:
-    """Seconds per verified pair (one direction: pair_scores; a refused pair aligned both ways: same_picture with an
-    unreachable score), per thumbnail and per lite0 embedding (medians of 3), and the bound at 1e5 crops."""
+    """Seconds per verified pair and direction (pair_scores without and with the fine detail), per thumbnail
+    (ThumbnailSource: decoded in its threads) and per lite0 embedding (medians of 3), and the bound at 1e5 crops."""
     from crop_cluster.dedup.individuals import VERIFY_EXTRA_PER_CROP
-    from crop_cluster.dedup.verify import THUMB, make_thumbnail, pair_scores, same_picture
+    from crop_cluster.dedup.verify import THUMB, ThumbnailSource, pair_scores
     from crop_cluster.embed import load_backend
 
     rng = np.random.default_rng(0)
     thumbs_a = rng.integers(0, 256, (1024, THUMB, THUMB), dtype=np.uint8)
     thumbs_b = np.clip(thumbs_a.astype(np.int16) + rng.integers(-8, 9, thumbs_a.shape), 0, 255).astype(np.uint8)
-    pair, refused = [], []
+    coarse, fine = [], []
     for _ in range(3):
         t = time.perf_counter()
-        pair_scores(thumbs_a, thumbs_b)
-        pair.append((time.perf_counter() - t) / len(thumbs_a))
+        pair_scores(thumbs_a, thumbs_b, fine=np.zeros(len(thumbs_a), dtype=bool))
+        coarse.append((time.perf_counter() - t) / len(thumbs_a))
         t = time.perf_counter()
-        same_picture(thumbs_a, thumbs_b, min_score=2.0)     # refused one way, close enough to be tried the other
-        refused.append((time.perf_counter() - t) / len(thumbs_a))
+        pair_scores(thumbs_a, thumbs_b)
+        fine.append((time.perf_counter() - t) / len(thumbs_a))
     files = next((s["files"] for name, s in sets.items() if name.startswith("trap_near")),
-                 next(iter(sets.values()))["files"])[:200]
+                 next(iter(sets.values()))["files"])[:400]
     thumb = []
     for _ in range(3):
         t = time.perf_counter()
-        for path in files:
-            make_thumbnail(path)
+        ThumbnailSource(files, None)(np.arange(len(files)))
         thumb.append((time.perf_counter() - t) / len(files))
     backend = load_backend(base.BACKEND, "cpu")
     embed = [base.embed(backend, files[:64])[1] / 64 for _ in range(3)]
-    pair_s, refused_s, thumb_s, embed_s = (float(np.median(v)) for v in (pair, refused, thumb, embed))
+    pair_s, fine_s, thumb_s, embed_s = (float(np.median(v)) for v in (coarse, fine, thumb, embed))
 
     n = 100_000
     pairs = (n - 1) + VERIFY_EXTRA_PER_CROP * n
-    bound = pairs * refused_s + n * thumb_s
-    return {"seconds_per_pair_one_direction": round(pair_s, 6), "seconds_per_refused_pair": round(refused_s, 6),
+    bound = pairs * 2 * fine_s + n * thumb_s
+    return {"seconds_per_pair_one_direction": round(pair_s, 6),
+            "seconds_per_pair_one_direction_with_fine_detail": round(fine_s, 6),
             "seconds_per_thumbnail": round(thumb_s, 6), "lite0_embed_seconds_per_crop": round(embed_s, 6),
             "at_1e5_worst_case_pairs": int(pairs),
             "at_1e5_worst_case_seconds": round(bound, 1), "at_1e5_embedding_seconds": round(n * embed_s, 1),
             "worst_case_share_of_embedding": round(bound / (n * embed_s), 4),
             "note": "worst case: every one of the n - 1 spanning-forest edges lies in the band and is refused, the "
                     "alternative and sibling rounds use their whole budget (VERIFY_EXTRA_PER_CROP pairs per crop), "
-                    "every pair is refused (both directions aligned) and every crop is decoded. Per set, measured: the "
-                    "linking time with verification minus without (median of 3, thumbnails decoded afresh; it also "
-                    "holds a second similarity search at verify_from that the pipeline does not make, its forest "
-                    "being shared); estimated: pairs x one direction + decoded crops x thumbnail. The embedding "
-                    "alone is a lower bound of the run, so the share of the run is lower"}
+                    "every pair is dense and aligned both ways with the fine detail, and every crop is decoded. Per "
+                    "set, measured: the linking time with verification minus without (median of 3, thumbnails "
+                    "decoded afresh; it also holds a second similarity search at verify_from that the pipeline does "
+                    "not make, its forest being shared); estimated: pairs x one direction + strict pairs x the fine "
+                    "detail's extra + decoded crops x thumbnail. The embedding alone is a lower bound of the run: "
+                    "run_share measures whole runs"}
+
+
+def run_share(sets: Dict[str, Dict], names: Sequence[str], repeats: int = 3) -> Dict:
+    """Whole default runs (`cluster.py -e lite0 -d cpu`, fresh output folder and embedding cache each time, report
+    included) with and without --no_verify, alternating, `repeats` times per set: median wall seconds of each and
+    the share verification adds to the run."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    out = {}
+    for name in names:
+        if name not in sets:
+            continue
+        folder = str(Path(sets[name]["files"][0]).parent)
+        seconds = {"verify": [], "no_verify": []}
+        for _ in range(repeats):
+            for mode in ("no_verify", "verify"):
+                target = tempfile.mkdtemp(prefix=f"run-share-{name}-")
+                command = [sys.executable, str(REPO / "cluster.py"), "-i", folder, "-o", target, "-e", "lite0",
+                           "-d", "cpu", "-q"] + (["--no_verify"] if mode == "no_verify" else [])
+                started = time.perf_counter()
+                subprocess.run(command, check=True)
+                seconds[mode].append(time.perf_counter() - started)
+                counts = json.loads(Path(target, "run.json").read_text(encoding="utf-8"))["counts"]
+                shutil.rmtree(target)
+        with_s, without_s = float(np.median(seconds["verify"])), float(np.median(seconds["no_verify"]))
+        out[name] = {"crops": len(sets[name]["files"]), "seconds_no_verify": round(without_s, 2),
+                     "seconds_verify": round(with_s, 2), "added_share_of_run": round(with_s / without_s - 1, 4),
+                     "individuals": counts["individuals"]}
+        print("run share", name, out[name], flush=True)
+    return out
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ highest cosine between it and a fixed random sample of at most BACKGROUND_SAMPLE
 out the crops at DENSE_CERTAIN or above (its own near-certain copies) and itself. A pair (a, b) of cosine s is dense
 when s - max(background(a), background(b)) < DENSE_MARGIN: its cosine stands out too little from what unrelated
 crops around it reach, so dedup/individuals.py holds it to the strict pixel check (dedup/verify.py). The sample
-keeps the cost at (crops asked) x BACKGROUND_SAMPLE dot products; in a run of more distinct crops than the sample,
-the rank is taken in the sample (a quantile of the crop's similarities, the same for any run size).
+keeps the cost at (crops asked) x BACKGROUND_SAMPLE dot products; in runs of more distinct crops than the sample the
+rank is taken in the sample (one quantile of the crop's similarities, whatever the run size), in smaller runs among
+all of them, and a run of BACKGROUND_RANK distinct crops or fewer has no background (no pair is dense).
 """
 from __future__ import annotations
 

@@ -42,6 +42,7 @@ DAMPING = 1e-3                   # Levenberg damping of the 8 x 8 normal equatio
 RETRY_FROM = 0.85                # grey NCC from which a refused pair is aligned the other way too (same_picture)
 BATCH = 1024                     # pairs aligned per vectorised step
 THUMB_NAMESPACE = f"grey{THUMB}-v1"
+DECODE_THREADS = max(1, min(8, os.cpu_count() or 1))   # threads decoding thumbnails
 
 Thumbnails = Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]]
 
@@ -55,6 +56,23 @@ def make_thumbnail(path: str) -> np.ndarray:
 
     image = load_rgb(path, draft=(2 * THUMB, "crop")).convert("L")
     return np.asarray(image.resize((THUMB, THUMB), Image.BOX), dtype=np.uint8)
+
+
+def _decode_all(paths: List[str]) -> List[object]:
+    """make_thumbnail of every path, in DECODE_THREADS threads (Pillow decodes and resizes without the GIL): per
+    path its uint8 (THUMB, THUMB) thumbnail or the OSError / ValueError it raised, in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(path: str):
+        try:
+            return make_thumbnail(path)
+        except (OSError, ValueError) as error:
+            return error
+
+    if len(paths) < 2 * DECODE_THREADS:
+        return [one(path) for path in paths]
+    with ThreadPoolExecutor(DECODE_THREADS) as pool:
+        return list(pool.map(one, paths, chunksize=16))
 
 
 def _blur(images, sigma: float):
@@ -94,19 +112,23 @@ def _sample(images, warp, x, y):
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)[:, :, 0]
 
 
-def pair_scores(thumbs_a: np.ndarray, thumbs_b: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pair_scores(thumbs_a: np.ndarray, thumbs_b: np.ndarray, fine: Optional[np.ndarray] = None,
+                fine_from: Tuple[float, float] = (-1.0, -1.0)) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(grey, detail, fine): float32 (k,) scores in [-1, 1] of k pairs of uint8 (k, THUMB, THUMB) thumbnails after
     aligning b onto a: the NCC of the centres, the NCC of their local-contrast-normalised centres, and the latter
-    at THUMB px (module docstring). -1 where undefined (a flat crop)."""
+    at THUMB px (module docstring). -1 where undefined (a flat crop). The fine detail is computed for the pairs
+    `fine` (bool (k,); None: all) whose grey and detail reach fine_from (the pairs it can still decide), NaN for the
+    others."""
     import torch
 
+    wanted = np.ones(len(thumbs_a), dtype=bool) if fine is None else np.asarray(fine, dtype=bool)
     scores = np.empty((3, len(thumbs_a)), dtype=np.float32)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)     # small batched ops: one thread is faster than the pool's hand-offs (bench figure)
     try:
         for start in range(0, len(thumbs_a), BATCH):
             part = slice(start, start + BATCH)
-            scores[:, part] = _align_and_score(thumbs_a[part], thumbs_b[part])
+            scores[:, part] = _align_and_score(thumbs_a[part], thumbs_b[part], wanted[part], fine_from)
     finally:
         torch.set_num_threads(threads)
     return scores[0], scores[1], scores[2]
@@ -126,18 +148,22 @@ def same_picture(thumbs_a: np.ndarray, thumbs_b: np.ndarray, min_score: float = 
         return (grey >= min_score) & (detail >= min_detail) & \
             (~strictly | ((grey >= VERIFY_STRICT_SCORE) & (fine >= VERIFY_STRICT_DETAIL)))
 
-    grey, detail, fine = pair_scores(thumbs_a, thumbs_b)
+    fine_from = (max(min_score, VERIFY_STRICT_SCORE), min_detail)
+    grey, detail, fine = pair_scores(thumbs_a, thumbs_b, strict, fine_from)
     same = passes(grey, detail, fine, strict)
     again = np.flatnonzero(~same & (grey >= RETRY_FROM))
     if again.size:
-        same[again] = passes(*pair_scores(thumbs_b[again], thumbs_a[again]), strict[again])
+        same[again] = passes(*pair_scores(thumbs_b[again], thumbs_a[again], strict[again], fine_from),
+                             strict[again])
     return same
 
 
-def _align_and_score(thumbs_a: np.ndarray, thumbs_b: np.ndarray) -> np.ndarray:
+def _align_and_score(thumbs_a: np.ndarray, thumbs_b: np.ndarray, fine: np.ndarray,
+                     fine_from: Tuple[float, float]) -> np.ndarray:
     """pair_scores for one batch: the warp (k, 6) and brightness gain/offset (k,) of b onto a by damped
-    Gauss-Newton at each of LEVELS (at ALIGN px), then the grey and detail NCC of the centres at ALIGN px and the
-    detail NCC at THUMB px with the same warp (the warp is in normalised coordinates): float32 (3, k)."""
+    Gauss-Newton at each of LEVELS (at ALIGN px), then the grey and detail NCC of the centres at ALIGN px and, for
+    the pairs `fine` (bool (k,)) at or above fine_from, the detail NCC at THUMB px with the same warp (the warp is in
+    normalised coordinates; NaN elsewhere): float32 (3, k)."""
     import torch
     import torch.nn.functional as F
 
@@ -168,17 +194,27 @@ def _align_and_score(thumbs_a: np.ndarray, thumbs_b: np.ndarray) -> np.ndarray:
                 step = torch.linalg.solve(normal, jacobian_t @ residual.unsqueeze(-1))[..., 0]
                 warp = warp + step[:, :6]
                 gain, offset = gain + step[:, 6], offset + step[:, 7]
-        scores = []
-        for a, b, margin in ((full_a, full_b, MARGIN), (fine_a, fine_b, MARGIN * THUMB // ALIGN)):
-            size = a.shape[-1]
-            x, y = _centre_grid(size, margin)
-            inside = (slice(None), 0, slice(margin, size - margin), slice(margin, size - margin))
-            smooth_a, smooth_b = _blur(a, FINAL_SIGMA), _blur(b, FINAL_SIGMA)
-            if size == ALIGN:
-                scores.append(_ncc(smooth_a[inside].reshape(k, -1), _sample(smooth_b, warp, x, y)[:, 0]))
-            scores.append(_ncc(_local_contrast(smooth_a)[inside].reshape(k, -1),
-                               _sample(_local_contrast(smooth_b), warp, x, y)[:, 0]))
-    return torch.stack(scores).numpy()
+        grey, detail = _centre_scores(full_a, full_b, warp, MARGIN, grey=True)
+        scores = np.full((3, k), np.nan, dtype=np.float32)
+        scores[0], scores[1] = grey.numpy(), detail.numpy()
+        deciding = np.flatnonzero(fine & (scores[0] >= fine_from[0]) & (scores[1] >= fine_from[1]))
+        if deciding.size:
+            index = torch.from_numpy(deciding)
+            scores[2, deciding] = _centre_scores(fine_a[index], fine_b[index], warp[index], MARGIN * THUMB // ALIGN,
+                                                 grey=False)[1].numpy()
+    return scores
+
+
+def _centre_scores(a, b, warp, margin: int, grey: bool):
+    """(grey NCC or None, detail NCC): torch (k,) scores of the centres (`margin` px off every side) of torch
+    float32 (k, 1, h, h) a and of b under the normalised affine `warp` (k, 6), both Gaussian-smoothed first."""
+    size, k = a.shape[-1], a.shape[0]
+    x, y = _centre_grid(size, margin)
+    inside = (slice(None), 0, slice(margin, size - margin), slice(margin, size - margin))
+    smooth_a, smooth_b = _blur(a, FINAL_SIGMA), _blur(b, FINAL_SIGMA)
+    grey_score = _ncc(smooth_a[inside].reshape(k, -1), _sample(smooth_b, warp, x, y)[:, 0]) if grey else None
+    return grey_score, _ncc(_local_contrast(smooth_a)[inside].reshape(k, -1),
+                            _sample(_local_contrast(smooth_b), warp, x, y)[:, 0])
 
 
 def _ncc(a, b):
@@ -271,14 +307,12 @@ class ThumbnailSource:
         else:
             known_bad = set()
         fresh, failed = [], []
-        for position in np.flatnonzero(~ok):
-            if not digests[position] or position in known_bad:
+        wanted = [p for p in np.flatnonzero(~ok).tolist() if digests[p] and p not in known_bad]
+        for position, made in zip(wanted, _decode_all([self.filenames[crops[p]] for p in wanted])):
+            if isinstance(made, BaseException):
+                failed.append((digests[position], describe_error(made)))
                 continue
-            try:
-                thumbs[position] = make_thumbnail(self.filenames[crops[position]])
-            except (OSError, ValueError) as error:
-                failed.append((digests[position], describe_error(error)))
-                continue
+            thumbs[position] = made
             ok[position] = True
             fresh.append(position)
         self.decoded += len(fresh)

@@ -49,6 +49,8 @@ def test_another_cut_of_one_picture_scores_high_and_another_picture_low():
     assert (grey[:2] >= VERIFY_MIN_SCORE).all() and (detail[:2] >= VERIFY_MIN_DETAIL).all(), (grey, detail)
     assert (grey[2:] < 0.9).all(), grey
     assert same_picture(a, b).tolist() == [True, True, False, False]
+    lazy = pair_scores(a, b, fine=np.array([True, False, True, True]), fine_from=(0.9, -1.0))[2]
+    assert lazy[0] == pytest.approx(fine[0], abs=1e-6) and np.isnan(lazy[1:]).all()    # wanted and still deciding
 
 
 def silhouette(seed: int, size: int = 120) -> Image.Image:
@@ -194,3 +196,17 @@ def test_two_cuts_whose_forest_links_go_to_another_picture_are_tried_against_eac
     else:                                                         # no budget for the later rounds
         assert found.individual.tolist() == [0, 1, 2]
         assert found.counts["verify_candidates"] == 2 and found.counts["verify_accepted"] == 0
+
+
+def test_thumbnails_decoded_in_threads_keep_their_order_and_report_each_broken_file(tmp_path, monkeypatch):
+    from crop_cluster.dedup import verify as verify_module
+    from crop_cluster.dedup.verify import make_thumbnail
+
+    monkeypatch.setattr(verify_module, "DECODE_THREADS", 2)
+    files = [write(tmp_path / f"p{i}.png", picture(20 + i, 60)) for i in range(9)]
+    (tmp_path / "p4.png").write_bytes(b"broken")
+    source = ThumbnailSource(files, str(tmp_path / "cache"))
+    thumbs, ok = source(np.arange(9))
+    assert ok.tolist() == [i != 4 for i in range(9)] and source.decoded == 8
+    for i in (0, 5, 8):
+        np.testing.assert_array_equal(thumbs[i], make_thumbnail(files[i]))
