@@ -12,8 +12,6 @@ all of them, and a run of BACKGROUND_RANK distinct crops or fewer has no backgro
 """
 from __future__ import annotations
 
-from typing import Dict
-
 import numpy as np
 
 from crop_cluster.dedup import DENSE_CERTAIN, DENSE_MARGIN
@@ -34,22 +32,22 @@ class Background:
         if distinct.size > BACKGROUND_SAMPLE:
             distinct = np.sort(np.random.default_rng(seed).choice(distinct, BACKGROUND_SAMPLE, replace=False))
         self.sample = np.ascontiguousarray(embeddings[distinct], dtype=np.float32)
-        self.known: Dict[int, float] = {}
+        self.known = np.full(len(embeddings), np.nan, dtype=np.float32)      # background per crop, NaN: not yet
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
         """float32 (k,): the background of each crop (int64 (k,) rows); -1 when the run has BACKGROUND_RANK distinct
         crops or fewer (nothing to rank: no pair is dense)."""
-        missing = np.unique(np.asarray([c for c in np.asarray(crops).tolist() if c not in self.known], np.int64))
+        crops = np.asarray(crops, dtype=np.int64).reshape(-1)
+        missing = np.unique(crops[np.isnan(self.known[crops])])
+        if len(self.sample) <= BACKGROUND_RANK:                                 # too few others to rank
+            self.known[missing] = -1.0
+            return self.known[crops]
         for start in range(0, missing.size, BLOCK):
             rows = missing[start:start + BLOCK]
-            if len(self.sample) <= BACKGROUND_RANK:                            # too few others to rank
-                self.known.update(dict.fromkeys(rows.tolist(), -1.0))
-                continue
             sims = self.embeddings[rows] @ self.sample.T                       # (b, sample)
             sims[sims >= DENSE_CERTAIN] = -1.0                                  # itself and its near-certain copies
-            values = -np.partition(-sims, BACKGROUND_RANK - 1, axis=1)[:, BACKGROUND_RANK - 1]
-            self.known.update(zip(rows.tolist(), values.astype(np.float32).tolist()))
-        return np.asarray([self.known[c] for c in np.asarray(crops).tolist()], dtype=np.float32).reshape(-1)
+            self.known[rows] = -np.partition(-sims, BACKGROUND_RANK - 1, axis=1)[:, BACKGROUND_RANK - 1]
+        return self.known[crops]
 
     def dense(self, a: np.ndarray, b: np.ndarray, sims: np.ndarray) -> np.ndarray:
         """bool (k,): which pairs (a[i], b[i]) of cosine sims[i] are dense (module docstring); never at or above
