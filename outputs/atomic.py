@@ -1,15 +1,111 @@
-"""Atomic file writes: write to a temporary file in the same folder, then rename over the target."""
+"""Atomic file writes: write to a temporary file in the same folder, then rename over the target.
+
+Inside `staged_outputs(OUT)` the renames of the files written directly in OUT (the run's outputs: clusters.csv,
+run.json, report.html, ...) and of the folders swapped in with `replace_folder` (clusters/) wait until the block
+ends without an error, then happen together: the pipeline commits the campaign store inside the block, so a run
+that fails (a full disk, any error) leaves the previous outputs and the store as they were, and the new outputs
+appear only with the new store. Caches in subfolders (the embedding cache, kept results) are written through as
+usual. A run killed between the commit and the renames leaves staged files (`.NAME.*.tmp`, `.clusters.*`);
+`remove_leftovers` clears them at the next run's start (under the folder's lock), and that run writes every output
+again.
+"""
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import glob
 import os
+import shutil
 import tempfile
-from typing import IO, Iterator
+from typing import IO, Iterator, List, Optional, Tuple
+
+_STAGING: contextvars.ContextVar = contextvars.ContextVar("crop_cluster_staging", default=None)
+
+
+class _Staging:
+    """The renames (temporary, target) waiting for the end of a staged block in `folder`."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = os.path.abspath(folder)
+        self.moves: List[Tuple[str, str]] = []
+
+    def covers(self, path: str) -> bool:
+        return os.path.dirname(os.path.abspath(path)) == self.folder
+
+    def publish(self) -> None:
+        for temporary, target in self.moves:
+            if os.path.isdir(temporary):
+                _swap_folder(temporary, target)
+            else:
+                os.replace(temporary, target)
+        self.moves = []
+
+    def discard(self) -> None:
+        for temporary, _ in self.moves:
+            if os.path.isdir(temporary):
+                shutil.rmtree(temporary, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.remove(temporary)
+        self.moves = []
+
+
+@contextlib.contextmanager
+def staged_outputs(folder: str) -> Iterator[None]:
+    """Hold back the renames of the outputs written in `folder` until the block ends (module docstring)."""
+    staging = _Staging(folder)
+    token = _STAGING.set(staging)
+    try:
+        yield
+    except BaseException:
+        staging.discard()
+        raise
+    finally:
+        _STAGING.reset(token)
+    staging.publish()
+
+
+def _put_in_place(temporary: str, target: str) -> None:
+    staging: Optional[_Staging] = _STAGING.get()
+    if staging is not None and staging.covers(target):
+        staging.moves.append((temporary, target))
+    elif os.path.isdir(temporary):
+        _swap_folder(temporary, target)
+    else:
+        os.replace(temporary, target)
+
+
+def _swap_folder(staging: str, target: str) -> None:
+    """Replace the folder `target` by the folder `staging` (the old one moved aside first, then removed)."""
+    if os.path.isdir(target):
+        old = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}-old.", dir=os.path.dirname(target))
+        os.replace(target, os.path.join(old, os.path.basename(target)))
+        os.replace(staging, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, target)
+
+
+def replace_folder(staging: str, target: str) -> None:
+    """Put the finished folder `staging` (a sibling of `target`) in place of `target`, now or, inside a staged
+    block, with the other outputs."""
+    _put_in_place(staging, target)
+
+
+def remove_leftovers(folder: str) -> None:
+    """Remove what a killed run staged in `folder` and never put in place (module docstring)."""
+    for path in glob.glob(os.path.join(glob.escape(folder), ".*.tmp")):
+        with contextlib.suppress(OSError):
+            os.remove(path)
+    for path in glob.glob(os.path.join(glob.escape(folder), ".clusters*.*")):
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @contextlib.contextmanager
 def atomic_open(path: str, mode: str = "w", **kwargs) -> Iterator[IO]:
-    """Open a temporary sibling of `path` for writing; on success it replaces `path`, on error it is removed."""
+    """Open a temporary sibling of `path` for writing; on success it replaces `path` (inside `staged_outputs`, at
+    the end of the block), on error it is removed."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, temp_path = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
@@ -18,7 +114,7 @@ def atomic_open(path: str, mode: str = "w", **kwargs) -> Iterator[IO]:
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temp_path, 0o644)
-        os.replace(temp_path, path)
+        _put_in_place(temp_path, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.remove(temp_path)

@@ -9,6 +9,8 @@ from typing import Dict, Optional, Sequence, Set
 
 import numpy as np
 
+from crop_cluster.outputs.atomic import replace_folder
+
 NOT_CLUSTERED = "not-clustered"
 IDENTIFIED = "identified"
 _UNSAFE = re.compile(r'[\x00-\x1f/\\:*?"<>|]')
@@ -56,13 +58,7 @@ def write_cluster_folders(out_folder: str, filenames: Sequence[str], clusters: n
             name = _free_name(os.path.basename(filenames[index]), used[folder])
             shutil.copy2(filenames[index], os.path.join(staging, folder, name))
             counts[folder] = counts.get(folder, 0) + 1
-        if os.path.isdir(target):
-            old = tempfile.mkdtemp(prefix=".clusters-old.", dir=out_folder)
-            os.replace(target, os.path.join(old, "clusters"))
-            os.replace(staging, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, target)
+        replace_folder(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -101,12 +101,22 @@ def test_embeddings_file_follows_contract(tmp_path):
     write_embeddings(path, ("a.jpg", "b.jpg"), unit_rows(2, 5).astype(np.float64), "dino:x")
     with open(path, "rb") as handle:
         payload = pickle.load(handle)  # our own file, written just above
-    assert set(payload) == {"filename", "embedding", "model", "dim"}
+    assert set(payload) == {"filename", "embedding", "model", "dim", "base"}    # base: the writer's working folder
+    assert payload["base"] == os.getcwd()
     assert payload["filename"] == ["a.jpg", "b.jpg"] and isinstance(payload["filename"], list)
     assert payload["embedding"].dtype == np.float32 and payload["embedding"].shape == (2, 5)
     assert payload["embedding"].flags.c_contiguous
     assert payload["dim"] == 5 and type(payload["dim"]) is int
     assert payload["model"] == "dino:x"
+
+
+def test_relative_names_in_an_embeddings_file_resolve_against_its_writers_folder(tmp_path, monkeypatch):
+    path = str(tmp_path / "embeddings.pkl")
+    monkeypatch.chdir(tmp_path)
+    write_embeddings(path, ["crops/a.jpg"], unit_rows(1, 3), "lite0:x", ["d" * 32])
+    monkeypatch.chdir("/")
+    stored = read_embeddings(path)
+    assert stored.digests == ["d" * 32] and stored.resolved().filenames == [str(tmp_path / "crops" / "a.jpg")]
 
 
 def test_embeddings_round_trip_empty(tmp_path):
