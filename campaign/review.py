@@ -122,10 +122,13 @@ def _crop_keyed(path: str, frame: pd.DataFrame, filenames, digests) -> ReviewFil
 
 
 def _matched(path, frame, row_of_table, filenames, digests, kind) -> ReviewFile:
+    from crop_cluster.inputs.table import no_match_hint
+
     found = row_of_table >= 0
     if len(frame) and not found.any():
         raise CampaignError(f"--review {path}: none of its {len(frame)} decisions names a crop of this run (matched "
-                            f"0 of {len(frame)}); give the -i folders or the output folder the review was made on")
+                            f"0 of {len(frame)}; {no_match_hint(frame['filename'].tolist())}); give the -i folders "
+                            f"or the output folder the review was made on")
     decisions = _decisions(path, frame[found], row_of_table[found], filenames, digests)
     return ReviewFile(decisions, int(len(frame)), int(found.sum()), kind)
 

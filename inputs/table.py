@@ -72,7 +72,19 @@ def _lookup(keys: Sequence[str], queries: Sequence[str]) -> np.ndarray:
         return index.get_indexer(queries).astype(np.int64)
     single = np.flatnonzero(~index.duplicated(keep=False))
     hit = index[single].get_indexer(queries)
-    return np.where(hit >= 0, single[hit], -1).astype(np.int64)
+    return np.append(single, -1)[hit].astype(np.int64)      # hit -1 (absent or a repeated key) -> -1
+
+
+def no_match_hint(table_names: Sequence[str]) -> str:
+    """Why rows matched no run file, for error messages: the matching rules, and how many rows share their
+    basename with another row (those match by path only)."""
+    shared = int(pd.Index(_basenames(table_names), dtype=object).duplicated(keep=False).sum())
+    hint = ("a row matches a run file by the same filename, else by the same absolute path (a relative entry is read "
+            "relative to the CSV's folder, then to the working folder), else by a basename that occurs once in the "
+            "table and once among the run's files")
+    if shared:
+        hint += f"; {shared} of its rows share their basename with another row, so they can match by path only"
+    return hint
 
 
 def match_filenames(table_names: Sequence[str], filenames: Sequence[str], table_path: str) -> np.ndarray:
@@ -154,19 +166,25 @@ def read_table(
     filenames: Sequence[str],
     required: Sequence[str] = (FILENAME,),
     text_columns: Sequence[str] = (),
+    flag: str = "",
 ) -> AlignedTable:
     """Read CSV ``path`` (a ``filename`` column plus any others) and align it to ``filenames``.
 
     filenames: (n,) the run's files in run order. required: columns that must exist (``filename``
     is always required). text_columns: columns read as strings instead of inferred dtypes
-    (``filename`` always is); empty and NA-like cells stay NaN.
+    (``filename`` always is); empty and NA-like cells stay NaN. flag: the option that gave the file (e.g.
+    ``--labels``); with it, a table of which no row matches a run file is an error naming the flag and the file.
     Returns AlignedTable whose frame has shape (n, n_columns - 1), rows in run order.
     Raises TableError (path + fix) for a missing or unreadable file, a missing column, a duplicated
-    column, an empty filename cell, or a file named twice.
+    column, an empty filename cell, a file named twice, or (with ``flag``) no row matching a run file.
     """
     required = (FILENAME, *[c for c in required if c != FILENAME])
     table = _read_csv(path, required, text_columns)
     idx = match_filenames(table[FILENAME].tolist(), filenames, path)
+    if flag and len(table) and idx.size and (idx < 0).all():
+        raise TableError(f"{flag} {path}: none of its {len(table)} rows names a file of this run "
+                         f"({no_match_hint(table[FILENAME].tolist())}); write each file's path as clusters.csv lists "
+                         f"it (absolute, or relative to the CSV's folder).")
     frame = table.drop(columns=FILENAME).reindex(idx).reset_index(drop=True)
     matched = idx[idx >= 0]
     return AlignedTable(

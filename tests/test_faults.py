@@ -1,0 +1,82 @@
+"""The fault suite (issue 31): user tables that used to crash or mislead, cells a spreadsheet would run, odd file
+names, full disks, missing originals and the GPU paths' self-checks, end to end through the command line with the
+fast fake backend. Every case exits 0 with the right result, or 2 with a message naming the file and the fix;
+docs/reliability.md lists them (case, before, after)."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import PALETTE, draw_crop
+from crop_cluster.cli import main
+
+
+def run_cli(*args) -> int:
+    return main([str(a) for a in args])
+
+
+def read_table(out: Path) -> pd.DataFrame:
+    return pd.read_csv(out / "clusters.csv", keep_default_na=False)
+
+
+def errors(caplog) -> str:
+    return " ".join(r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
+
+
+@pytest.fixture
+def twin_nights(tmp_path) -> Path:
+    """Two folders n1/, n2/ holding the same basenames (3 colours x 2 views each): every basename occurs twice."""
+    root = tmp_path / "crops"
+    for night in (1, 2):
+        for colour in range(3):
+            for view in range(2):
+                draw_crop(root / f"n{night}" / f"c{colour}_v{view}.png", PALETTE[colour],
+                          seed=100 * night + 10 * colour + view)
+    return root
+
+
+# --- a. tables whose basenames are all duplicated ----------------------------------------------------------------
+
+def test_labels_whose_basenames_all_occur_twice_exit_2_naming_the_file(twin_nights, tmp_path, fake_backend, caplog):
+    """Before: IndexError in inputs/table._lookup (exit 1). The rows name the files under another root, so only the
+    basenames could match, and each occurs twice in the table: no row matches, and the message says how to write
+    the paths."""
+    labels = tmp_path / "labels.csv"
+    files = sorted(twin_nights.rglob("*.png"))
+    pd.DataFrame({"filename": [f"elsewhere/{p.parent.name}/{p.name}" for p in files],
+                  "label": [p.name[:2] for p in files]}).to_csv(labels, index=False)
+    out = tmp_path / "out"
+    assert run_cli("-i", twin_nights / "n1", "-o", out, "-e", fake_backend, "--labels", labels, "-q") == 2
+    message = errors(caplog)
+    assert str(labels) in message and "none of its 12 rows" in message and "basename" in message
+    assert "unexpected" not in message
+
+
+def test_a_review_whose_basenames_all_occur_twice_exits_2_naming_the_file(twin_nights, tmp_path, fake_backend,
+                                                                          caplog):
+    out = tmp_path / "out"
+    assert run_cli("-i", twin_nights / "n1", "-o", out, "-e", fake_backend, "-q") == 0
+    review = tmp_path / "review.csv"
+    pd.DataFrame({"filename": ["x/c0_v0.png", "y/c0_v0.png"], "group": ["moth", "moth"]}).to_csv(review, index=False)
+    assert run_cli("-o", out, "--review", review, "-q") == 2
+    message = errors(caplog)
+    assert str(review) in message and "none of its 2 decisions" in message and "basename" in message
+
+
+def test_labels_matched_by_a_unique_path_when_basenames_repeat(twin_nights, tmp_path, fake_backend):
+    """The same table with paths relative to the CSV's folder: every row matches although no basename is unique."""
+    labels = twin_nights / "labels.csv"
+    files = sorted(twin_nights.rglob("*.png"))
+    pd.DataFrame({"filename": [f"{p.parent.name}/{p.name}" for p in files],
+                  "label": [p.name[:2] for p in files]}).to_csv(labels, index=False)
+    out = tmp_path / "out"
+    assert run_cli("-i", twin_nights / "n1", twin_nights / "n2", "-o", out, "-e", fake_backend, "--labels", labels,
+                   "-sl", "-q") == 0
+    table = read_table(out)
+    assert (table["label"] == table["filename"].map(lambda f: Path(f).name[:2])).all()
