@@ -6,7 +6,8 @@ Crop-keyed (what the report exports; one row per crop):
 absolute path relative to the CSV's folder or the working directory, or a basename unique on both sides); when the
 optional `crop` column holds the file's content digest (BLAKE2b-128 hex, as in the campaign store) it is matched by
 content first, so a review survives moved or renamed files. `group` is a name (the crop belongs to that named
-group) or -1 (the crop is kept out of every cluster); an empty group (a note only) records nothing. `time` is ISO
+group) or -1 (the crop is kept out of every cluster; -1.0, −1, - 1 and the other spellings of campaign/groups.py
+too); an empty group (a note only) records nothing. `time` is ISO
 8601 (default: the file's modification time); a later decision on the same crop wins.
 
 Cluster-keyed (the older export, `cluster,group,note`): accepted for the run that wrote it; each reviewed cluster's
@@ -23,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from crop_cluster.campaign import CampaignError
+from crop_cluster.campaign.groups import group_value
 from crop_cluster.campaign.store import DECISION_COLUMNS
 
 FIX = ("export it again from report.html, or write a CSV with the columns filename,group (group = a name, or -1 to "
@@ -93,7 +95,7 @@ def _decisions(path: str, frame: pd.DataFrame, rows: np.ndarray, filenames, dige
 
     times = _checked_times(path, column("time")).replace("", _file_time(path))
     return pd.DataFrame({"digest": [digests[k] for k in rows], "filename": [filenames[k] for k in rows],
-                         "group": column("group").tolist(), "reviewer": column("reviewer").tolist(),
+                         "group": column("group").map(group_value).tolist(), "reviewer": column("reviewer").tolist(),
                          "time": times.tolist(), "note": column("note").tolist(),
                          "source": os.path.abspath(path)})[DECISION_COLUMNS[:-1]]
 
@@ -127,7 +129,7 @@ def _matched(path, frame, row_of_table, filenames, digests, kind) -> ReviewFile:
     found = row_of_table >= 0
     if len(frame) and not found.any():
         raise CampaignError(f"--review {path}: none of its {len(frame)} decisions names a crop of this run (matched "
-                            f"0 of {len(frame)}; {no_match_hint(frame['filename'].tolist())}); give the -i folders "
+                            f"0 of {len(frame)}); {no_match_hint(frame['filename'].tolist())}; give the -i folders "
                             f"or the output folder the review was made on")
     decisions = _decisions(path, frame[found], row_of_table[found], filenames, digests)
     return ReviewFile(decisions, int(len(frame)), int(found.sum()), kind)

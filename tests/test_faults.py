@@ -80,3 +80,33 @@ def test_labels_matched_by_a_unique_path_when_basenames_repeat(twin_nights, tmp_
                    "-sl", "-q") == 0
     table = read_table(out)
     assert (table["label"] == table["filename"].map(lambda f: Path(f).name[:2])).all()
+
+
+# --- b. the spellings of -1 in a review's group column --------------------------------------------------------------
+
+@pytest.fixture
+def night(tmp_path) -> Path:
+    """One folder: 3 colours x 3 views (c{colour}_v{view}.png)."""
+    root = tmp_path / "night"
+    for colour in range(3):
+        for view in range(3):
+            draw_crop(root / f"c{colour}_v{view}.png", PALETTE[colour], seed=10 * colour + view)
+    return root
+
+
+@pytest.mark.parametrize("spelling", ["-1", "-1.0", "\u22121", "- 1", " -1 ", "-1.00", "\uff0d1", "\u20131", "-01"])
+def test_every_spelling_of_minus_one_excludes_the_crop(night, tmp_path, fake_backend, spelling):
+    """Before: '-1.0', '−1' (U+2212), '- 1' became group names. After: each keeps the crop out of every cluster."""
+    out = tmp_path / "out"
+    assert run_cli("-i", night, "-o", out, "-e", fake_backend, "-q") == 0
+    review = tmp_path / "review.csv"
+    review.write_text(f"filename,group\nc0_v0.png,{spelling}\nc1_v0.png,moth\n", encoding="utf-8")
+    assert run_cli("-o", out, "--review", review, "-q") == 0
+    table = read_table(out)
+    table.index = table["filename"].map(lambda f: Path(f).name)
+    assert table.loc["c0_v0.png", "cluster"] == -1 and set(table["group"]) == {"", "moth"}
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["counts"]["named_groups"] == 1 and manifest["counts"]["excluded_crops"] == 1
+    from crop_cluster.campaign.store import read_campaign
+
+    assert sorted(read_campaign(str(out)).decisions["group"]) == ["-1", "moth"]
