@@ -25,6 +25,7 @@ import pandas as pd
 
 from crop_cluster.campaign import CampaignError
 from crop_cluster.campaign.groups import group_value
+from crop_cluster.csv_cells import unescape_frame
 from crop_cluster.campaign.store import DECISION_COLUMNS
 
 FIX = ("export it again from report.html, or write a CSV with the columns filename,group (group = a name, or -1 to "
@@ -50,6 +51,7 @@ def _read(path: str) -> pd.DataFrame:
         raise CampaignError(f"--review {path}: no such file; {FIX}") from None
     except (OSError, ValueError, pd.errors.ParserError) as error:
         raise CampaignError(f"--review {path}: not a readable CSV ({error}); {FIX}") from None
+    frame = unescape_frame(frame)
     frame.columns = [str(c).strip().lower() for c in frame.columns]
     for column in frame.columns:
         frame[column] = frame[column].str.strip()
@@ -140,7 +142,7 @@ def _cluster_keyed(path: str, frame: pd.DataFrame, filenames, digests, reviewed_
         raise CampaignError(f"--review {path} is keyed by cluster number, which only the run that wrote it knows, "
                             f"and its clusters.csv is not there ({reviewed_table}); export the review again as a "
                             f"crop-keyed file (filename,group)")
-    table = pd.read_csv(reviewed_table, usecols=["filename", "cluster"], dtype={"filename": str})
+    table = unescape_frame(pd.read_csv(reviewed_table, usecols=["filename", "cluster"], dtype={"filename": str}))
     frame = frame[frame["group"] != ""].reset_index(drop=True)
     known = set(table["cluster"].astype(int).tolist()) - {-1}
     pieces, seen = [], set()

@@ -8,7 +8,8 @@ trying each rule in turn for that file:
    entry is taken relative to the CSV's folder first, then relative to the current working directory;
 3. both have the same basename, and that basename occurs once in the table and once among the run files.
 
-Rule 3's second condition keeps ``a/img.jpg`` and ``b/img.jpg`` from silently sharing one row.
+Rule 3's second condition keeps ``a/img.jpg`` and ``b/img.jpg`` from silently sharing one row. Cells are read
+as the tool writes them (crop_cluster.csv_cells: the apostrophe before a cell that starts like a formula comes off).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from typing import List, Sequence
 import numpy as np
 import pandas as pd
 
+from crop_cluster.csv_cells import unescape_cell, unescape_frame
 from crop_cluster.errors import CropClusterError
 
 
@@ -135,13 +137,14 @@ def _read_csv(path: str, required: Sequence[str], text_columns: Sequence[str]) -
     fix = f"save it as UTF-8 comma-separated text with a header row naming the columns ({need})."
     try:
         raw_columns = list(pd.read_csv(path, nrows=0, encoding="utf-8-sig").columns)
-        columns = [str(c).strip() for c in raw_columns]
+        columns = [unescape_cell(str(c).strip()) for c in raw_columns]
         as_text = {FILENAME, *text_columns}
         dtype = {raw: str for raw, col in zip(raw_columns, columns) if col in as_text}
         table = pd.read_csv(path, dtype=dtype, encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         raise TableError(f"{path}: cannot read this CSV ({e}); {fix}") from e
     table.columns = columns
+    table = unescape_frame(table)
     found = ", ".join(columns) or "none"
     missing = [c for c in required if c not in columns]
     if missing:

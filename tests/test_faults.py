@@ -110,3 +110,60 @@ def test_every_spelling_of_minus_one_excludes_the_crop(night, tmp_path, fake_bac
     from crop_cluster.campaign.store import read_campaign
 
     assert sorted(read_campaign(str(out)).decisions["group"]) == ["-1", "moth"]
+
+
+# --- c. cells a spreadsheet would run as formulas ---------------------------------------------------------------
+
+NUMBER = r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?"
+
+
+def unsafe_cells(path: Path) -> list:
+    """Cells of a CSV that a spreadsheet would run: starting with = + - @ tab or CR and not a plain number."""
+    import csv
+    import re
+
+    with open(path, encoding="utf-8", newline="") as handle:
+        return [cell for row in csv.reader(handle) for cell in row
+                if cell[:1] in ("=", "+", "-", "@", "\t", "\r") and not re.fullmatch(NUMBER, cell)]
+
+
+def test_cells_a_spreadsheet_would_run_are_written_safely_and_read_back(tmp_path, fake_backend, monkeypatch):
+    """Before: '=HYPERLINK(...)' (a file name, a --metadata cell, a group name) reached clusters.csv as is. After:
+    such cells start with an apostrophe (numbers such as the cluster -1 stay numbers), and every reader of the
+    tool's own files takes it off again: the names round-trip through --review, --embeddings and --labels."""
+    crops = tmp_path / "crops"
+    names = {"=HYPERLINK(1).png": 0, "-a.png": 0, "+b.png": 1, "@c.png": 1, "plain.png": 5}
+    for k, (name, colour) in enumerate(names.items()):
+        draw_crop(crops / name, PALETTE[colour], seed=k)
+    metadata = tmp_path / "meta.csv"
+    pd.DataFrame({"filename": list(names), "note": ["=cmd|' /C calc'!A0", "@SUM(1)", "\tx", "ok", "-"],
+                  "depth": [-1.5, 2.0, -3.0, 4.0, -0.25]}).to_csv(metadata, index=False)
+    out = tmp_path / "out"
+    monkeypatch.chdir(crops)                 # the glob gives the names as they are: '=HYPERLINK(1).png', ...
+    assert run_cli("-i", "*.png", "-o", out, "-e", fake_backend, "--metadata", metadata, "--sweep", "0.5:0.9:0.2",
+                   "-q") == 0
+    for written in ("clusters.csv", "skipped.csv", "sweep.csv"):
+        assert unsafe_cells(out / written) == [], written
+    raw = pd.read_csv(out / "clusters.csv", dtype=str, keep_default_na=False)
+    assert "-1" in set(raw["cluster"]) and set(raw["depth"]) == {"-1.5", "2", "-3", "4", "-0.25"}
+    assert sorted(raw["filename"]) == sorted(["'" + n if n[0] in "=-+@" else n for n in names])
+    assert "'=cmd|' /C calc'!A0" in set(raw["note"])
+
+    review = tmp_path / "review.csv"         # written from clusters.csv's own cells, apostrophes and all
+    pd.DataFrame({"filename": raw["filename"], "group": ["=SUM(A1)"] * len(raw)}).to_csv(review, index=False)
+    assert run_cli("-o", out, "--review", review, "-q") == 0
+    assert unsafe_cells(out / "clusters.csv") == []
+    from crop_cluster.campaign.store import read_campaign
+
+    decisions = read_campaign(str(out)).decisions
+    assert set(decisions["group"]) == {"=SUM(A1)"} and len(decisions) == len(names)
+    assert sorted(Path(f).name for f in decisions["filename"]) == sorted(names)
+
+    again = tmp_path / "again"
+    labels = tmp_path / "labels.csv"         # one name as the tool writes it, one as a person types it
+    labels.write_text("filename,label\n'-a.png,minus\n+b.png,plus\n", encoding="utf-8")
+    assert run_cli("--embeddings", out / "embeddings.pkl", "-o", again, "--labels", labels, "-sl", "-q") == 0
+    table = read_table(again)
+    table.index = table["filename"].map(lambda f: Path(f).name.lstrip("'"))
+    assert table.loc["-a.png", "label"] == "minus" and table.loc["+b.png", "label"] == "plus"
+    assert len(table) == len(names)
