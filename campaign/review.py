@@ -15,6 +15,7 @@ crops, read from that run's clusters.csv, get the cluster's decision (group -1, 
 """
 from __future__ import annotations
 
+import csv
 import datetime
 import os
 from dataclasses import dataclass
@@ -45,11 +46,16 @@ class ReviewFile:
 
 
 def _read(path: str) -> pd.DataFrame:
+    from crop_cluster.inputs.table import TableError, header_names, refuse_repeated_columns
+
     try:
+        refuse_repeated_columns(path, header_names(path), fold_case=True)
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except FileNotFoundError:
         raise CampaignError(f"--review {path}: no such file; {FIX}") from None
-    except (OSError, ValueError, pd.errors.ParserError) as error:
+    except TableError as error:
+        raise CampaignError(f"--review {error}") from None
+    except (OSError, ValueError, csv.Error, pd.errors.ParserError) as error:
         raise CampaignError(f"--review {path}: not a readable CSV ({error}); {FIX}") from None
     frame = unescape_frame(frame)
     frame.columns = [str(c).strip().lower() for c in frame.columns]

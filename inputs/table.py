@@ -13,9 +13,10 @@ as the tool writes them (crop_cluster.csv_cells: the apostrophe before a cell th
 """
 from __future__ import annotations
 
+import csv
 import os
 from dataclasses import dataclass
-from typing import List, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 import pandas as pd
@@ -129,6 +130,25 @@ def match_filenames(table_names: Sequence[str], filenames: Sequence[str], table_
     return idx
 
 
+def header_names(path: str) -> List[str]:
+    """The CSV's header cells as the tool reads them: stripped, the formula escape undone (crop_cluster.csv_cells).
+    Read with the csv module: pandas renames a repeated column ('group.1') instead of saying so."""
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        return [unescape_cell(cell.strip()) for cell in next(csv.reader(handle), [])]
+
+
+def refuse_repeated_columns(path: str, names: Sequence[str], fold_case: bool = False) -> None:
+    """Raise TableError naming the first column of header `names` that occurs twice (compared case-blind with
+    `fold_case`); empty names, which pandas numbers itself, are left alone."""
+    seen: Dict[str, int] = {}
+    for position, name in enumerate(names, start=1):
+        key = name.lower() if fold_case else name
+        if key and key in seen:
+            raise TableError(f"{path}: the column '{key}' occurs twice (columns {seen[key]} and {position} of the "
+                             f"header); keep one of them (rename or delete the other) and run again.")
+        seen.setdefault(key, position)
+
+
 def _read_csv(path: str, required: Sequence[str], text_columns: Sequence[str]) -> pd.DataFrame:
     """Read the CSV with stripped column names; ``filename`` and ``text_columns`` as strings."""
     need = ", ".join(required)
@@ -136,12 +156,13 @@ def _read_csv(path: str, required: Sequence[str], text_columns: Sequence[str]) -
         raise TableError(f"{path}: no such file; give the path of a CSV file with a header row ({need}).")
     fix = f"save it as UTF-8 comma-separated text with a header row naming the columns ({need})."
     try:
+        refuse_repeated_columns(path, header_names(path))
         raw_columns = list(pd.read_csv(path, nrows=0, encoding="utf-8-sig").columns)
         columns = [unescape_cell(str(c).strip()) for c in raw_columns]
         as_text = {FILENAME, *text_columns}
         dtype = {raw: str for raw, col in zip(raw_columns, columns) if col in as_text}
         table = pd.read_csv(path, dtype=dtype, encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+    except (OSError, UnicodeDecodeError, csv.Error, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         raise TableError(f"{path}: cannot read this CSV ({e}); {fix}") from e
     table.columns = columns
     table = unescape_frame(table)
@@ -152,8 +173,6 @@ def _read_csv(path: str, required: Sequence[str], text_columns: Sequence[str]) -
             f"{path}: missing column(s) {', '.join(missing)} (found: {found}); "
             f"the first row must be a header naming the columns ({need})."
         )
-    if len(set(columns)) < len(columns):
-        raise TableError(f"{path}: a column name occurs twice (found: {found}); rename one of them.")
     empty = np.flatnonzero(table[FILENAME].isna().to_numpy())
     if empty.size:
         rows = ", ".join(str(i + 1) for i in empty[:5])

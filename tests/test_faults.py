@@ -167,3 +167,27 @@ def test_cells_a_spreadsheet_would_run_are_written_safely_and_read_back(tmp_path
     table.index = table["filename"].map(lambda f: Path(f).name.lstrip("'"))
     assert table.loc["-a.png", "label"] == "minus" and table.loc["+b.png", "label"] == "plus"
     assert len(table) == len(names)
+
+
+# --- d. a column given twice -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flag, header, column", [
+    ("--review", "filename,group,Group", "group"),
+    ("--labels", "filename,label,label", "label"),
+    ("--labels", "filename,label,filename", "filename"),
+    ("--metadata", "filename,trap, trap", "trap"),
+    ("--metadata", "filename,filename,trap", "filename")])
+def test_a_column_given_twice_exits_2_naming_the_file_and_the_column(night, tmp_path, fake_backend, caplog, flag,
+                                                                      header, column):
+    """Before: pandas renamed the second column 'group.1' and it was ignored (or used as metadata)."""
+    table = tmp_path / "table.csv"
+    row = ",".join(["c0_v0.png"] + ["moth" if k % 2 else "c0_v0.png" for k in range(1, header.count(",") + 1)])
+    table.write_text(f"{header}\n{row}\n", encoding="utf-8")
+    out = tmp_path / "out"
+    if flag == "--review":
+        assert run_cli("-i", night, "-o", out, "-e", fake_backend, "-q") == 0
+        assert run_cli("-o", out, "--review", table, "-q") == 2
+    else:
+        assert run_cli("-i", night, "-o", out, "-e", fake_backend, flag, table, "-q") == 2
+    message = errors(caplog)
+    assert str(table) in message and f"column '{column}' occurs twice" in message and "keep one" in message

@@ -170,3 +170,11 @@ def test_a_table_matching_no_run_file_is_an_error_with_the_flag(tmp_path):
     with pytest.raises(TableError, match=r"--labels .*t\.csv: none of its 2 rows.*2 of its rows share their basename"):
         read_table(csv, ["/d/a.jpg"], flag="--labels")
     assert read_table(csv, ["/d/a.jpg"]).n_unmatched_files == 1      # without a flag: reported, not an error
+
+
+def test_a_repeated_column_is_named(tmp_path):
+    csv = write(tmp_path / "t.csv", "filename,label,label\na.jpg,x,y\n")
+    with pytest.raises(TableError, match=r"t\.csv: the column 'label' occurs twice \(columns 2 and 3"):
+        read_table(csv, ["a.jpg"])
+    csv = write(tmp_path / "u.csv", "filename,,\na.jpg,,\n")            # empty names: pandas numbers them
+    assert read_table(csv, ["a.jpg"]).n_unmatched_files == 0
