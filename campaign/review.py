@@ -167,8 +167,10 @@ def _cluster_keyed(path: str, frame: pd.DataFrame, filenames, digests, reviewed_
         pieces.append(pd.DataFrame({"filename": members.tolist(), "group": group,
                                     "note": frame["note"].iloc[line - 2] if "note" in frame.columns else ""}))
     crops = pd.concat(pieces, ignore_index=True) if pieces else pd.DataFrame(columns=["filename", "group", "note"])
-    position = {os.path.normpath(name): k for k, name in enumerate(filenames)}
-    row_of_table = np.asarray([position.get(os.path.normpath(name), -1) for name in crops["filename"]],
+    from crop_cluster.inputs.table import nfc
+
+    position = {os.path.normpath(name): k for k, name in enumerate(nfc(filenames))}
+    row_of_table = np.asarray([position.get(os.path.normpath(name), -1) for name in nfc(crops["filename"])],
                               dtype=np.int64)
     review = _matched(path, crops, row_of_table, filenames, digests, "cluster")
     return ReviewFile(review.decisions, int(len(frame)), review.matched, "cluster")

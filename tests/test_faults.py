@@ -191,3 +191,39 @@ def test_a_column_given_twice_exits_2_naming_the_file_and_the_column(night, tmp_
         assert run_cli("-i", night, "-o", out, "-e", fake_backend, flag, table, "-q") == 2
     message = errors(caplog)
     assert str(table) in message and f"column '{column}' occurs twice" in message and "keep one" in message
+
+
+# --- e. names in another Unicode normal form ----------------------------------------------------------------------
+
+NFC, NFD = "caf\u00e9", "cafe\u0301"          # 'café' precomposed (Linux, Windows) and decomposed (macOS)
+
+
+@pytest.fixture
+def accented(tmp_path) -> Path:
+    """Two crops on disk, one named in NFC, one in NFD."""
+    root = tmp_path / "accented"
+    draw_crop(root / f"{NFC}_1.png", PALETTE[0], seed=1)
+    draw_crop(root / f"{NFD}_2.png", PALETTE[1], seed=2)
+    return root
+
+
+def test_labels_and_metadata_in_the_other_normal_form_match(accented, tmp_path, fake_backend):
+    """Before: a table written on macOS (NFD) matched none of the files named in NFC, and the other way round."""
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f"filename,label\n{NFD}_1.png,one\n{NFC}_2.png,two\n", encoding="utf-8")
+    metadata = tmp_path / "meta.csv"
+    metadata.write_text(f"filename,trap\n{NFD}_1.png,A\n{NFC}_2.png,B\n", encoding="utf-8")
+    out = tmp_path / "out"
+    assert run_cli("-i", accented, "-o", out, "-e", fake_backend, "--labels", labels, "-sl", "--metadata", metadata,
+                   "-q") == 0
+    table = read_table(out).sort_values("filename", key=lambda s: s.str.normalize("NFC"))
+    assert table["label"].tolist() == ["one", "two"] and table["trap"].tolist() == ["A", "B"]
+
+
+def test_a_review_in_the_other_normal_form_applies(accented, tmp_path, fake_backend):
+    out = tmp_path / "out"
+    assert run_cli("-i", accented, "-o", out, "-e", fake_backend, "-q") == 0
+    review = tmp_path / "review.csv"
+    review.write_text(f"filename,group\n{NFD}_1.png,moth\n{NFC}_2.png,moth\n", encoding="utf-8")
+    assert run_cli("-o", out, "--review", review, "-q") == 0
+    assert set(read_table(out)["group"]) == {"moth"}

@@ -178,3 +178,11 @@ def test_a_repeated_column_is_named(tmp_path):
         read_table(csv, ["a.jpg"])
     csv = write(tmp_path / "u.csv", "filename,,\na.jpg,,\n")            # empty names: pandas numbers them
     assert read_table(csv, ["a.jpg"]).n_unmatched_files == 0
+
+
+def test_names_match_in_unicode_nfc_both_ways():
+    nfc, nfd = "caf\u00e9", "cafe\u0301"
+    idx = match_filenames([f"/d/{nfd}.jpg", f"{nfc}2.jpg"], [f"/d/{nfc}.jpg", f"/e/{nfd}2.jpg"], "/x/t.csv")
+    assert idx.tolist() == [0, 1]
+    with pytest.raises(TableError, match="twice"):                  # one name in two normal forms is one name
+        match_filenames([f"{nfc}.jpg", f"{nfd}.jpg"], ["a.jpg"], "/x/t.csv")
