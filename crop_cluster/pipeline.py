@@ -529,7 +529,8 @@ def write_outputs(options: Options, crops: Crops, clusters, linked_by, meta, set
 
             keep = table["representative"].to_numpy(bool) if options.dedup else np.ones(len(table), dtype=bool)
             taxa = table["cluster_taxon"].where(table["identified"], "").tolist() if identified is not None else None
-            write_cluster_folders(options.out_folder, filenames, table["cluster"].to_numpy(np.int64), keep, taxa)
+            state.info["cluster_folders"] = write_cluster_folders(
+                options.out_folder, filenames, table["cluster"].to_numpy(np.int64), keep, taxa).manifest()
     if options.report or (options.report is None and len(table) <= REPORT_MAX_ROWS):
         with state.stage("report"):
             from .outputs.report import write_report

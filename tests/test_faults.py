@@ -227,3 +227,48 @@ def test_a_review_in_the_other_normal_form_applies(accented, tmp_path, fake_back
     review.write_text(f"filename,group\n{NFD}_1.png,moth\n{NFC}_2.png,moth\n", encoding="utf-8")
     assert run_cli("-o", out, "--review", review, "-q") == 0
     assert set(read_table(out)["group"]) == {"moth"}
+
+
+# --- f. cluster folders (-gs): long names, missing originals -------------------------------------------------------
+
+def test_two_255_byte_basenames_in_one_cluster_folder_get_short_unique_names(tmp_path, fake_backend):
+    """Before: the second copy's 'name__2.png' was 258 bytes: 'File name too long', exit 2, nothing committed."""
+    crops = tmp_path / "crops"
+    long_ascii = "x" * 251 + ".png"                            # 255 bytes
+    long_accents = "\u00e9" * 125 + ".png"                     # 254 bytes in UTF-8
+    for folder in ("a", "b", "c"):
+        draw_crop(crops / folder / long_ascii, PALETTE[0], seed=ord(folder))
+        draw_crop(crops / folder / long_accents, PALETTE[1], seed=ord(folder) + 10)
+    out = tmp_path / "out"
+    assert run_cli("-i", crops, "-o", out, "-e", fake_backend, "-gs", "-q") == 0
+    copies = sorted(p.name for p in (out / "clusters").rglob("*.png"))
+    assert len(copies) == len(set(copies)) == 6
+    assert all(len(name.encode("utf-8")) <= 255 and name.endswith(".png") for name in copies)
+    assert sum(name == long_ascii for name in copies) == 1 and sum(name == long_accents for name in copies) == 1
+    assert sum(name.startswith("x" * 200) for name in copies) == 3                  # recognisable
+    assert sum(name.startswith("\u00e9" * 100) for name in copies) == 3
+    from crop_cluster.campaign.store import read_campaign
+
+    assert len(read_campaign(str(out)).runs) == 1                                    # the run was committed
+
+
+def test_a_campaign_crop_deleted_from_disk_does_not_block_add_with_folders(night, tmp_path, fake_backend, caplog):
+    """Before: every later `--add -gs` stopped with exit 2 on the missing original. After: it is left out of the
+    cluster folders, named in the log and in run.json, and the run commits."""
+    out = tmp_path / "out"
+    assert run_cli("-i", night, "-o", out, "-e", fake_backend, "-q") == 0
+    gone = night / "c1_v2.png"
+    gone.unlink()
+    night2 = tmp_path / "night2"
+    draw_crop(night2 / "c0_v9.png", PALETTE[0], seed=99)
+    caplog.set_level(logging.WARNING)
+    assert run_cli("-i", night2, "-o", out, "-e", fake_backend, "--add", "-gs") == 0
+    copies = sorted(p.name for p in (out / "clusters").rglob("*.png"))
+    assert "c1_v2.png" not in copies and "c0_v9.png" in copies and len(copies) == 9
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["cluster_folders"]["missing"] == 1
+    assert manifest["cluster_folders"]["missing_examples"] == [str(gone)]
+    assert str(gone) in " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    from crop_cluster.campaign.store import read_campaign
+
+    assert len(read_campaign(str(out)).runs) == 2
