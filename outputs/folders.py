@@ -17,6 +17,8 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
+from crop_cluster.outputs.atomic import output_error
+
 NOT_CLUSTERED = "not-clustered"
 IDENTIFIED = "identified"
 NAME_MAX = 255            # bytes in one file name where the file system does not say (os.pathconf)
@@ -82,7 +84,7 @@ def write_cluster_folders(out_folder: str, filenames: Sequence[str], clusters: n
     Builds the tree beside the target and swaps it in, so a previous run's folders are replaced whole. keep: bool
     (n,), e.g. representatives only for `-kp`. identified: per row the taxon a classifier identified it as ('' for
     none); such rows go to identified/<taxon>/ instead. An original that cannot be read is left out, logged and
-    listed in the result; an error writing the copies stops it (the previous tree stays).
+    listed in the result; an error writing a copy raises OutputError naming it (the previous tree stays).
     """
     target = os.path.join(out_folder, "clusters")
     staging = tempfile.mkdtemp(prefix=".clusters.", dir=out_folder)
@@ -106,8 +108,8 @@ def write_cluster_folders(out_folder: str, filenames: Sequence[str], clusters: n
             try:
                 shutil.copy2(source, os.path.join(staging, folder, name))
             except OSError as error:
-                if error.filename != source:          # the copy's side (disk full, ...): stop
-                    raise
+                if error.filename != source:          # the copy's side (disk full, ...): stop, naming it
+                    raise output_error(error, os.path.join(target, folder, name)) from error
                 used[folder].discard(name.lower())
                 missing.append((source, error.strerror or str(error)))
                 continue

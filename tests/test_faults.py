@@ -272,3 +272,126 @@ def test_a_campaign_crop_deleted_from_disk_does_not_block_add_with_folders(night
     from crop_cluster.campaign.store import read_campaign
 
     assert len(read_campaign(str(out)).runs) == 2
+
+
+# --- g. a full disk and other OS errors while writing outputs -----------------------------------------------------
+
+def test_a_full_disk_while_writing_clusters_csv_names_the_file_and_keeps_the_previous_one(night, tmp_path,
+                                                                                          fake_backend, caplog,
+                                                                                          monkeypatch):
+    """Before: 'unexpected error: OSError: [Errno 28] No space left on device' (exit 1), no file named. After:
+    exit 2 naming OUT/clusters.csv and the fix; the previous clusters.csv is whole and no temporary is left."""
+    import errno
+
+    out = tmp_path / "out"
+    assert run_cli("-i", night, "-o", out, "-e", fake_backend, "-q") == 0
+    before = (out / "clusters.csv").read_bytes()
+    to_csv = pd.DataFrame.to_csv
+
+    def disk_fills_up(frame, handle=None, **kwargs):
+        if "cluster_size" in frame.columns:                  # clusters.csv: half written, then the disk is full
+            handle.write(to_csv(frame, None, **kwargs)[:100])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return to_csv(frame, handle, **kwargs)
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", disk_fills_up)
+    assert run_cli("-i", night, "-o", out, "-e", fake_backend, "-th", "0.5", "-q") == 2
+    message = errors(caplog)
+    assert f"cannot write {out / 'clusters.csv'}: no space left on the device" in message
+    assert "MB free on the disk holding" in message and "free some space" in message and "unchanged" in message
+    assert (out / "clusters.csv").read_bytes() == before
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_full_disk_outside_an_atomic_write_names_the_output_folder(night, tmp_path, fake_backend, caplog,
+                                                                    monkeypatch):
+    """An ENOSPC without a file name (e.g. from a library's own write) still exits 2 with the folder and the fix."""
+    import errno
+
+    from crop_cluster.outputs import embeddings
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(embeddings, "write_embeddings", full)
+    out = tmp_path / "out"
+    assert run_cli("-i", night, "-o", out, "-e", fake_backend, "-q") == 2
+    assert f"cannot write {out}: no space left on the device" in errors(caplog)
+
+
+def test_a_thumbnail_or_a_cluster_folder_copy_that_cannot_be_written_names_it(night, tmp_path, fake_backend, caplog,
+                                                                              monkeypatch):
+    """Before: a thumbnail that could not be written was taken for an unreadable crop (left out silently)."""
+    import errno
+    import shutil as shell
+
+    from PIL import Image
+
+    save = Image.Image.save
+
+    def read_only(image, target, *args, **kwargs):
+        if str(target).endswith(".tmp"):
+            raise OSError(errno.EROFS, "Read-only file system", str(target))
+        return save(image, target, *args, **kwargs)
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(Image.Image, "save", read_only)
+    assert run_cli("-i", night, "-o", out, "-e", fake_backend, "-q") == 2
+    assert f"cannot write {out / 'report'}" in errors(caplog) and "Read-only file system" in errors(caplog)
+    monkeypatch.setattr(Image.Image, "save", save)
+
+    def full(source, target, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shell, "copy2", full)
+    caplog.clear()
+    assert run_cli("-i", night, "-o", out, "-e", fake_backend, "-gs", "-q") == 2
+    assert f"cannot write {out / 'clusters'}" in errors(caplog) and "no space left" in errors(caplog)
+
+
+FULL_DISK_SCRIPT = """import json, os, sys
+sys.path.insert(0, {tests!r})
+from crop_cluster import embed
+embed.BACKENDS["fake"] = embed.BackendInfo("fake_backend", "MeanColourBackend", "mean-colour", 0.9, "test backend")
+from crop_cluster.cli import main
+out, crops, cache, metadata = sys.argv[1:5]
+first = main(["-i", crops, "-o", out, "-e", "fake", "--cache_dir", cache, "--no_report", "-q"])
+before = open(os.path.join(out, "clusters.csv"), "rb").read()
+with open(os.path.join(out, "filler"), "wb") as filler:      # leave 160 KiB: the store's own writes still fit
+    free = os.statvfs(out).f_bavail * os.statvfs(out).f_frsize
+    filler.write(bytes(max(0, free - 163840)))
+second = main(["-i", crops, "-o", out, "-e", "fake", "--cache_dir", cache, "--no_report", "--metadata", metadata,
+               "-th", "0.5", "-q"])
+after = open(os.path.join(out, "clusters.csv"), "rb").read()
+print(json.dumps({{"first": first, "second": second, "unchanged": before == after,
+                  "temporaries": [n for n in os.listdir(out) if n.endswith(".tmp")]}}))
+"""
+
+
+@pytest.mark.slow
+def test_a_real_full_disk_exits_2_and_keeps_the_outputs(night, tmp_path):
+    """The real thing: OUT on a 1 MiB tmpfs in a private mount namespace (root and `unshare -m` needed, else
+    skipped), filled up between two runs; the second run's clusters.csv (a 40 KiB note per row) does not fit."""
+    import os
+    import subprocess
+    import sys
+
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare(1) to mount a private tmpfs")
+    out = tmp_path / "out"
+    out.mkdir()
+    metadata = tmp_path / "meta.csv"
+    pd.DataFrame({"filename": [str(p) for p in sorted(night.iterdir())],
+                  "note": ["n" * 40_000] * 9}).to_csv(metadata, index=False)
+    script = tmp_path / "full_disk.py"
+    script.write_text(FULL_DISK_SCRIPT.format(tests=str(Path(__file__).parent)))
+    mount = (f"mount -t tmpfs -o size=1m tmpfs {out} || exit 77; exec {sys.executable} {script} {out} {night} "
+             f"{tmp_path / 'cache'} {metadata}")
+    done = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", mount], capture_output=True,
+                          text=True, timeout=300)
+    if done.returncode == 77 or "unshare failed" in done.stderr:
+        pytest.skip(f"cannot mount a private tmpfs here: {done.stderr.strip()[-200:]}")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"first": 0, "second": 2, "unchanged": True, "temporaries": []}, done.stderr
+    assert f"cannot write {out / 'clusters.csv'}: no space left on the device" in done.stderr

@@ -359,6 +359,8 @@ def test_failure_keeps_previous_tree_and_cleans_staging(tmp_path, out, monkeypat
     import errno
     import shutil
 
+    from crop_cluster.outputs.atomic import OutputError
+
     files = [make_file(tmp_path / "in" / f"{n}.jpg", n.encode()) for n in "abc"]
     write_cluster_folders(out, files[:2], np.array([0, 0]), np.ones(2, bool))
     copy = shutil.copy2
@@ -369,7 +371,7 @@ def test_failure_keeps_previous_tree_and_cleans_staging(tmp_path, out, monkeypat
         return copy(source, target)
 
     monkeypatch.setattr(shutil, "copy2", full_disk)
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match=r"cannot write .*clusters/1/c\.jpg: no space left"):
         write_cluster_folders(out, files, np.array([1, 1, 1]), np.ones(3, bool))
     assert tree(os.path.join(out, "clusters")) == {"0/a.jpg": b"a", "0/b.jpg": b"b"}
     assert sorted(os.listdir(out)) == ["clusters"]
@@ -432,3 +434,27 @@ def test_order_columns_contract_first_then_extras_in_given_order():
     frame = pd.DataFrame({"label": [1], "representative": [True], "site": ["x"], "filename": ["a"], "cluster": [0],
                           "individual": [0], "sim_to_centroid": [1.0], "cluster_size": [1]})
     assert list(order_columns(frame).columns) == CONTRACT_COLUMNS + ["label", "site"]
+
+
+def test_atomic_write_that_fails_names_the_file_and_keeps_the_previous_one(tmp_path, monkeypatch):
+    import errno
+
+    from crop_cluster.outputs.atomic import OutputError, atomic_open
+
+    target = tmp_path / "t.csv"
+    target.write_text("previous")
+    with pytest.raises(OutputError, match=r"cannot write .*t\.csv: no space left on the device .*MB free.*"
+                                          r"free some space.*previous t\.csv \(if any\) is unchanged"):
+        with atomic_open(str(target)) as handle:
+            handle.write("new")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(OutputError, match=r"Permission denied; make its folder writable"):
+        monkeypatch.setattr("tempfile.mkstemp", lambda **kw: (_ for _ in ()).throw(
+            PermissionError(errno.EACCES, "Permission denied", str(tmp_path / ".t.csv.x.tmp"))))
+        with atomic_open(str(target)):
+            pass
+    monkeypatch.undo()
+    with pytest.raises(FileNotFoundError):               # about another file (a source read in the block): as is
+        with atomic_open(str(target)):
+            open(tmp_path / "absent.jpg", "rb")
+    assert target.read_text() == "previous" and sorted(p.name for p in tmp_path.iterdir()) == ["t.csv"]
