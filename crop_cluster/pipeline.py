@@ -61,6 +61,8 @@ def run(options: Options) -> Result:
 
     started = time.perf_counter()
     state = Run()
+    from .fallbacks import taken as fallbacks_taken
+    fallbacks_taken()           # forget an earlier run's fallbacks (crop_cluster/fallbacks.py; the checks stay done)
     os.makedirs(options.out_folder, exist_ok=True)
     if options.embed == "hierarchical" and not options.embeddings:
         from .embed.predictions import check_model
@@ -109,6 +111,8 @@ def _run(options: Options, session, started: float, state: Run) -> Result:
     state.info["campaign"]["key"] = session.campaign_key(settled.keys)
     table, embedding = write_outputs(options, crops, clusters, linked_by, meta, settled, taxonomy, identified,
                                      threshold, state)
+    from .fallbacks import taken as fallbacks_taken
+    state.info["fallbacks"] = fallbacks_taken()      # fast paths whose first-use check failed: what ran instead
     manifest = write_manifest(options, crops, clusters, table, labels, identified, threshold, seen, state, started,
                               settled, session.run_id)
     from .outputs.manifest import versions

@@ -395,3 +395,65 @@ def test_a_real_full_disk_exits_2_and_keeps_the_outputs(night, tmp_path):
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result == {"first": 0, "second": 2, "unchanged": True, "temporaries": []}, done.stderr
     assert f"cannot write {out / 'clusters.csv'}: no space left on the device" in done.stderr
+
+
+# --- h. the GPU paths check themselves on first use ---------------------------------------------------------------
+
+@pytest.fixture
+def fresh_checks(monkeypatch):
+    """Every fast path unchecked for this test (the verdicts of the process are put back afterwards)."""
+    from crop_cluster import fallbacks
+
+    monkeypatch.setattr(fallbacks, "_verdicts", {})
+    monkeypatch.setattr(fallbacks, "_taken", {})
+    return fallbacks
+
+
+def embeddings_of(out: Path) -> np.ndarray:
+    import pickle
+
+    with open(out / "embeddings.pkl", "rb") as handle:
+        return pickle.load(handle)["embedding"]
+
+
+@pytest.mark.parametrize("failure", ["disagrees", "fails"])
+def test_device_resize_that_disagrees_or_fails_falls_back_to_pil(night, tmp_path, fake_backend, fresh_checks, caplog,
+                                                                monkeypatch, failure):
+    """`--resize device` (the CUDA default, never run on a GPU) checks itself against PIL on first use: here it is
+    broken on purpose (no antialiasing, or an error like a missing CUDA kernel); the run embeds with PIL instead,
+    warns, and says so in run.json."""
+    import torch.nn.functional as F
+
+    from crop_cluster.embed import resize
+
+    reference = tmp_path / "pil"
+    assert run_cli("-i", night, "-o", reference, "-e", fake_backend, "--resize", "pil", "-q") == 0
+    if failure == "disagrees":
+        monkeypatch.setattr(resize, "_interpolate", lambda pixels, height, width, mode, kernel: F.interpolate(
+            pixels.float(), size=(height, width), mode="nearest").to(pixels.dtype))
+    else:
+        def no_kernel(*args, **kwargs):
+            raise RuntimeError("CUDA error: no kernel image is available for execution on the device")
+
+        monkeypatch.setattr(resize, "fit_batch", no_kernel)
+    out = tmp_path / "out"
+    caplog.set_level(logging.WARNING)
+    assert run_cli("-i", night, "-o", out, "-e", fake_backend, "--resize", "device", "--cache_dir",
+                   tmp_path / "cache") == 0
+    (entry,) = json.loads((out / "run.json").read_text())["fallbacks"]
+    assert entry["path"] == "--resize device (pad 48 px) on cpu" and entry["used"] == "PIL (--resize pil)"
+    assert ("differs from PIL" if failure == "disagrees" else "failed to compile or run (RuntimeError") \
+        in entry["reason"]
+    assert "--resize device (pad 48 px) on cpu" in caplog.text and "recorded in run.json fallbacks" in caplog.text
+    np.testing.assert_array_equal(embeddings_of(out), embeddings_of(reference))   # PIL's pixels, PIL's vectors
+    again = tmp_path / "again"                                   # checked once per process: the next run too
+    assert run_cli("-i", night, "-o", again, "-e", fake_backend, "--resize", "device", "--cache_dir",
+                   tmp_path / "cache2", "-q") == 0
+    assert json.loads((again / "run.json").read_text())["fallbacks"] == [entry]
+
+
+def test_device_resize_that_agrees_runs_and_records_no_fallback(night, tmp_path, fake_backend, fresh_checks):
+    out = tmp_path / "out"
+    assert run_cli("-i", night, "-o", out, "-e", fake_backend, "--resize", "device", "-q") == 0
+    assert json.loads((out / "run.json").read_text())["fallbacks"] == []
+    assert fresh_checks._verdicts == {("--resize device (pad 48 px)", "cpu"): None}
