@@ -59,15 +59,6 @@ def test_interpreter_is_never_chosen_by_itself():
         graph_kernel("cpu", precision="float32", kernel="triton")
 
 
-@pytest.fixture
-def fresh_checks(monkeypatch):
-    from crop_cluster import fallbacks
-
-    monkeypatch.setattr(fallbacks, "_verdicts", {})
-    monkeypatch.setattr(fallbacks, "_taken", {})
-    return fallbacks
-
-
 def test_first_use_check_passes_for_the_kernel_as_it_is(fresh_checks):
     from crop_cluster.clustering.kernel_check import fused_kernel_checked, fused_kernel_disagreement
 

@@ -399,16 +399,6 @@ def test_a_real_full_disk_exits_2_and_keeps_the_outputs(night, tmp_path):
 
 # --- h. the GPU paths check themselves on first use ---------------------------------------------------------------
 
-@pytest.fixture
-def fresh_checks(monkeypatch):
-    """Every fast path unchecked for this test (the verdicts of the process are put back afterwards)."""
-    from crop_cluster import fallbacks
-
-    monkeypatch.setattr(fallbacks, "_verdicts", {})
-    monkeypatch.setattr(fallbacks, "_taken", {})
-    return fallbacks
-
-
 def embeddings_of(out: Path) -> np.ndarray:
     import pickle
 

@@ -51,13 +51,12 @@ def test_cuda_kernel_same_partition_as_float32_brute_force():
 
 @pytest.mark.parametrize("verdict", [None, "disagrees with the torch tiles on a 300x72 check block: 3 of 700 edges "
                                            "missing, 0 extra, 0 with another similarity"])
-def test_auto_picks_the_fused_kernel_on_cuda_only_once_it_passed_its_check(monkeypatch, caplog, verdict):
+def test_auto_picks_the_fused_kernel_on_cuda_only_once_it_passed_its_check(monkeypatch, caplog, fresh_checks,
+                                                                          verdict):
     """The wiring, on any machine: CUDA and triton pretended, the check's verdict given; checked once per device."""
-    from crop_cluster import fallbacks
     from crop_cluster.clustering import kernel_check, triton_graph
 
-    monkeypatch.setattr(fallbacks, "_verdicts", {})
-    monkeypatch.setattr(fallbacks, "_taken", {})
+    fallbacks = fresh_checks
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     monkeypatch.setattr(triton_graph, "triton_usable", lambda device: True)
     calls = []
