@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from crop_cluster.campaign import EXCLUDED
+from crop_cluster.campaign.groups import group_value
 
 
 @dataclass(frozen=True)
@@ -39,10 +40,12 @@ class Latest:
 
 def latest_decisions(decisions: pd.DataFrame) -> Latest:
     """decisions: DataFrame with digest, group, time (ISO, UTC) and optionally reviewer, oldest recorded first
-    (campaign.store order)."""
+    (campaign.store order). Groups are read in one spelling (campaign.groups: a store written before that
+    keeps -1.0 or −1 as exclusions too)."""
     if decisions.empty:
         return Latest({}, {})
-    frame = decisions.assign(order=np.arange(len(decisions))).sort_values(["time", "order"], kind="stable")
+    frame = decisions.assign(order=np.arange(len(decisions)), group=decisions["group"].map(group_value))
+    frame = frame.sort_values(["time", "order"], kind="stable")
     last = frame.drop_duplicates("digest", keep="last")
     disagreements = [(digest, list(dict.fromkeys(groups))) for digest, groups in
                      frame.groupby("digest", sort=False)["group"] if groups.nunique() > 1]

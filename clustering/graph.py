@@ -11,7 +11,8 @@ fp16: u = 2^-11 -> 0.0015 <= 0.01). On the CPU the tiles are scanned by compiled
 by torch ops, and `torch_forest_edges` keeps the edges on the GPU and folds them there into a maximum spanning forest
 (Boruvka), so only the forest (at most N - 1 edges) reaches the host. On CUDA with the `triton` package the fp16
 candidates come from one fused kernel instead (product, threshold and compaction, clustering.triton_graph), then are
-re-scored in float32 as above; without triton (or CUDA) the torch ops do it. Memory is bounded by one tile whatever N:
+re-scored in float32 as above; without triton (or CUDA), or when the kernel fails its first-use check against the
+torch tiles (clustering/kernel_check.py), the torch ops do it. Memory is bounded by one tile whatever N:
 never an N x N matrix.
 """
 from __future__ import annotations
@@ -158,7 +159,8 @@ KERNELS = ("auto", "torch", "triton")
 
 def graph_kernel(device: str, precision: str = "auto", kernel: str = "auto") -> str:
     """'triton' or 'torch': what scores the tiles of a torch-device graph. auto: triton on CUDA when the package is
-    installed and the precision is fp16 (auto or float16), else torch. 'triton' when it cannot run: ValueError."""
+    installed, the precision is fp16 (auto or float16) and the kernel passed its first-use check on that device
+    (clustering/kernel_check.py), else torch. 'triton' (asked for by name) when it cannot run: ValueError."""
     from crop_cluster.clustering.triton_graph import interpreting, triton_usable
 
     if kernel not in KERNELS:
@@ -170,7 +172,9 @@ def graph_kernel(device: str, precision: str = "auto", kernel: str = "auto") -> 
                              f"float16 tiles; got device {device}, precision {precision}")
         return "triton"
     if kernel == "auto" and fp16 and device.startswith("cuda") and not interpreting() and triton_usable(device):
-        return "triton"
+        from crop_cluster.clustering.kernel_check import fused_kernel_checked
+
+        return "triton" if fused_kernel_checked(device) else "torch"      # checked on first use, else torch tiles
     return "torch"
 
 

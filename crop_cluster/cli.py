@@ -7,7 +7,9 @@ unusable input, 1 unexpected error, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -15,7 +17,7 @@ from .clustering import ALGORITHMS       # registries only: these imports are li
 from .dedup import BACKEND_DEFAULTS as LINK_DEFAULTS, TRACK_MAX_DISTANCE, TRACK_MAX_SECONDS
 from .embed import BACKENDS
 from .engines import ENGINES
-from .errors import CropClusterError
+from .errors import CropClusterError, describe_os_error
 from .options import Options
 
 log = logging.getLogger("crop-cluster")
@@ -218,9 +220,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if isinstance(error, CropClusterError):
             log.error("%s", error)
             return 2
-        if isinstance(error, OSError) and error.filename:
-            log.error("cannot use %s: %s; check the path, its permissions and the free disk space",
-                      error.filename, error.strerror or error)
+        if isinstance(error, OSError) and (error.filename or error.errno in (errno.ENOSPC, errno.EDQUOT)):
+            log.error("%s", describe_os_error(error, error.filename or os.path.abspath(args.out_folder),
+                                              writing=not error.filename))
             return 2
         log.error("unexpected error: %s: %s (run with -v for the traceback; please report it)",
                   type(error).__name__, error)

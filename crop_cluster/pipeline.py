@@ -65,6 +65,8 @@ def run(options: Options) -> Result:
 
     started = time.perf_counter()
     state = Run()
+    from .fallbacks import taken as fallbacks_taken
+    fallbacks_taken()           # forget an earlier run's fallbacks (crop_cluster/fallbacks.py; the checks stay done)
     os.makedirs(options.out_folder, exist_ok=True)
     if options.embed == "hierarchical" and not options.embeddings:
         from .embed.predictions import check_model
@@ -115,6 +117,9 @@ def _run(options: Options, session, started: float, state: Run) -> Result:
     with staged_outputs(options.out_folder):
         table, embedding = write_outputs(options, crops, clusters, linked_by, meta, settled, taxonomy, identified,
                                          threshold, state, run_crops)
+        from .fallbacks import taken as fallbacks_taken
+
+        state.info["fallbacks"] = fallbacks_taken()      # fast paths whose first-use check failed: what ran instead
         manifest = write_manifest(options, crops, clusters, table, labels, identified, threshold, seen, state,
                                   started, settled, session.run_id)
         from .outputs.manifest import versions
@@ -428,7 +433,8 @@ def write_outputs(options: Options, crops: Crops, clusters, linked_by, meta, set
 
             keep = table["representative"].to_numpy(bool) if options.dedup else np.ones(len(table), dtype=bool)
             taxa = table["cluster_taxon"].where(table["identified"], "").tolist() if identified is not None else None
-            write_cluster_folders(options.out_folder, paths, table["cluster"].to_numpy(np.int64), keep, taxa)
+            state.info["cluster_folders"] = write_cluster_folders(
+                options.out_folder, paths, table["cluster"].to_numpy(np.int64), keep, taxa).manifest()
     if options.report or (options.report is None and len(table) <= REPORT_MAX_ROWS):
         with state.stage("report"):
             from .outputs.report import write_report

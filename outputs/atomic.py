@@ -7,7 +7,8 @@ that fails (a full disk, any error) leaves the previous outputs and the store as
 appear only with the new store. Caches in subfolders (the embedding cache, kept results) are written through as
 usual. A run killed between the commit and the renames leaves staged files (`.NAME.*.tmp`, `.clusters.*`);
 `remove_leftovers` clears them at the next run's start (under the folder's lock), and that run writes every output
-again.
+again. A write that fails (a full disk, a read-only folder) leaves the previous file as it was and raises
+OutputError naming the file and the fix.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import os
 import shutil
 import tempfile
 from typing import IO, Iterator, List, Optional, Tuple
+
+from crop_cluster.errors import CropClusterError, describe_os_error
 
 _STAGING: contextvars.ContextVar = contextvars.ContextVar("crop_cluster_staging", default=None)
 
@@ -102,20 +105,38 @@ def remove_leftovers(folder: str) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+
+class OutputError(CropClusterError):
+    """An output that cannot be written (disk full, no permission, read-only): the message names it and the fix."""
+
+
+def output_error(error: OSError, path: str) -> OutputError:
+    """OutputError for `error` raised while writing `path`."""
+    return OutputError(describe_os_error(error, path, writing=True) + f"; the previous {os.path.basename(path)} "
+                       "(if any) is unchanged")
+
+
 @contextlib.contextmanager
 def atomic_open(path: str, mode: str = "w", **kwargs) -> Iterator[IO]:
     """Open a temporary sibling of `path` for writing; on success it replaces `path` (inside `staged_outputs`, at
-    the end of the block), on error it is removed."""
+    the end of the block), on error it is removed.
+
+    An OSError of the write itself (no file name, or the temporary's or the target's) becomes OutputError naming
+    `path`; one about another file (e.g. a source read inside the block) passes through as it is."""
     folder = os.path.dirname(os.path.abspath(path))
-    fd, temp_path = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    temp_path = None
     try:
+        fd, temp_path = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
         with os.fdopen(fd, mode, **kwargs) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temp_path, 0o644)
         _put_in_place(temp_path, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(temp_path)
+    except BaseException as error:
+        if temp_path is not None:
+            with contextlib.suppress(OSError):
+                os.remove(temp_path)
+        if isinstance(error, OSError) and (temp_path is None or error.filename in (None, temp_path, path)):
+            raise output_error(error, path) from error
         raise

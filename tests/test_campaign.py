@@ -264,3 +264,24 @@ def test_the_collection_passes_over_output_folders(tmp_path):
     assert result.passed_over_outputs == 2 and len(result.output_folders) == 2
     (tmp_path / "crops/old/run.json").write_text('{"someone": "else"}')          # not a crop-cluster run.json
     assert len(collect_images([str(tmp_path / "crops")]).files) == 4
+
+
+def test_group_values_in_one_spelling():
+    from crop_cluster.campaign import EXCLUDED
+    from crop_cluster.campaign.groups import group_value
+
+    for spelling in ("-1", " -1 ", "-1.0", "-1,0", "-01", "- 1", "\u22121", "\u2013 1", "\uff0d\uff11", "-1."):
+        assert group_value(spelling) == EXCLUDED, spelling
+    for name in ("-2", "1", "-10", "-1 moth", "moth", "-1.5", "+1"):
+        assert group_value(name) == name.strip(), name
+    assert group_value("  Noctuid\u00e6 ") == "Noctuid\u00e6"
+    assert group_value("cafe\u0301") == "caf\u00e9"                      # NFD (macOS) -> NFC
+
+
+def test_stored_spellings_of_minus_one_exclude_too():
+    """A store written before the spellings were normalised still keeps those crops out."""
+    from crop_cluster.campaign.decisions import latest_decisions
+
+    latest = latest_decisions(pd.DataFrame({"digest": ["a", "b"], "group": ["-1.0", "\u22121"],
+                                            "time": ["2026-01-01T00:00:00+00:00"] * 2}))
+    assert latest.group == {"a": "-1", "b": "-1"}

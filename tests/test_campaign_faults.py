@@ -149,7 +149,7 @@ def test_a_full_disk_while_writing_leaves_outputs_and_store_as_they_were(campaig
     with monkeypatch.context() as patch:
         patch.setattr(manifest, "write_manifest", full)
         assert run("-o", out, "--review", review) == 2
-    assert "run.json" in caplog.text and "disk space" in caplog.text
+    assert "run.json" in caplog.text and "no space left" in caplog.text
     assert {name: (out / name).read_bytes() for name in before} == before
     assert len(read_campaign(str(out)).runs) == runs and len(read_campaign(str(out)).decisions) == 0
     assert not [p for p in os.listdir(out) if p.endswith(".tmp")]
