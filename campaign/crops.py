@@ -26,10 +26,12 @@ from crop_cluster.crops import Crops
 log = logging.getLogger("crop-cluster")
 
 
-def shown(path: str) -> str:
-    """A stored (absolute) path as clusters.csv shows it: relative to the working folder when it lies under it."""
-    here = os.getcwd()
-    return os.path.relpath(path, here) if path.startswith(os.path.join(here, "")) else path
+def shown(path: str, here: Optional[str] = None) -> str:
+    """A stored (absolute) path as clusters.csv shows it: relative to the working folder (`here`, default the
+    current one) when it lies under it."""
+    here = here or os.getcwd()
+    inside = os.path.join(here, "")
+    return path[len(inside):] if path.startswith(inside) else path
 
 
 @dataclass(frozen=True)
@@ -75,10 +77,14 @@ def canonical(filenames: Sequence[str], digests: Sequence[str], embedding: np.nd
     embedding float32 (n, d), predictions float32 (n, 2L) or None, shown_names, rank: int64 output position, seen.
     A row without a digest ('': its file could not be read) is a content of its own."""
     n = len(filenames)
-    keys = np.asarray([d or "path:" + f for d, f in zip(digests, filenames)], dtype=object)   # unknown: its own
-    order = np.lexsort((np.asarray(filenames, dtype=object), keys)) if n else np.zeros(0, np.int64)
-    sorted_digests = [digests[k] for k in order.tolist()]
+    keys = np.asarray([d or "path:" + f for d, f in zip(digests, filenames)])      # unknown content: its own key
+    order = np.argsort(keys, kind="stable") if n else np.zeros(0, np.int64)
     first = np.r_[True, keys[order][1:] != keys[order][:-1]] if n else np.zeros(0, dtype=bool)
+    if n and not first.all():                 # identical contents: by path among themselves
+        group = np.cumsum(first) - 1
+        paths = np.asarray(filenames)[order]
+        order = order[np.lexsort((paths, group))]
+    sorted_digests = [digests[k] for k in order.tolist()]
     individual = np.cumsum(first) - 1
     crops = Crops(filenames=[filenames[k] for k in order.tolist()], embedding=embedding[order],
                   individual=individual.astype(np.int64), representative=first.copy(), distinct=first.copy(),

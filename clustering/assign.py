@@ -45,8 +45,26 @@ def number_by_size(crops: Crops, groups: np.ndarray) -> np.ndarray:
     return number_clusters(groups, [crops.filenames[i] for i in reps], np.bincount(crops.individual))
 
 
+@dataclass(frozen=True)
+class Grouping:
+    """The clustering of the individuals before it is read per crop: rep_cluster int64 (I,) cluster 0..K-1 by
+    decreasing size (-1 none), info for run.json, forest (see Clusters)."""
+
+    rep_cluster: np.ndarray
+    info: Dict[str, Any] = field(default_factory=dict)
+    forest: Any = None
+
+
 def cluster_crops(crops: Crops, algorithm: str, params: ClusterParams, min_sim_to_centroid: Optional[float] = None,
                   forest: Any = None) -> Clusters:
+    """Cluster the crops' individuals with `algorithm` (a clustering.ALGORITHMS name): `cluster_individuals`, read
+    per crop."""
+    grouping = cluster_individuals(crops, algorithm, params, min_sim_to_centroid, forest)
+    return per_crop(crops, grouping.rep_cluster, grouping.info, grouping.forest)
+
+
+def cluster_individuals(crops: Crops, algorithm: str, params: ClusterParams,
+                        min_sim_to_centroid: Optional[float] = None, forest: Any = None) -> Grouping:
     """Cluster the crops' individuals with `algorithm` (a clustering.ALGORITHMS name).
 
     `cosine` links individuals through every distinct crop of theirs (two individuals are linked when any of their
@@ -68,4 +86,4 @@ def cluster_crops(crops: Crops, algorithm: str, params: ClusterParams, min_sim_t
     used = {name: getattr(params, name) for name in ALGORITHMS[algorithm].uses}
     info = {"algorithm": algorithm, "parameters": used, "min_cluster_size": params.min_cluster_size,
             "min_sim_to_centroid": min_sim_to_centroid, "device": params.device, **result.info}
-    return per_crop(crops, number_by_size(crops, groups), info, result.forest)
+    return Grouping(number_by_size(crops, groups), info, result.forest)

@@ -64,7 +64,8 @@ def gather(options: Options, session, mode: str, state):
         rank = np.asarray([position.get(name, len(position) + k) for k, name in enumerate(filenames)],
                           dtype=np.int64)
     seen = np.arange(len(filenames)) >= n_old
-    shown = [shown_name(name) for name in filenames[:n_old]] + (list(inputs.filenames) if inputs else [])
+    here = os.getcwd()
+    shown = [shown_name(name, here) for name in filenames[:n_old]] + (list(inputs.filenames) if inputs else [])
     predictions = None
     if all(part.predictions is not None for part in parts):
         predictions = np.concatenate([part.predictions for part in parts])
@@ -82,10 +83,10 @@ def _with(options: Options, **changes) -> Options:
     return dataclasses.replace(options, **changes)
 
 
-def shown_name(path: str) -> str:
+def shown_name(path: str, here: Optional[str] = None) -> str:
     from .campaign.crops import shown
 
-    return shown(path)
+    return shown(path, here)
 
 
 def read_inputs(options: Options, state) -> Tuple[Crops, int]:

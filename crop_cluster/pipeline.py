@@ -328,9 +328,10 @@ def individual_params(options: Options, model: str, threshold: float):
 
 
 def clustering(options: Options, crops: Crops, threshold: float, forest, mode: str = "full"):
-    """Cluster the individuals (clustering/assign.py) with the algorithm's parameters as resolved for this run."""
+    """Cluster the individuals (clustering/assign.py) with the algorithm's parameters as resolved for this run;
+    returns clustering.assign.Grouping (read per crop once the campaign's decisions are applied)."""
     from .clustering import ClusterParams
-    from .clustering.assign import cluster_crops
+    from .clustering.assign import cluster_individuals
     from .embed.device import resolve_device
 
     if mode == "add" and options.cluster != "cosine":
@@ -346,7 +347,7 @@ def clustering(options: Options, crops: Crops, threshold: float, forest, mode: s
         min_cluster_size=options.min_cluster_size or (5 if options.cluster == "hdbscan" else 1),
         min_samples=options.min_samples, seed=options.seed,
         device=resolve_device(options.device) if options.cluster in ("cosine", "kmeans") else "cpu")
-    return cluster_crops(crops, options.cluster, params, options.min_sim_to_centroid, forest)
+    return cluster_individuals(crops, options.cluster, params, options.min_sim_to_centroid, forest)
 
 
 # --- campaign -------------------------------------------------------------------------------------------------------
@@ -393,9 +394,7 @@ def write_outputs(options: Options, crops: Crops, clusters, linked_by, meta, set
     from .outputs import results
 
     with state.stage("silhouette"):
-        from .evaluate.metrics import silhouette
-
-        state.info["quality"] = silhouette(crops.rows(crops.representative_rows()), clusters.rep_cluster)
+        state.info["quality"] = quality(options, crops, clusters.rep_cluster)
     extra = meta.frame
     merged = [";".join(map(str, settled.merged_since_review.get(c, ()))) for c in clusters.cluster.tolist()] \
         if settled.merged_since_review else [""] * len(crops.filenames)
@@ -446,6 +445,28 @@ def write_outputs(options: Options, crops: Crops, clusters, linked_by, meta, set
             state.info["darwin_core"] = darwin_core(options, table, threshold, crops.model, settled,
                                                     state.info["campaign"]["key"])
     return table, embedding
+
+
+def quality(options: Options, crops: Crops, rep_cluster) -> Dict:
+    """The label-free silhouette of the clusters (evaluate/metrics.py), kept by the representatives' contents and
+    clusters, so a run with the same clusters (the same command again) scores nothing again."""
+    import json
+
+    import numpy as np
+
+    from .evaluate.metrics import silhouette
+    from .result_cache import ResultCache, content_key
+
+    reps = crops.representative_rows()
+    results = ResultCache(cache_folder(options))
+    key = content_key([vectors_key(options, crops), np.asarray([crops.digests[k] for k in reps.tolist()], dtype="U")
+                       if crops.digests is not None else crops.rows(reps), np.asarray(rep_cluster, dtype=np.int64)])
+    kept = results.get("silhouette", key)
+    if kept is not None:
+        return json.loads(str(kept["quality"]))
+    found = silhouette(crops.rows(reps), rep_cluster)
+    results.put("silhouette", key, {"quality": np.asarray(json.dumps(found))})
+    return found
 
 
 def darwin_core(options: Options, table, threshold: float, model: str, settled, campaign_key: str) -> Dict[str, int]:

@@ -151,9 +151,12 @@ def cosine_silhouette(x: np.ndarray, labels: np.ndarray) -> float:
     _, codes = np.unique(labels, return_inverse=True)
     codes = codes.reshape(-1)
     freqs = np.bincount(codes)
-    per_cluster = np.zeros((codes.size, freqs.size), dtype=distances.dtype)
-    for i in range(codes.size):
-        per_cluster[i] += np.bincount(codes, weights=distances[i], minlength=freqs.size)
+    order = np.argsort(codes, kind="stable")      # each row's distance sums per cluster, in float64 like bincount
+    starts = np.r_[0, np.cumsum(freqs)[:-1]]
+    per_cluster = np.empty((codes.size, freqs.size), dtype=np.float64)
+    for begin in range(0, codes.size, 1024):                # rows in blocks: float64 copies of 1024 rows at most
+        block = distances[begin:begin + 1024][:, order].astype(np.float64)
+        per_cluster[begin:begin + 1024] = np.add.reduceat(block, starts, axis=1)
     rows = np.arange(codes.size)
     intra = per_cluster[rows, codes]
     per_cluster[rows, codes] = np.inf
