@@ -78,6 +78,8 @@ def canonical(filenames: Sequence[str], digests: Sequence[str], embedding: np.nd
     A row without a digest ('': its file could not be read) is a content of its own."""
     n = len(filenames)
     keys = np.asarray([d or "path:" + f for d, f in zip(digests, filenames)])      # unknown content: its own key
+    if keys.dtype.kind == "U" and all(k.isascii() for k in keys.tolist()):
+        keys = keys.astype("S")                   # bytes compare faster; digests are hex
     order = np.argsort(keys, kind="stable") if n else np.zeros(0, np.int64)
     first = np.r_[True, keys[order][1:] != keys[order][:-1]] if n else np.zeros(0, dtype=bool)
     if n and not first.all():                 # identical contents: by path among themselves

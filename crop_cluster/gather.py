@@ -64,8 +64,9 @@ def gather(options: Options, session, mode: str, state):
         rank = np.asarray([position.get(name, len(position) + k) for k, name in enumerate(filenames)],
                           dtype=np.int64)
     seen = np.arange(len(filenames)) >= n_old
-    here = os.getcwd()
-    shown = [shown_name(name, here) for name in filenames[:n_old]] + (list(inputs.filenames) if inputs else [])
+    inside = os.path.join(os.getcwd(), "")          # stored paths as clusters.csv shows them (campaign.crops.shown)
+    shown = [name[len(inside):] if name.startswith(inside) else name for name in filenames[:n_old]] + \
+        (list(inputs.filenames) if inputs else [])
     predictions = None
     if all(part.predictions is not None for part in parts):
         predictions = np.concatenate([part.predictions for part in parts])

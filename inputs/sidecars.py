@@ -72,7 +72,10 @@ class SidecarResult:
 def parse_crop_name(filename: str) -> Optional[Tuple[str, int]]:
     """Return (image id, crop number) from a crop file's basename, or None when it does not follow
     ``crop_<image>_CROPNUMBER_<n>[_...].<ext>`` (or ``IMAGENAME_<image>_CROPNUMBER_<n>...``)."""
-    stem = os.path.splitext(os.path.basename(os.fspath(filename)))[0]
+    filename = os.fspath(filename)
+    if "CROPNUMBER" not in filename:             # most names: no split needed
+        return None
+    stem = os.path.splitext(os.path.basename(filename))[0]
     parts = stem.split("_")
     if "CROPNUMBER" not in parts:
         return None
