@@ -229,12 +229,15 @@ class CampaignSession:
                        np.ones(len(keys), dtype=bool) if seen is None else np.asarray(seen, dtype=bool), counts,
                        identifications)
 
-    def commit(self, settled: Settled, mode: str, parameters: Dict, versions: Dict, counts: Dict) -> int:
-        """Write the run to the store in one transaction; returns its run id."""
+    def commit(self, settled: Settled, mode: str, parameters: Dict, versions: Dict, counts: Dict,
+               naming=None) -> int:
+        """Write the run to the store in one transaction; returns its run id. naming: the (name_references,
+        unit_names) DataFrames of a run that named from references (naming/run.py), else None."""
         with paused_gc():
-            return self._commit(settled, mode, parameters, versions, counts)
+            return self._commit(settled, mode, parameters, versions, counts, naming)
 
-    def _commit(self, settled: Settled, mode: str, parameters: Dict, versions: Dict, counts: Dict) -> int:
+    def _commit(self, settled: Settled, mode: str, parameters: Dict, versions: Dict, counts: Dict,
+                naming=None) -> int:
         codes, digests = pd.factorize(pd.Index(settled.keys, dtype=object))      # one row per content, first seen
         first = np.empty(len(digests), dtype=np.int64)
         first[codes[::-1]] = np.arange(codes.size - 1, -1, -1)
@@ -272,5 +275,5 @@ class CampaignSession:
                                  "status": [REVIEWED if int(c) in settled.names else
                                             UNREVIEWED if c < issued else NEW for c in present]})
         record = RunRecord(self.started, now(), mode, parameters, versions, counts, crops, clusters,
-                           self.new_decisions)
+                           self.new_decisions, *(naming if naming is not None else (None, None)))
         return self.store.commit_run(record)

@@ -15,6 +15,13 @@ Tables (schema version SCHEMA_VERSION):
   never deleted, so an id is never given to other material; `name` '' = unnamed; `status` as of its last run.
 - `decisions(id PRIMARY KEY, digest, filename, grp, reviewer, time, note, source, run)`: human decisions, crop-keyed,
   in the order they were recorded; `grp` a group name or '-1' (excluded from every cluster).
+- `name_references(run, digest, path, name, source, taxonomy)` (version 2, naming/): the references a run named
+  against (`--reference`), one row per reference crop; `taxonomy` JSON {rank: value, taxonID}. `--add` names new
+  clusters against the latest run's.
+- `unit_names(run, level, unit, name, rank, score, status, reference)` (version 2): what those references named:
+  per naming unit (`level` 'cluster:cluster', 'cluster:individual', 'individual:individual', 'crop:crop'; `unit` the
+  cluster id, stable individual id or crop digest) the machine name, its rank and score, ref_status and the digest
+  of the evidence reference.
 
 Writes: `CampaignStore.commit_run` writes everything a run changes in ONE transaction (BEGIN IMMEDIATE ... COMMIT),
 after the run's other outputs are written. SQLite's journal makes it atomic: a run killed at any moment (SIGKILL
@@ -40,7 +47,7 @@ import pandas as pd
 
 from crop_cluster.campaign import STORE_NAME, StoreDamagedError, StoreVersionError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA_V1 = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
@@ -59,6 +66,13 @@ CREATE TABLE decisions (id INTEGER PRIMARY KEY, digest TEXT NOT NULL, filename T
 CREATE INDEX decisions_digest ON decisions (digest);
 """
 
+_SCHEMA_V2 = """
+CREATE TABLE name_references (run INTEGER NOT NULL, digest TEXT NOT NULL, path TEXT NOT NULL, name TEXT NOT NULL,
+                              source TEXT NOT NULL, taxonomy TEXT NOT NULL);
+CREATE TABLE unit_names (run INTEGER NOT NULL, level TEXT NOT NULL, unit TEXT NOT NULL, name TEXT NOT NULL,
+                         rank TEXT NOT NULL, score REAL, status TEXT NOT NULL, reference TEXT NOT NULL);
+"""
+
 
 def _statements(script: str) -> List[str]:
     return [part.strip() for part in script.split(";") if part.strip()]
@@ -66,7 +80,7 @@ def _statements(script: str) -> List[str]:
 
 # MIGRATIONS[v]: the statements that upgrade a store of schema version v to v + 1 (v = 0: a new store), run inside
 # one transaction. Append one list per schema change and raise SCHEMA_VERSION.
-MIGRATIONS: List[List[str]] = [_statements(_SCHEMA_V1)]
+MIGRATIONS: List[List[str]] = [_statements(_SCHEMA_V1), _statements(_SCHEMA_V2)]
 
 CROP_COLUMNS = ["digest", "path", "individual", "cluster", "representative", "first_run", "last_run", "seconds",
                 "night", "site"]
@@ -74,6 +88,8 @@ CLUSTER_COLUMNS = ["id", "name", "status", "first_run", "last_run", "reviewed_ru
 INTEGER_CROP_COLUMNS = {"individual", "cluster", "representative", "first_run", "last_run"}     # NOT NULL
 DECISION_COLUMNS = ["digest", "filename", "group", "reviewer", "time", "note", "source", "run"]
 RUN_COLUMNS = ["id", "started", "finished", "mode", "parameters", "versions", "counts"]
+NAME_REFERENCE_COLUMNS = ["digest", "path", "name", "source", "taxonomy"]
+UNIT_NAME_COLUMNS = ["level", "unit", "name", "rank", "score", "status", "reference"]
 
 
 @contextmanager
@@ -101,6 +117,8 @@ class RunRecord:
     (bool), seconds (float, NaN unknown), night, site (str or None): the crops this run clustered.
     clusters: DataFrame id, name ('' none), status: the clusters present after this run.
     decisions: DataFrame with DECISION_COLUMNS except run: the decisions this run read (appended in order).
+    name_references, unit_names: DataFrames with NAME_REFERENCE_COLUMNS / UNIT_NAME_COLUMNS when the run named
+    clusters from references (naming/), else None.
     """
 
     started: str
@@ -112,6 +130,8 @@ class RunRecord:
     crops: pd.DataFrame
     clusters: pd.DataFrame
     decisions: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=DECISION_COLUMNS[:-1]))
+    name_references: Optional[pd.DataFrame] = None
+    unit_names: Optional[pd.DataFrame] = None
 
 
 def _way_out(path: str) -> str:
@@ -257,6 +277,11 @@ class CampaignStore:
         return self._frame("SELECT id, started, finished, mode, parameters, versions, counts FROM runs ORDER BY id",
                            RUN_COLUMNS)
 
+    def name_references(self) -> pd.DataFrame:
+        """The references of the latest run that named against references (NAME_REFERENCE_COLUMNS); empty if none."""
+        return self._frame("SELECT digest, path, name, source, taxonomy FROM name_references WHERE run = "
+                           "(SELECT max(run) FROM name_references) ORDER BY rowid", NAME_REFERENCE_COLUMNS)
+
     def _max(self, query: str) -> int:
         if self._connection is None:
             return -1
@@ -300,6 +325,7 @@ class CampaignStore:
                 "INSERT INTO decisions (digest, filename, grp, reviewer, time, note, source, run) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [(*(str(v) for v in row), run) for row in decisions[DECISION_COLUMNS[:-1]].itertuples(index=False)])
+            self._write_naming(connection, record, run)
             connection.execute("COMMIT")
         except BaseException:
             if connection.in_transaction:
@@ -327,6 +353,19 @@ class CampaignStore:
         connection.executemany(
             "INSERT INTO individuals VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET last_run = excluded.last_run",
             [(i, run, run) for i in np.unique(crops["individual"].to_numpy(np.int64)).tolist()])
+
+    @staticmethod
+    def _write_naming(connection: sqlite3.Connection, record: RunRecord, run: int) -> None:
+        """The run's references and the names they gave (naming/), when it named from references."""
+        if record.name_references is not None:
+            connection.executemany("INSERT INTO name_references VALUES (?, ?, ?, ?, ?, ?)",
+                                   [(run, *map(str, row)) for row in
+                                    record.name_references[NAME_REFERENCE_COLUMNS].itertuples(index=False)])
+        if record.unit_names is not None:
+            frame = record.unit_names[UNIT_NAME_COLUMNS]
+            connection.executemany("INSERT INTO unit_names VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                   [(run, str(lv), str(u), str(n), str(r), None if s != s else float(s), str(st),
+                                     str(ref)) for lv, u, n, r, s, st, ref in frame.itertuples(index=False)])
 
     @staticmethod
     def _write_clusters(connection: sqlite3.Connection, clusters: pd.DataFrame, run: int) -> None:

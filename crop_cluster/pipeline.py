@@ -107,14 +107,16 @@ def _run(options: Options, session, started: float, state: Run) -> Result:
         crops, clusters, linked_by, settled = settle_campaign(options, session, crops, clusters, linked_by, meta, state,
                                                               read_now if options.add else None)
     state.info["campaign"]["key"] = session.campaign_key(settled.keys)
+    named = name_from_references(options, session, crops, clusters, settled, labels, threshold, state)
     table, embedding = write_outputs(options, crops, clusters, linked_by, meta, settled, taxonomy, identified,
-                                     threshold, state)
+                                     threshold, state, named)
     manifest = write_manifest(options, crops, clusters, table, labels, identified, threshold, seen, state, started,
-                              settled, session.run_id)
+                              settled, session.run_id, named)
     from .outputs.manifest import versions
 
     session.commit(settled, "add" if options.add else "review" if options.review and not options.inputs else "full",
-                   manifest["parameters"], versions(), manifest["counts"])     # last: as before or as after the run
+                   manifest["parameters"], versions(), manifest["counts"],     # last: as before or as after the run
+                   None if named is None else (named.references, named.names))
     return Result(table, embedding, manifest, options.out_folder)
 
 
@@ -265,11 +267,13 @@ def metadata(options: Options, filenames: List[str], state: Optional[Run], taxon
     """Metadata and label columns for clusters.csv: (inputs.metadata.MetadataColumns with the label column in its
     frame, the labels list or None)."""
     from .inputs.metadata import metadata_columns
+    from .naming import COLUMNS as NAMING_COLUMNS
     from .outputs.table import CONTRACT_COLUMNS
 
     levels = taxonomy.levels if taxonomy else ()
     meta = metadata_columns(filenames, options.time_format, options.meta_folder, options.metadata,
                             reserved=[*CONTRACT_COLUMNS, "label", "group", "linked_by", *TAXON_COLUMNS,
+                                      *NAMING_COLUMNS,
                                       *(f"{kind}_{level}" for level in levels for kind in ("pred", "prob"))])
     if state is not None:
         state.info.update(meta.counts)
@@ -488,12 +492,37 @@ def settle_campaign(options: Options, session, crops: Crops, clusters, linked_by
     return crops, per_crop(crops, settled.rep_cluster, clusters.info, clusters.forest), linked_by, settled
 
 
+# --- names from references -----------------------------------------------------------------------------------------
+
+def name_from_references(options: Options, session, crops: Crops, clusters, settled, labels, threshold: float,
+                         state: Run):
+    """--reference (with --add and none given: the references the campaign remembers): naming.run.Named, the
+    ref_* columns of clusters.csv, the metrics block and the store's rows; None when the run names nothing."""
+    from .embed.resize import cache_variant
+    from .naming.embedding import EmbedSettings
+    from .naming.run import name_campaign
+
+    if not options.reference and not options.add:
+        return None
+    with state.stage("naming"):
+        named = name_campaign(options.reference, options.species_list, session.store.name_references(),
+                              EmbedSettings(crops.model, cache_folder(options), cache_variant(options.resize),
+                                            options.device, options.batch_size, options.num_workers,
+                                            options.progress, options.resize),
+                              options.name_level, options.name_threshold, options.name_margin, threshold,
+                              crops.embedding, clusters.cluster, crops.individual, settled.group, labels,
+                              settled.individual_id[crops.individual], settled.keys)
+    if named is not None:
+        state.info["naming"] = named.info
+    return named
+
+
 # --- outputs --------------------------------------------------------------------------------------------------------
 
 def write_outputs(options: Options, crops: Crops, clusters, linked_by, meta, settled, taxonomy, identified,
-                  threshold: float, state: Run):
+                  threshold: float, state: Run, named=None):
     """clusters.csv, skipped.csv, embeddings.pkl, and as asked clusters.pkl, cluster folders, report.html,
-    metrics.json; returns (the table, the embeddings of its rows)."""
+    metrics.json; returns (the table, the embeddings of its rows). named: naming.run.Named or None."""
     import numpy as np
     import pandas as pd
 
@@ -510,6 +539,8 @@ def write_outputs(options: Options, crops: Crops, clusters, linked_by, meta, set
     if taxonomy is not None:
         extra = pd.concat([extra, results.taxon_columns(taxonomy, crops, clusters.cluster, options.taxon_share,
                                                         options.unknown_below is not None, state.info)], axis=1)
+    if named is not None:
+        extra = pd.concat([extra, named.columns], axis=1)
     filenames, embedding = crops.filenames, crops.embedding   # every row read: the clustered and the identified
     if identified is not None:
         filenames = filenames + identified.filenames
@@ -572,9 +603,10 @@ def darwin_core(options: Options, table, threshold: float, model: str, settled, 
 
 
 def write_manifest(options: Options, crops: Crops, clusters, table, labels, identified, threshold: float,
-                   seen: Dict[str, int], state: Run, started: float, settled, run_id: int) -> Dict:
+                   seen: Dict[str, int], state: Run, started: float, settled, run_id: int, named=None) -> Dict:
     """metrics.json (with --labels), sweep.csv/png (with --sweep) and run.json; returns run.json's content.
-    seen: the counts of inputs and of distinct contents embedded, taken before any crop was set aside."""
+    seen: the counts of inputs and of distinct contents embedded, taken before any crop was set aside; named:
+    naming.run.Named (its metrics block goes into metrics.json) or None."""
     from .outputs.manifest import cluster_counts, write_manifest as write
 
     metrics = None
@@ -583,7 +615,8 @@ def write_manifest(options: Options, crops: Crops, clusters, table, labels, iden
             from .evaluate.report import write_metrics
 
             metrics = write_metrics(os.path.join(options.out_folder, "metrics.json"), labels, clusters.cluster,
-                                    crops.individual, options.num_classes, state.info["quality"])
+                                    crops.individual, options.num_classes, state.info["quality"],
+                                    {"naming": named.metrics} if named is not None else None)
     if options.sweep:
         with state.stage("sweep"):
             from .evaluate.report import write_sweep
