@@ -180,13 +180,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the taxa that may occur (a GBIF checklist TSV/CSV, or one name a line): references of "
                              "other names are left out, a hierarchical model's predictions are masked to it")
     naming.add_argument("--name_threshold", "--name-threshold", type=float, metavar="S",
-                        help="cosine a cluster's best name prototype needs at least (default per model: "
-                             + ", ".join(f"{name} {d.threshold:.2f}" for name, d in NAMING_DEFAULTS.items())
+                        help="cosine a cluster's best name prototype needs at least (default per model and "
+                             "--name_level: "
+                             + ", ".join(f"{name} {d['cluster'].threshold:.2f} at cluster level"
+                                         for name, d in NAMING_DEFAULTS.items())
                              + "; other models: the clustering threshold)")
     naming.add_argument("--name_margin", "--name-margin", type=float, metavar="M",
                         help="by how much the best name must beat the second; else the names' common ancestor "
-                             "('Noctuidae sp.') or unknown (default per model: "
-                             + ", ".join(f"{name} {d.margin:.2f}" for name, d in NAMING_DEFAULTS.items()) + ")")
+                             "('Noctuidae sp.') or unknown (default per model and --name_level: "
+                             + ", ".join(f"{name} {d['cluster'].margin:.2f} at cluster level"
+                                         for name, d in NAMING_DEFAULTS.items()) + ")")
     naming.add_argument("--name_level", "--name-level", choices=list(NAME_LEVELS),
                         help="what is named: cluster (default: each cluster and each individual not clustered), "
                              "individual or crop")

@@ -32,17 +32,21 @@ COLUMNS = ("ref_name", "ref_rank", "ref_score", "ref_margin", "ref_second", "ref
 
 @dataclass(frozen=True)
 class NamingDefaults:
-    """Per-backend defaults of the naming rule at cluster level (bench/results/naming.json; docs/naming.md):
-    threshold, the cosine a query's best prototype needs at least; margin, by how much it must beat the second."""
+    """Per-backend defaults of the naming rule at one --name_level (bench/results/naming.json; docs/naming.md):
+    threshold, the cosine a unit's best prototype needs at least; margin, by how much it must beat the second."""
 
     threshold: float
     margin: float
 
 
+# Calibrated with bench/naming.py at each level, where it is applied (a crop-level threshold is wrong for cluster
+# centroids and the other way round): bench/results/naming.json, "decision".
 BACKEND_DEFAULTS = {
-    "lite0": NamingDefaults(threshold=0.75, margin=0.02),
+    "lite0": {"cluster": NamingDefaults(threshold=0.82, margin=0.12),
+              "individual": NamingDefaults(threshold=0.87, margin=0.0),
+              "crop": NamingDefaults(threshold=0.82, margin=0.0)},
 }
-UNCALIBRATED_MARGIN = 0.02   # backends without calibrated defaults: this margin, and their clustering threshold
+UNCALIBRATED_MARGIN = 0.05   # backends without calibrated defaults: this margin, and their clustering threshold
 
 
 class NamingError(CropClusterError, ValueError):

@@ -127,3 +127,17 @@ def decide(index: np.ndarray, score: np.ndarray, threshold: float, margin: float
     close = {int(q): index[q, within[q]] for q in np.flatnonzero(status == "ambiguous")}
     return Decision(status, best, second, first.astype(np.float32),
                     np.where(second >= 0, second_score, np.nan).astype(np.float32), gap, close)
+
+
+def gallery_overlap(vectors: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
+    """bool (R,): the references closer to another name's prototype than to their own name's prototype made
+    without them (leave one out); False for names with one reference. A gallery where many are True does not
+    separate its names with this model: its names will be unreliable whatever the threshold."""
+    sums = np.zeros((k, vectors.shape[1]), dtype=np.float64)
+    np.add.at(sums, codes, vectors.astype(np.float64))
+    counts = np.bincount(codes, minlength=k)
+    rest = sums[codes] - vectors
+    own = (vectors * rest).sum(axis=1) / np.maximum(np.linalg.norm(rest, axis=1), 1e-12)
+    index, score = top_names(vectors, vectors, codes, k, "prototype", top=2)
+    other = np.where(index[:, 0] == codes, score[:, 1], score[:, 0])
+    return (counts[codes] > 1) & (other > own)

@@ -23,6 +23,7 @@ from crop_cluster.naming import BACKEND_DEFAULTS, COLUMNS, RANKS, UNCALIBRATED_M
 from crop_cluster.naming.references import PLACEHOLDER, References
 
 log = logging.getLogger("crop-cluster")
+GALLERY_OVERLAP_WARNING = 0.10   # warn when more of the references are closer to another name than to their own
 
 
 @dataclass(frozen=True)
@@ -37,15 +38,17 @@ class NamingSettings:
 
 def resolve_settings(backend: Optional[str], level: Optional[str], threshold: Optional[float],
                      margin: Optional[float], cluster_threshold: float) -> Tuple[NamingSettings, str]:
-    """The run's NamingSettings: the given values, else the backend's calibrated defaults, else (a backend not
-    calibrated for naming) its clustering threshold and UNCALIBRATED_MARGIN; and where the defaults came from."""
-    defaults = BACKEND_DEFAULTS.get(backend or "")
-    source = f"calibrated for {backend} (bench/results/naming.json)" if defaults else \
-        f"not calibrated for {backend or 'this model'}: the clustering threshold (docs/naming.md, calibrating)"
+    """The run's NamingSettings: the given values, else the backend's defaults calibrated at that level, else (a
+    backend not calibrated for naming) its clustering threshold and UNCALIBRATED_MARGIN; and where the defaults
+    came from."""
+    level = level or "cluster"
+    defaults = BACKEND_DEFAULTS.get(backend or "", {}).get(level)
+    source = f"calibrated for {backend} at {level} level (bench/results/naming.json)" if defaults else \
+        f"not calibrated for {backend or 'this model'}: its clustering threshold (docs/naming.md, calibrating)"
     if defaults is None and threshold is None:
         log.warning("--name_threshold: no calibrated default for %s; using the clustering threshold %.3f (see "
                     "docs/naming.md on calibrating for a new model)", backend or "this model", cluster_threshold)
-    return NamingSettings(level or "cluster",
+    return NamingSettings(level,
                           threshold if threshold is not None else defaults.threshold if defaults else cluster_threshold,
                           margin if margin is not None else defaults.margin if defaults else UNCALIBRATED_MARGIN), \
         source
@@ -136,7 +139,7 @@ def name_run(references: References, vectors: np.ndarray, embedding: np.ndarray,
     cluster, individual: int64 (n,) per crop (-1 not clustered); group: (n,) the reviewer's group name per crop ('':
     none); labels: (n,) true labels or None; unit_keys: (n,) per crop, what identifies its unit in the store at
     this level (the cluster id or stable individual id, the crop digest; None: the unit number)."""
-    from crop_cluster.naming.prototypes import decide, name_codes, nearest_references, top_names
+    from crop_cluster.naming.prototypes import decide, gallery_overlap, name_codes, nearest_references, top_names
     from crop_cluster.naming.taxonomy import ancestor_name, common_ancestor, rank_of
     from crop_cluster.naming.units import naming_units, unit_vectors
 
@@ -165,9 +168,17 @@ def name_run(references: References, vectors: np.ndarray, embedding: np.ndarray,
         "ref_margin": np.round(decision.margin, 4)[unit], "ref_second": second[unit], "ref_nearest": nearest[unit],
         "ref_status": final[unit]}, columns=list(COLUMNS))
     counts = pd.Series(final).value_counts()
+    overlap = gallery_overlap(vectors, codes, len(names))
     info = {"level": settings.level, "rule": settings.rule, "threshold": settings.threshold,
             "margin": settings.margin, "units": int(n_units),
-            "statuses": {s: int(counts.get(s, 0)) for s in ("named", "rolled_up", "unknown", "reviewed", "conflict")}}
+            "statuses": {s: int(counts.get(s, 0)) for s in ("named", "rolled_up", "unknown", "reviewed", "conflict")},
+            "gallery": {"names_with_one_reference": int((np.bincount(codes) == 1).sum()),
+                        "references_closer_to_another_name": round(float(overlap.mean()), 4) if overlap.size else 0.0}}
+    if overlap.mean() > GALLERY_OVERLAP_WARNING:
+        log.warning("--reference: %.0f%% of the reference crops are closer to another name's prototype than to their "
+                    "own: this model does not separate these names well, so names given will be unreliable; add "
+                    "references, or raise --name_threshold / --name_margin (docs/naming.md, 'reading the scores')",
+                    100 * overlap.mean())
     metrics = None
     if labels is not None:
         from crop_cluster.naming.evaluate import open_set_metrics, unit_truth

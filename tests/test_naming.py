@@ -416,3 +416,26 @@ def test_a_species_list_drops_off_list_references(tmp_path, fake_backend):
     (tmp_path / "other.txt").write_text("Biston betularia\n")
     assert run_cli("-i", tmp_path / "crops", "-o", tmp_path / "none", "-e", fake_backend, "--reference", refs,
                    "--species_list", tmp_path / "other.txt", "-q") == 2
+
+
+def test_the_gallery_check_finds_references_nearer_another_name():
+    from crop_cluster.naming.prototypes import gallery_overlap
+
+    apart = unit([[1, 0, 0], [0.99, 0.1, 0], [0, 1, 0], [0.1, 0.99, 0], [0, 0, 1]])
+    assert not gallery_overlap(apart, np.array([0, 0, 1, 1, 2]), 3).any()     # one reference: never flagged
+    mixed = unit([[1, 0, 0], [0, 1, 0], [0.9, 0.1, 0], [0.1, 0.9, 0]])
+    assert gallery_overlap(mixed, np.array([0, 1, 1, 0]), 2).all()
+
+
+def test_defaults_follow_the_backend_and_the_level():
+    from crop_cluster.naming import BACKEND_DEFAULTS
+    from crop_cluster.naming.run import resolve_settings
+
+    settings, source = resolve_settings("lite0", None, None, None, 0.82)
+    assert (settings.level, settings.threshold, settings.margin) == \
+        ("cluster", BACKEND_DEFAULTS["lite0"]["cluster"].threshold, BACKEND_DEFAULTS["lite0"]["cluster"].margin)
+    assert "calibrated" in source
+    crop, _ = resolve_settings("lite0", "crop", None, 0.3, 0.82)
+    assert crop.threshold == BACKEND_DEFAULTS["lite0"]["crop"].threshold and crop.margin == 0.3
+    other, source = resolve_settings("dino", None, None, None, 0.9)
+    assert other.threshold == 0.9 and "not calibrated" in source
