@@ -439,3 +439,45 @@ def test_defaults_follow_the_backend_and_the_level():
     assert crop.threshold == BACKEND_DEFAULTS["lite0"]["crop"].threshold and crop.margin == 0.3
     other, source = resolve_settings("dino", None, None, None, 0.9)
     assert other.threshold == 0.9 and "not calibrated" in source
+
+
+def test_the_campaign_remembers_its_references_and_add_names_new_clusters_with_them(tmp_path, fake_backend):
+    from crop_cluster.campaign.store import CampaignStore
+
+    draw_set(tmp_path / "night1", [0, 2], views=3, seed=0)
+    refs = gallery(tmp_path / "gallery", {0: "red moth", 1: "green moth"})
+    out = tmp_path / "out"
+    assert run_cli("-i", tmp_path / "night1", "-o", out, "-e", fake_backend, "--reference", refs, "-q") == 0
+    with CampaignStore(str(out)) as store:
+        remembered = store.name_references()
+        assert sorted(set(remembered["name"])) == ["green moth", "red moth"] and len(remembered) == 6
+        assert json.loads(remembered["taxonomy"].iloc[0]) == {}
+        names = store._frame("SELECT level, unit, name, status, reference FROM unit_names", list("lunsr"))
+    assert sorted(names["s"]) == ["named", "unknown"] and names["l"].eq("cluster:cluster").all()
+    assert set(names.loc[names["s"] == "named", "r"]) <= set(remembered["digest"])
+    shutil.rmtree(refs)                                    # the gallery is gone: its vectors come from the cache
+    draw_set(tmp_path / "night2", [1], views=3, seed=40)
+    assert run_cli("-i", tmp_path / "night2", "-o", out, "--add", "-e", fake_backend, "-q") == 0
+    table = read_table(out)
+    colour = colour_of(table["filename"])
+    assert (table.loc[colour == 1, ["ref_name", "ref_status"]].values == ["green moth", "named"]).all()
+    assert (table.loc[colour == 0, "ref_name"] == "red moth").all()
+    assert (table.loc[colour == 2, "ref_status"] == "unknown").all()
+    naming = json.loads((out / "run.json").read_text())["naming"]
+    assert naming["remembered"] and naming["embeddings_computed"] == 0
+
+
+def test_a_version_1_store_is_migrated_for_the_naming_tables(tmp_path):
+    import sqlite3
+
+    from crop_cluster.campaign.store import MIGRATIONS, SCHEMA_VERSION, CampaignStore
+
+    connection = sqlite3.connect(tmp_path / "campaign.sqlite")
+    for statement in MIGRATIONS[0]:
+        connection.execute(statement)
+    connection.execute("INSERT INTO schema_version VALUES (1)")
+    connection.commit()
+    connection.close()
+    with CampaignStore(str(tmp_path)) as store:
+        assert store.name_references().empty
+        assert store._connection.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
