@@ -81,6 +81,8 @@ def _run(options: Options, session, started: float, state: Run) -> Result:
     threshold = default_threshold(options, crops.model)
     identified = None
     taxonomy = taxonomy_of(options, crops)
+    if options.species_list and taxonomy is not None:
+        crops = mask_to_species_list(options, crops, taxonomy, state)          # naming/masking.py
     if options.unknown_below is not None:
         from .embed.predictions import split_identified
 
@@ -494,21 +496,36 @@ def settle_campaign(options: Options, session, crops: Crops, clusters, linked_by
 
 # --- names from references -----------------------------------------------------------------------------------------
 
+def naming_embed_settings(options: Options, model: str):
+    """naming.embedding.EmbedSettings: how naming/ embeds references (or reruns a hierarchical model) like the run."""
+    from .embed.resize import cache_variant
+    from .naming.embedding import EmbedSettings
+
+    return EmbedSettings(model, cache_folder(options), cache_variant(options.resize), options.device,
+                         options.batch_size, options.num_workers, options.progress, options.resize)
+
+
+def mask_to_species_list(options: Options, crops: Crops, taxonomy, state: Run) -> Crops:
+    """--species_list with a hierarchical model: its predictions masked to the list, the unmasked ones kept."""
+    from .naming.masking import mask_crops
+
+    with state.stage("species_list"):
+        crops, state.info["species_list"] = mask_crops(crops, taxonomy, options.species_list,
+                                                       naming_embed_settings(options, crops.model))
+    return crops
+
+
 def name_from_references(options: Options, session, crops: Crops, clusters, settled, labels, threshold: float,
                          state: Run):
     """--reference (with --add and none given: the references the campaign remembers): naming.run.Named, the
     ref_* columns of clusters.csv, the metrics block and the store's rows; None when the run names nothing."""
-    from .embed.resize import cache_variant
-    from .naming.embedding import EmbedSettings
     from .naming.run import name_campaign
 
     if not options.reference and not options.add:
         return None
     with state.stage("naming"):
         named = name_campaign(options.reference, options.species_list, session.store.name_references(),
-                              EmbedSettings(crops.model, cache_folder(options), cache_variant(options.resize),
-                                            options.device, options.batch_size, options.num_workers,
-                                            options.progress, options.resize),
+                              naming_embed_settings(options, crops.model),
                               options.name_level, options.name_threshold, options.name_margin, threshold,
                               crops.embedding, clusters.cluster, crops.individual, settled.group, labels,
                               settled.individual_id[crops.individual], settled.keys)
@@ -553,6 +570,11 @@ def write_outputs(options: Options, crops: Crops, clusters, linked_by, meta, set
             table = pd.concat([table, results.identified_table(
                 taxonomy, identified, int(settled.individual_id.max(initial=-1)) + 1, options.unknown_level,
                 identified_meta.frame)], ignore_index=True)
+        if options.species_list and taxonomy is not None:             # naming/masking.py: the unmasked predictions
+            from .naming.masking import unmasked_columns
+
+            table = pd.concat([table, unmasked_columns(taxonomy, np.concatenate(
+                [crops.predictions] + ([identified.predictions] if identified is not None else [])))], axis=1)
         results.write_tables(options.out_folder, table, state.skipped, filenames, embedding, crops.model,
                              options.save_embs)
         if options.gen_cluster_dirs:

@@ -481,3 +481,32 @@ def test_a_version_1_store_is_migrated_for_the_naming_tables(tmp_path):
     with CampaignStore(str(tmp_path)) as store:
         assert store.name_references().empty
         assert store._connection.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_a_species_list_masks_a_hierarchical_models_predictions_and_keeps_the_unmasked(tmp_path):
+    from test_hierarchical import export, solid
+
+    model = export(tmp_path / "model", sharpness=12.0)
+    for k in range(3):
+        solid(tmp_path / "crops" / f"red_{k}.png", (255, 0, 0), k)
+        solid(tmp_path / "crops" / f"blue_{k}.png", (0, 0, 255), 20 + k)
+    (tmp_path / "list.txt").write_text("Agrotis segetum\nNoctua pronuba\n")       # no Agrotis ipsilon here
+    out = tmp_path / "out"
+    args = ["-i", tmp_path / "crops", "-o", out, "-e", "hierarchical", "-fp", model, "-th", "0.98",
+            "--species_list", tmp_path / "list.txt", "-q"]
+    assert run_cli(*args) == 0
+    table = read_table(out)
+    red = table["filename"].str.contains("red_")
+    assert (table.loc[red, "pred_species"] == "Agrotis segetum").all()
+    assert (table.loc[red, "unmasked_pred_species"] == "Agrotis ipsilon").all()
+    assert (table.loc[red, "pred_genus"] == "Agrotis").all()
+    assert table.loc[red, "prob_species"].between(0, 1).all() and (table.loc[red, "prob_genus"] > 0.9).all()
+    assert (table.loc[~red, ["pred_species", "unmasked_pred_species"]] == "Noctua pronuba").all().all()
+    assert table.loc[red, "cluster_name"].str.startswith("Agrotis sp.").all()    # segetum is not sure enough
+    info = json.loads((out / "run.json").read_text())["species_list"]
+    assert (info["classes"], info["classes_on_list"], info["crops_changed"]) == (4, 2, 3)
+    assert info["probabilities_computed"] == 6
+    assert run_cli(*args) == 0                                            # again: the probabilities are cached
+    assert json.loads((out / "run.json").read_text())["species_list"]["probabilities_computed"] == 0
+    (tmp_path / "none.txt").write_text("Biston betularia\n")
+    assert run_cli(*args[:-3], "--species_list", tmp_path / "none.txt", "-q") == 2
