@@ -14,6 +14,7 @@ decisions in its campaign store) become references. Modules, one job each:
 - taxonomy.py     the common ancestor of names whose scores are too close to choose (`Noctuidae sp.`)
 - units.py        what is named at each level: cluster centroids (and unclustered individuals), individuals, crops
 - evaluate.py     open-set quality against true labels: AUROC known vs unknown, precision, coverage, a sweep
+- masking.py      --species_list with -e hierarchical: the predictions masked to the list, the unmasked kept
 - run.py          the entry the pipeline calls with plain values: the ref_* columns of clusters.csv
 
 This module holds only what the command line needs without importing NumPy (so `cluster.py -h` stays instant).

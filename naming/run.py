@@ -200,13 +200,16 @@ def name_run(references: References, vectors: np.ndarray, embedding: np.ndarray,
 def _unit_groups(group: Sequence[str], unit: np.ndarray, n_units: int) -> np.ndarray:
     """object (U,): the reviewer's name of each unit (its first crop's group; '' when none or only a placeholder of
     a verified, unnamed group such as 'cluster 7')."""
-    human = np.full(n_units, "", dtype=object)
-    first = np.full(n_units, -1, dtype=np.int64)
-    first[unit[::-1]] = np.arange(unit.size - 1, -1, -1)
-    for u, row in enumerate(first.tolist()):
-        value = str(group[row]) if row >= 0 and group[row] is not None else ""
-        human[u] = "" if value in ("", "-1", "nan") or PLACEHOLDER.match(value) else value
-    return human
+    human = _first_of_unit(np.asarray(["" if g is None else str(g) for g in group], dtype=object), unit, n_units)
+    return np.asarray(["" if value in ("", "-1", "nan") or PLACEHOLDER.match(value) else value for value in human],
+                      dtype=object)
+
+
+def _first_of_unit(values: np.ndarray, unit: np.ndarray, n_units: int) -> np.ndarray:
+    """object (U,): values (n,) at each unit's first row ('' for a unit without rows)."""
+    first = np.full(n_units, "", dtype=object)
+    first[unit[::-1]] = values[::-1]                 # repeated indices: the last assignment, the first row, wins
+    return first
 
 
 def _with_reviews(status: np.ndarray, name: np.ndarray, rank: np.ndarray, human: np.ndarray, taxonomy) -> np.ndarray:
@@ -224,10 +227,7 @@ def _with_reviews(status: np.ndarray, name: np.ndarray, rank: np.ndarray, human:
 def _unit_keys(unit: np.ndarray, n_units: int, unit_keys: Optional[Sequence[str]]) -> List[str]:
     if unit_keys is None:
         return [str(u) for u in range(n_units)]
-    keys = [""] * n_units
-    for row in range(unit.size - 1, -1, -1):
-        keys[unit[row]] = str(unit_keys[row])
-    return keys
+    return _first_of_unit(np.asarray([str(k) for k in unit_keys], dtype=object), unit, n_units).tolist()
 
 
 def reference_rows(references: References) -> pd.DataFrame:

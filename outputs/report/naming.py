@@ -40,7 +40,8 @@ def add_suggestions(blocks: List[Dict], table: pd.DataFrame, reps: np.ndarray, r
         if os.path.isdir(evidence_folder):
             make_thumbnails([], evidence_folder)                  # an earlier run's evidence, stale now
         return 0
-    text = {name: table[name].fillna("").astype(str).to_numpy() for name in COLUMNS if name in table.columns}
+    text = {name: table[name].astype(object).where(table[name].notna(), "").astype(str).to_numpy()
+            for name in COLUMNS if name in table.columns}
     chosen = []
     for block in blocks:
         if block["id"] < 0 or not block["members"]:
