@@ -9,6 +9,7 @@ decided. Modules, one job each:
 - store.py      the SQLite store: schema, migrations, lock, one transaction per run; `read_campaign` (read-only view)
 - lock.py       the run lock: a second run into the same folder waits a bounded time, then stops with a message
 - review.py     review files: crop-keyed `filename,group[,crop,reviewer,time,note]` and the older cluster-keyed one
+- groups.py     a decision's group in one spelling (names NFC, every spelling of -1 an exclusion)
 - decisions.py  latest decision per crop, applied over a partition (pinned named groups, excluded crops)
 - ids.py        stable ids: maximum-overlap matching of a new partition to the stored one, fresh ids for the rest
 - add.py        `--add`: new individuals join existing clusters at the match threshold; the rest cluster afresh

@@ -1,15 +1,22 @@
-"""`--add` on a run's crops: the campaign's stored crops joined to the new ones, new crops linked into campaign
-individuals, and new individuals placed (campaign/link.py, campaign/add.py), all on crop_cluster.crops.Crops.
+"""The crops a run works on: the campaign's current crops and this run's inputs, in an order fixed by content.
 
-Row order of the combined crops: the campaign's stored crops first (individuals 0..n_old-1, one row per stored
-content), then the new crops (their individuals numbered after).
+Every run computes its answer over the whole current crop set of the campaign: a full run's set is its inputs (the
+update of an empty campaign), `--add` keeps the campaign's current crops and adds the inputs, `--review` alone
+works on the campaign's current crops. So that the answer depends on the set only, never on the order in which
+crops arrived, the stages see the rows sorted by content digest, then by path (`canonical`); clusters.csv lists
+them in the campaign's order (stored crops first, in the order they were first stored, then the inputs in input
+order).
+
+A file read again with another content than the campaign stored for it is a new crop version: the run uses the new
+content, the old one leaves the current set (its decisions stay in the store, keyed by that content) and the log
+says so.
 """
 from __future__ import annotations
 
 import logging
 import os
-import types
-from typing import Dict, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -25,82 +32,65 @@ def shown(path: str) -> str:
     return os.path.relpath(path, here) if path.startswith(os.path.join(here, "")) else path
 
 
-def with_campaign(new: Crops, stored: pd.DataFrame, embedding: np.ndarray, ok: np.ndarray
-                  ) -> Tuple[Crops, int, np.ndarray]:
-    """The stored crops (rows `ok` of `stored`, campaign.store CROP_COLUMNS, whose vectors are `embedding`,
-    float32 (len(ok), d)) followed by the `new` crops. Returns (the crops, n_old: the number of campaign
-    individuals, their stored cluster id int64 (n_old,))."""
-    old = stored.iloc[ok].reset_index(drop=True)
-    if len(old) == 0:                               # a first night added with --add: no campaign yet
-        embedding = np.zeros((0, new.embedding.shape[1]), dtype=np.float32)
-    ids, old_individual = np.unique(old["individual"].to_numpy(np.int64), return_inverse=True)
-    flagged = old["representative"].to_numpy(bool)
-    first = pd.Series(np.arange(len(old))).groupby(old_individual).first().to_numpy().copy()
-    chosen = pd.Series(np.flatnonzero(flagged)).groupby(old_individual[flagged]).first()
-    first[chosen.index.to_numpy()] = chosen.to_numpy()          # the stored representative where there is one
-    representative = np.zeros(len(old), dtype=bool)
-    representative[first] = True
-    n_old = int(ids.size)
-    crops = Crops(filenames=[shown(path) for path in old["path"]] + new.filenames,
-                  embedding=np.concatenate([embedding.astype(np.float32), new.embedding]),
-                  individual=np.concatenate([old_individual.astype(np.int64), new.individual + n_old]),
-                  representative=np.concatenate([representative, new.representative]),
-                  distinct=np.concatenate([np.ones(len(old), dtype=bool), new.distinct]), model=new.model,
-                  digests=old["digest"].tolist() + list(new.digests or [""] * len(new.filenames)))
-    return crops, n_old, old["cluster"].to_numpy(np.int64)[first]
+@dataclass(frozen=True)
+class RunCrops:
+    """The run's crops in canonical order (absolute filenames, individuals = identical contents). shown: the
+    filename clusters.csv shows per row; rank: int64 (n,) each row's position in clusters.csv's order; seen: bool
+    (n,) read from this run's inputs; changed: (path, stored digest, digest now) of files whose content changed."""
+
+    crops: Crops
+    shown: List[str]
+    rank: np.ndarray
+    seen: np.ndarray
+    changed: List[Tuple[str, str, str]]
+
+    @property
+    def order(self) -> np.ndarray:
+        """int64 (n,): the rows in clusters.csv's order."""
+        return np.argsort(self.rank, kind="stable")
+
+    def keep(self, mask: np.ndarray) -> "RunCrops":
+        """The rows where `mask` (bool (n,)) holds, still in canonical order."""
+        return RunCrops(self.crops.keep(mask), [name for name, k in zip(self.shown, mask) if k], self.rank[mask],
+                        self.seen[mask], self.changed)
 
 
-def link_new(crops: Crops, n_old: int, meta, params, thumbnail_cache: Optional[str] = None
-             ) -> Tuple[Crops, List[str], Dict]:
-    """Individuals among the new crops (dedup/link.py with `params`, dedup.individuals.LinkParams; thumbnail_cache:
-    the folder its pixel verification caches in), then tracks from campaign individuals into new ones across the
-    batch boundary. meta: MetadataColumns of all the crops.
-    Returns (the crops, linked_by per row ('' for stored crops), counts for run.json)."""
-    from crop_cluster.campaign.link import link_across
-    from crop_cluster.dedup.link import link_crops
-
-    is_old = crops.individual < n_old
-    new_rows = np.flatnonzero(~is_old)
-    linked_by = [""] * len(crops.filenames)
-    if new_rows.size == 0:
-        return crops, linked_by, {"linked_to_campaign_individuals": 0}
-    sub = crops.keep(~is_old)
-    sub_meta = types.SimpleNamespace(sources=[meta.sources[i] for i in new_rows], seconds=meta.seconds[new_rows],
-                                     boxes=meta.boxes[new_rows])
-    sub, sub_linked, counts = link_crops(sub, sub_meta, params, None, thumbnail_cache)
-    individual, representative = crops.individual.copy(), crops.representative.copy()
-    individual[new_rows], representative[new_rows] = sub.individual + n_old, sub.representative
-    for row, rule in zip(new_rows, sub_linked):
-        linked_by[row] = rule
-    found = link_across(crops.embedding, is_old, individual, crops.filenames, meta.sources, meta.seconds,
-                        meta.boxes, n_old, params.track_max_seconds, params.track_max_distance,
-                        params.track_min_similarity)
-    for j in np.flatnonzero(found.new_to_old >= 0):
-        members = np.flatnonzero(individual == n_old + j)
-        individual[members], representative[members] = found.new_to_old[j], False
-        for row in members:
-            linked_by[row] = linked_by[row] or "track"
-    _, compact = np.unique(individual, return_inverse=True)      # campaign ids 0..n_old-1 stay, new ones close up
-    log.info("--add: %d new individuals continue a campaign individual (tracks across the batch boundary)",
-             found.links)
-    return (crops.with_individuals(compact.astype(np.int64), representative), linked_by,
-            {**counts, "linked_to_campaign_individuals": found.links})
+def kept_stored(files: pd.DataFrame, inputs: Sequence[str], digests: Sequence[str]
+                ) -> Tuple[pd.DataFrame, List[Tuple[str, str, str]]]:
+    """The campaign's current files (DataFrame path (absolute), digest) that this run's inputs do not read again,
+    and the (path, stored digest, digest now) of input files whose content changed since the campaign stored them.
+    inputs: the run's input files (absolute), digests: their contents."""
+    given = dict(zip(inputs, digests))
+    again = files["path"].isin(list(given)).to_numpy()
+    changed = [(path, old, given[path]) for path, old in zip(files["path"][again], files["digest"][again])
+               if given[path] and given[path] != old]
+    return files[~again].reset_index(drop=True), changed
 
 
-def place_new(crops: Crops, n_old: int, old_label: np.ndarray, threshold: float, match_threshold: float,
-              reviewed, device: str = "cpu"):
-    """Cluster label per individual (int64 (I,)): campaign individuals keep their cluster, new ones join one at
-    `match_threshold` or are clustered among themselves (campaign/add.py). Returns (labels, campaign.add.AddResult,
-    conflict details with the file name of each conflicting crop)."""
-    from crop_cluster.campaign.add import add_to_campaign
+def canonical(filenames: Sequence[str], digests: Sequence[str], embedding: np.ndarray, model: str,
+              predictions: Optional[np.ndarray], shown_names: Sequence[str], rank: np.ndarray,
+              seen: np.ndarray, changed: List[Tuple[str, str, str]]) -> RunCrops:
+    """Sort the rows by (digest, path) and group identical contents (one individual, the first row of each content
+    its representative and the row the stages embed). Per row (n,): filenames absolute, digests (never ''),
+    embedding float32 (n, d), predictions float32 (n, 2L) or None, shown_names, rank: int64 output position, seen.
+    A row without a digest ('': its file could not be read) is a content of its own."""
+    n = len(filenames)
+    keys = np.asarray([d or "path:" + f for d, f in zip(digests, filenames)], dtype=object)   # unknown: its own
+    order = np.lexsort((np.asarray(filenames, dtype=object), keys)) if n else np.zeros(0, np.int64)
+    sorted_digests = [digests[k] for k in order.tolist()]
+    first = np.r_[True, keys[order][1:] != keys[order][:-1]] if n else np.zeros(0, dtype=bool)
+    individual = np.cumsum(first) - 1
+    crops = Crops(filenames=[filenames[k] for k in order.tolist()], embedding=embedding[order],
+                  individual=individual.astype(np.int64), representative=first.copy(), distinct=first.copy(),
+                  model=model, predictions=None if predictions is None else predictions[order],
+                  digests=sorted_digests)
+    return RunCrops(crops, [shown_names[k] for k in order.tolist()], np.asarray(rank, dtype=np.int64)[order],
+                    np.asarray(seen, dtype=bool)[order], changed)
 
-    old_rows = np.flatnonzero(crops.distinct & (crops.individual < n_old))
-    new_rows = np.flatnonzero(crops.distinct & (crops.individual >= n_old))
-    result = add_to_campaign(crops.embedding[old_rows], crops.individual[old_rows], old_label,
-                             crops.embedding[new_rows], crops.individual[new_rows] - n_old, threshold,
-                             match_threshold, set(reviewed), device)
-    details = []
-    for conflict in result.conflicts:
-        row = new_rows[np.flatnonzero(crops.individual[new_rows] - n_old == conflict["individual"])[0]]
-        details.append({**conflict, "filename": crops.filenames[row]})
-    return result.label, result, details
+
+def report_changed(changed: List[Tuple[str, str, str]]) -> None:
+    """Say which files now hold another content than the campaign stored for them."""
+    if changed:
+        log.warning("%d input files changed content since the campaign stored them (e.g. %s): each is a new crop "
+                    "version; the old content leaves the current crops (its decisions stay in the store)",
+                    len(changed), shown(changed[0][0]))

@@ -9,17 +9,21 @@ the crops whose decisions disagree. `apply_decisions` then changes the algorithm
    them, two names inside one cluster split it;
 4. an unnamed individual in an algorithm cluster that holds named ones joins the name whose named members there
    have the closest centroid (all of them when the cluster holds one name), so a reviewed group keeps the new
-   material the algorithm puts with it; unnamed clusters stay as the algorithm made them.
+   material the algorithm puts with it; with a match threshold S, only when its best cosine to that name's members
+   there reaches S (the others stay together as an unnamed cluster); unnamed clusters stay as the algorithm made
+   them. An algorithm cluster that holds two or more names and unnamed individuals is a *bridge*: new material
+   links reviewed groups, which are kept apart (each unnamed individual goes to the closer name) and reported.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
 
 from crop_cluster.campaign import EXCLUDED
+from crop_cluster.campaign.groups import group_value
 
 
 @dataclass(frozen=True)
@@ -36,10 +40,12 @@ class Latest:
 
 def latest_decisions(decisions: pd.DataFrame) -> Latest:
     """decisions: DataFrame with digest, group, time (ISO, UTC) and optionally reviewer, oldest recorded first
-    (campaign.store order)."""
+    (campaign.store order). Groups are read in one spelling (campaign.groups: a store written before that
+    keeps -1.0 or −1 as exclusions too)."""
     if decisions.empty:
         return Latest({}, {})
-    frame = decisions.assign(order=np.arange(len(decisions))).sort_values(["time", "order"], kind="stable")
+    frame = decisions.assign(order=np.arange(len(decisions)), group=decisions["group"].map(group_value))
+    frame = frame.sort_values(["time", "order"], kind="stable")
     last = frame.drop_duplicates("digest", keep="last")
     disagreements = [(digest, list(dict.fromkeys(groups))) for digest, groups in
                      frame.groupby("digest", sort=False)["group"] if groups.nunique() > 1]
@@ -55,7 +61,7 @@ class Applied:
     individual: int64 (n,) per row, 0..I'-1 (the first I as given, split-off crops appended); representative:
     bool (n,); label: int64 (I',) group label per individual (an algorithm label, or a named group's label
     >= first_named_label), -1 not clustered; names: label -> group name for the named groups; excluded: bool (n,);
-    counts: for run.json.
+    counts: for run.json; bridges: per bridge (rule 4) its names, their labels and the unnamed individuals in it.
     """
 
     individual: np.ndarray
@@ -64,14 +70,15 @@ class Applied:
     names: Dict[int, str]
     excluded: np.ndarray
     counts: Dict[str, int]
+    bridges: List[Dict] = field(default_factory=list)
 
 
 def apply_decisions(latest: Latest, digests: Sequence[str], individual: np.ndarray, representative: np.ndarray,
-                    label: np.ndarray, embedding: np.ndarray) -> Applied:
+                    label: np.ndarray, embedding: np.ndarray, match_threshold: Optional[float] = None) -> Applied:
     """Apply `latest` over the partition `label` (int64 (I,), any ids, -1 none) of the rows' individuals.
 
     digests: (n,) per row; individual: int64 (n,) 0..I-1; representative: bool (n,); embedding: float32 (n, d)
-    L2-normalised rows (for rule 4).
+    L2-normalised rows (for rule 4); match_threshold: rule 4's gate (None: none).
     """
     n = len(digests)
     individual = np.asarray(individual, dtype=np.int64).copy()
@@ -124,19 +131,32 @@ def apply_decisions(latest: Latest, digests: Sequence[str], individual: np.ndarr
     for ind, name in name_of.items():
         if algorithm[ind] >= 0:
             by_cluster.setdefault(int(algorithm[ind]), {}).setdefault(name, []).append(ind)
+    bridges: List[Dict] = []
+    held_back = 0
     for cluster, parts in by_cluster.items():
         unnamed = [int(i) for i in np.flatnonzero(algorithm == cluster) if int(i) not in name_of]
         if len(parts) > 1:
             split += 1
         if not unnamed:
             continue
-        if len(parts) == 1:
-            final[unnamed] = label_of_name[next(iter(parts))]
-            continue
         part_names = sorted(parts)
-        centroids = np.stack([embedding[reps[parts[name]]].mean(axis=0) for name in part_names])
-        closest = np.argmax(embedding[reps[unnamed]] @ centroids.T, axis=1)
-        final[unnamed] = [label_of_name[part_names[k]] for k in closest]
+        if len(parts) == 1:
+            closest = np.zeros(len(unnamed), dtype=np.int64)
+        else:
+            centroids = np.stack([embedding[reps[parts[name]]].mean(axis=0) for name in part_names])
+            closest = np.argmax(embedding[reps[unnamed]] @ centroids.T, axis=1)
+            bridges.append({"names": part_names, "labels": [label_of_name[name] for name in part_names],
+                            "individuals": unnamed})
+        for ind, k in zip(unnamed, closest.tolist()):
+            members = reps[parts[part_names[k]]]
+            if match_threshold is not None and float((embedding[members] @ embedding[reps[ind]]).max()) < \
+                    match_threshold:
+                held_back += 1                    # stays with the cluster's unnamed rest
+                continue
+            final[ind] = label_of_name[part_names[k]]
     counts = {"excluded_crops": int(excluded.sum()), "named_groups": len(names),
               "clusters_merged_by_name": int(merged_from), "clusters_split_by_names": int(split)}
-    return Applied(individual, representative, final, {v: k for k, v in label_of_name.items()}, excluded, counts)
+    if match_threshold is not None:
+        counts["held_back_by_match_threshold"] = held_back
+    return Applied(individual, representative, final, {v: k for k, v in label_of_name.items()}, excluded, counts,
+                   bridges)

@@ -6,7 +6,8 @@ Crop-keyed (what the report exports; one row per crop):
 absolute path relative to the CSV's folder or the working directory, or a basename unique on both sides); when the
 optional `crop` column holds the file's content digest (BLAKE2b-128 hex, as in the campaign store) it is matched by
 content first, so a review survives moved or renamed files. `group` is a name (the crop belongs to that named
-group) or -1 (the crop is kept out of every cluster); an empty group (a note only) records nothing. `time` is ISO
+group) or -1 (the crop is kept out of every cluster; -1.0, −1, - 1 and the other spellings of campaign/groups.py
+too); an empty group (a note only) records nothing. `time` is ISO
 8601 (default: the file's modification time); a later decision on the same crop wins.
 
 Cluster-keyed (the older export, `cluster,group,note`): accepted for the run that wrote it; each reviewed cluster's
@@ -14,6 +15,7 @@ crops, read from that run's clusters.csv, get the cluster's decision (group -1, 
 """
 from __future__ import annotations
 
+import csv
 import datetime
 import os
 from dataclasses import dataclass
@@ -23,6 +25,8 @@ import numpy as np
 import pandas as pd
 
 from crop_cluster.campaign import CampaignError
+from crop_cluster.campaign.groups import group_value
+from crop_cluster.csv_cells import unescape_frame
 from crop_cluster.campaign.store import DECISION_COLUMNS
 
 FIX = ("export it again from report.html, or write a CSV with the columns filename,group (group = a name, or -1 to "
@@ -42,12 +46,18 @@ class ReviewFile:
 
 
 def _read(path: str) -> pd.DataFrame:
+    from crop_cluster.inputs.table import TableError, header_names, refuse_repeated_columns
+
     try:
+        refuse_repeated_columns(path, header_names(path), fold_case=True)
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except FileNotFoundError:
         raise CampaignError(f"--review {path}: no such file; {FIX}") from None
-    except (OSError, ValueError, pd.errors.ParserError) as error:
+    except TableError as error:
+        raise CampaignError(f"--review {error}") from None
+    except (OSError, ValueError, csv.Error, pd.errors.ParserError) as error:
         raise CampaignError(f"--review {path}: not a readable CSV ({error}); {FIX}") from None
+    frame = unescape_frame(frame)
     frame.columns = [str(c).strip().lower() for c in frame.columns]
     for column in frame.columns:
         frame[column] = frame[column].str.strip()
@@ -93,7 +103,7 @@ def _decisions(path: str, frame: pd.DataFrame, rows: np.ndarray, filenames, dige
 
     times = _checked_times(path, column("time")).replace("", _file_time(path))
     return pd.DataFrame({"digest": [digests[k] for k in rows], "filename": [filenames[k] for k in rows],
-                         "group": column("group").tolist(), "reviewer": column("reviewer").tolist(),
+                         "group": column("group").map(group_value).tolist(), "reviewer": column("reviewer").tolist(),
                          "time": times.tolist(), "note": column("note").tolist(),
                          "source": os.path.abspath(path)})[DECISION_COLUMNS[:-1]]
 
@@ -122,10 +132,13 @@ def _crop_keyed(path: str, frame: pd.DataFrame, filenames, digests) -> ReviewFil
 
 
 def _matched(path, frame, row_of_table, filenames, digests, kind) -> ReviewFile:
+    from crop_cluster.inputs.table import no_match_hint
+
     found = row_of_table >= 0
     if len(frame) and not found.any():
         raise CampaignError(f"--review {path}: none of its {len(frame)} decisions names a crop of this run (matched "
-                            f"0 of {len(frame)}); give the -i folders or the output folder the review was made on")
+                            f"0 of {len(frame)}); {no_match_hint(frame['filename'].tolist())}; give the -i folders "
+                            f"or the output folder the review was made on")
     decisions = _decisions(path, frame[found], row_of_table[found], filenames, digests)
     return ReviewFile(decisions, int(len(frame)), int(found.sum()), kind)
 
@@ -135,7 +148,7 @@ def _cluster_keyed(path: str, frame: pd.DataFrame, filenames, digests, reviewed_
         raise CampaignError(f"--review {path} is keyed by cluster number, which only the run that wrote it knows, "
                             f"and its clusters.csv is not there ({reviewed_table}); export the review again as a "
                             f"crop-keyed file (filename,group)")
-    table = pd.read_csv(reviewed_table, usecols=["filename", "cluster"], dtype={"filename": str})
+    table = unescape_frame(pd.read_csv(reviewed_table, usecols=["filename", "cluster"], dtype={"filename": str}))
     frame = frame[frame["group"] != ""].reset_index(drop=True)
     known = set(table["cluster"].astype(int).tolist()) - {-1}
     pieces, seen = [], set()
@@ -154,8 +167,10 @@ def _cluster_keyed(path: str, frame: pd.DataFrame, filenames, digests, reviewed_
         pieces.append(pd.DataFrame({"filename": members.tolist(), "group": group,
                                     "note": frame["note"].iloc[line - 2] if "note" in frame.columns else ""}))
     crops = pd.concat(pieces, ignore_index=True) if pieces else pd.DataFrame(columns=["filename", "group", "note"])
-    position = {os.path.normpath(name): k for k, name in enumerate(filenames)}
-    row_of_table = np.asarray([position.get(os.path.normpath(name), -1) for name in crops["filename"]],
+    from crop_cluster.inputs.table import nfc
+
+    position = {os.path.normpath(name): k for k, name in enumerate(nfc(filenames))}
+    row_of_table = np.asarray([position.get(os.path.normpath(name), -1) for name in nfc(crops["filename"])],
                               dtype=np.int64)
     review = _matched(path, crops, row_of_table, filenames, digests, "cluster")
     return ReviewFile(review.decisions, int(len(frame)), review.matched, "cluster")

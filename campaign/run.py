@@ -14,8 +14,10 @@
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import os
+import uuid
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
@@ -63,6 +65,36 @@ def _mapped(mapping: Dict[int, int], values: np.ndarray, missing: int = -1) -> n
     return np.where(keys[spot] == values, targets[spot], missing)
 
 
+def merged_clusters(old_cluster: np.ndarray, row_cluster: np.ndarray, issued: int, named: set) -> List[tuple]:
+    """(old id, id now) for every stored unreviewed cluster whose crops all went into another stored cluster this
+    run (single linkage merged them: the larger kept its id). old_cluster, row_cluster: int64 (n,) per row."""
+    merges = []
+    present = set(np.unique(row_cluster[row_cluster >= 0]).tolist())
+    for old in np.unique(old_cluster[old_cluster >= 0]).tolist():
+        if old in present or old in named:
+            continue
+        now = row_cluster[(old_cluster == old) & (row_cluster >= 0)]
+        if now.size and (now == now[0]).all() and now[0] < issued:
+            merges.append((int(old), int(now[0])))
+    return merges
+
+
+def legacy_settings(runs: pd.DataFrame) -> Dict:
+    """The settings of a store written before they were kept (schema 1): those of its latest run's parameters that
+    a run gives (campaign/settings.py SETTINGS; the threshold as that run resolved it), else {}."""
+    from crop_cluster.campaign.settings import SETTINGS
+
+    if not len(runs):
+        return {}
+    parameters = json.loads(runs["parameters"].iloc[-1])
+    parameters["filter"] = parameters.pop("filters", ())
+    defaults = {"filter": [], "no_verify": False, "cluster": "cosine", "max_cluster_size": 0, "linkage": "ward",
+                "pca": 0, "standardize": False, "seed": 0, "taxon_share": 0.8, "embed": "dino"}
+    return {name: parameters[name] for name in SETTINGS
+            if name in parameters and parameters[name] is not None and parameters[name] != defaults.get(name)
+            or name in ("embed", "threshold") and parameters.get(name) is not None}
+
+
 def crop_keys(digests: Sequence[str], filenames: Sequence[str]) -> List[str]:
     """The store key of each row: its content digest, or `path:<absolute path>` for a file that could not be read."""
     return [d if d else "path:" + os.path.abspath(f) for d, f in zip(digests, filenames)]
@@ -74,7 +106,10 @@ class Settled:
     bool, group (name or ''), status ('reviewed', 'unreviewed', 'new'; '' when not clustered), first_run int64.
     Per individual (I,): rep_cluster int64 stable cluster id (-1 none), individual_id int64 stable id.
     keys: the store key per row; counts: for run.json; conflicts etc. are in counts and logged. identifications:
-    filename, group, reviewer, time of every row that carries a human decision (the latest), for Darwin Core."""
+    filename, group, reviewer, time of every row that carries a human decision (the latest), for Darwin Core.
+    merges: (cluster id that stopped, cluster id that holds it now) merged by this run; bridges: reviewed groups
+    that new material links (kept apart); merged_since_review: cluster id -> the ids merged into it since the
+    campaign's last review (this run's merges included)."""
 
     individual: np.ndarray
     representative: np.ndarray
@@ -93,6 +128,9 @@ class Settled:
     seen: np.ndarray
     counts: Dict[str, int] = field(default_factory=dict)
     identifications: Optional[pd.DataFrame] = None
+    merges: List[tuple] = field(default_factory=list)
+    bridges: List[Dict] = field(default_factory=list)
+    merged_since_review: Dict[int, List[int]] = field(default_factory=dict)
 
 
 class CampaignSession:
@@ -112,10 +150,25 @@ class CampaignSession:
             self.run_id = self.store.next_run_id()
             self.stored_crops = self.store.crops(SESSION_COLUMNS)
             self._stored_index = pd.Index(self.stored_crops["digest"])          # unique: the table's key
+            self.files = self.store.files()
+            self.meta = self.store.meta()
+            self.settings = self.store.settings() or legacy_settings(self.store.runs())
         except BaseException:
             self.lock.release()
             raise
+        self.new_settings: Optional[Dict] = None
+        self.new_meta: Dict[str, str] = {"id": self.meta.get("id") or uuid.uuid4().hex[:16]}
         return self
+
+    @property
+    def campaign_id(self) -> str:
+        """The campaign's random key (store meta `id`, also in run.json): the same in every run into the folder."""
+        return self.new_meta["id"]
+
+    def current_files(self) -> pd.DataFrame:
+        """The campaign's current files (path absolute, digest), in the order first stored."""
+        files = self.files[self.files["current"].to_numpy(bool)]
+        return files[["path", "digest"]].reset_index(drop=True)
 
     def __exit__(self, *exc) -> None:
         if self.store is not None:
@@ -161,20 +214,21 @@ class CampaignSession:
     def settle(self, filenames: Sequence[str], digests: Sequence[str], individual: np.ndarray,
                representative: np.ndarray, label: np.ndarray, embedding: np.ndarray, seconds: np.ndarray,
                sites: Optional[Sequence[Optional[str]]] = None, nights: Optional[Sequence[Optional[str]]] = None,
-               seen: Optional[np.ndarray] = None) -> Settled:
+               seen: Optional[np.ndarray] = None, match_threshold: Optional[float] = None) -> Settled:
         """Apply every decision of the campaign over `label` (int64 (I,) per individual), give stable ids.
 
         filenames, digests: (n,) per row; individual int64 (n,) 0..I-1; representative bool (n,); embedding
         float32 (n, d); seconds float64 (n,) NaN unknown; sites, nights: per row or None (nights default to the
         night of each time); seen: bool (n,), the rows read from this run's inputs (None: all; with --add the
-        campaign's other crops are written back only where this run changed them).
+        campaign's other crops are written back only where this run changed them); match_threshold: the similarity
+        an unnamed individual needs to a named group's members to join it (campaign/decisions.py; None: no gate).
         """
         with paused_gc():                       # per-crop lists and dicts only: nothing cyclic to collect
             return self._settle(filenames, digests, individual, representative, label, embedding, seconds, sites,
-                                nights, seen)
+                                nights, seen, match_threshold)
 
     def _settle(self, filenames, digests, individual, representative, label, embedding, seconds, sites, nights,
-                seen) -> Settled:
+                seen, match_threshold) -> Settled:
         keys = crop_keys(digests, filenames)
         latest = latest_decisions(pd.concat([self.store.decisions().drop(columns="run"), self.new_decisions],
                                             ignore_index=True))
@@ -183,7 +237,7 @@ class CampaignSession:
         for key, groups in disagreements[:5]:
             log.warning("decisions disagree on crop %s: %s; the latest (%s) wins", key, " then ".join(groups),
                         groups[-1])
-        applied = apply_decisions(latest, keys, individual, representative, label, embedding)
+        applied = apply_decisions(latest, keys, individual, representative, label, embedding, match_threshold)
         row_label = applied.label[applied.individual]
         named = set(applied.names)
         crops_per_label = pd.Series(row_label[row_label >= 0]).value_counts()
@@ -216,6 +270,20 @@ class CampaignSession:
                   "clusters_kept_id": int(np.intersect1d(row_cluster[row_cluster >= 0],
                                                          old_cluster[old_cluster >= 0]).size),
                   "new_clusters": int(np.unique(row_cluster[row_cluster >= issued]).size)}
+        fresh = (old_individual < 0) & (row_cluster >= 0) & (row_cluster < issued)
+        counts["joined"] = int(np.unique(applied.individual[fresh]).size)    # new individuals in existing clusters
+        merges = merged_clusters(old_cluster, row_cluster, issued, set(names))
+        counts["clusters_merged"] = len(merges)
+        bridges = [{"groups": sorted(cluster_id[lab] for lab in bridge["labels"] if lab in cluster_id),
+                    "names": bridge["names"], "crops": [filenames[k] for k in
+                                                        np.flatnonzero(np.isin(applied.individual,
+                                                                               bridge["individuals"]))[:10]]}
+                   for bridge in applied.bridges]
+        counts["conflicts"] = len(bridges)
+        for bridge in bridges[:5]:
+            log.warning("new material links the reviewed groups %s (%s): they are kept apart, each crop goes to the "
+                        "closer group; review whether they are one (run.json campaign.bridges)",
+                        " and ".join(map(str, bridge["groups"])), ", ".join(bridge["names"]))
         decided = [k for k, key in enumerate(keys) if key in latest.group] if latest.group else []
         identifications = pd.DataFrame({"filename": [filenames[k] for k in decided],
                                         "group": [latest.group[keys[k]] for k in decided],
@@ -227,17 +295,18 @@ class CampaignSession:
                        list(filenames), seconds, list(nights) if nights is not None else nights_of(seconds),
                        list(sites) if sites is not None else [None] * len(keys), names, applied.excluded,
                        np.ones(len(keys), dtype=bool) if seen is None else np.asarray(seen, dtype=bool), counts,
-                       identifications)
+                       identifications, merges, bridges, self._merged_since_review(merges))
 
     def commit(self, settled: Settled, mode: str, parameters: Dict, versions: Dict, counts: Dict,
-               naming=None) -> int:
-        """Write the run to the store in one transaction; returns its run id. naming: the (name_references,
-        unit_names) DataFrames of a run that named from references (naming/run.py), else None."""
+               rank: Optional[np.ndarray] = None, naming=None) -> int:
+        """Write the run to the store in one transaction; returns its run id. rank: int64 (n,) each row's position
+        in the run's clusters.csv (new files are stored in that order; None: row order). naming: the
+        (name_references, unit_names) DataFrames of a run that named from references (naming/run.py), else None."""
         with paused_gc():
-            return self._commit(settled, mode, parameters, versions, counts, naming)
+            return self._commit(settled, mode, parameters, versions, counts, rank, naming)
 
     def _commit(self, settled: Settled, mode: str, parameters: Dict, versions: Dict, counts: Dict,
-                naming=None) -> int:
+                rank: Optional[np.ndarray] = None, naming=None) -> int:
         codes, digests = pd.factorize(pd.Index(settled.keys, dtype=object))      # one row per content, first seen
         first = np.empty(len(digests), dtype=np.int64)
         first[codes[::-1]] = np.arange(codes.size - 1, -1, -1)
@@ -275,5 +344,43 @@ class CampaignSession:
                                  "status": [REVIEWED if int(c) in settled.names else
                                             UNREVIEWED if c < issued else NEW for c in present]})
         record = RunRecord(self.started, now(), mode, parameters, versions, counts, crops, clusters,
-                           self.new_decisions, *(naming if naming is not None else (None, None)))
+                           self.new_decisions, self._file_rows(settled, rank), self.new_settings,
+                           list(settled.merges), self.new_meta, *(naming if naming is not None else (None, None)))
         return self.store.commit_run(record)
+
+    def _merged_since_review(self, merges: List[tuple]) -> Dict[int, List[int]]:
+        """cluster id -> ids merged into it since the last run that recorded decisions (following merge chains)."""
+        decisions = self.store.decisions()
+        last_review = int(pd.to_numeric(decisions["run"]).max()) if len(decisions) else -1
+        stored = self.store.merges()
+        pairs = [(int(a), int(b)) for run, a, b in stored.itertuples(index=False) if run > last_review] + \
+            [(int(a), int(b)) for a, b in merges]
+        into = dict(pairs)
+        result: Dict[int, List[int]] = {}
+        for start in into:
+            end, seen = start, {start}
+            while end in into and into[end] not in seen:
+                end = into[end]
+                seen.add(end)
+            result.setdefault(end, []).append(start)
+        return {key: sorted(value) for key, value in result.items()}
+
+    def _file_rows(self, settled: Settled, rank: Optional[np.ndarray]) -> pd.DataFrame:
+        """The files table rows this run writes, in the order of `rank`: its files that are new, changed, read again
+        or back in the current set (current), and the stored current files it left out (no longer current)."""
+        paths = pd.Index(np.asarray(settled.filenames, dtype=object))
+        stored = self.files.set_index("path")
+        at = stored.index.get_indexer(paths)
+        known = at >= 0
+        digest = np.asarray(settled.keys, dtype=object)
+        same = np.zeros(len(paths), dtype=bool)
+        if known.any():
+            same[known] = (stored["digest"].to_numpy(dtype=object)[at[known]] == digest[known]) & \
+                stored["current"].to_numpy(bool)[at[known]]
+        write = ~same | np.asarray(settled.seen, dtype=bool)
+        if rank is not None:
+            write = np.flatnonzero(write)[np.argsort(np.asarray(rank)[write], kind="stable")]
+        rows = pd.DataFrame({"path": paths[write], "digest": digest[write], "current": True})
+        left = self.files[self.files["current"].to_numpy(bool) & ~self.files["path"].isin(paths).to_numpy()]
+        return pd.concat([rows, pd.DataFrame({"path": left["path"], "digest": left["digest"], "current": False})],
+                         ignore_index=True)

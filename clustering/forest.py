@@ -77,6 +77,99 @@ def spanning_forest(embeddings: np.ndarray, threshold: float, device: str = "cpu
     return forest_from_edges(n, blocks, threshold, max_pending)
 
 
+BOUND_GROUP = 256         # old rows per group of the centroid-radius bound (larger components are split)
+BOUND_SLACK = 1e-4        # float32 rounding of the bound's dot products and arccos
+
+
+def grow_forest(old: Forest, old_nodes: np.ndarray, embeddings: np.ndarray, threshold: float,
+                stats: Optional[Dict] = None) -> Forest:
+    """The maximum spanning forest over every row of `embeddings` at `threshold`, grown from `old`.
+
+    embeddings: float32 (n, d), unit rows; old: the forest over the rows `old_nodes` (int64 (m,), distinct; node k
+    of `old` is row old_nodes[k]) built at old.threshold <= threshold; the other rows are new. Exact: the maximum
+    spanning forest of a graph is that of (its forest's edges + every edge that touches a new row), so only the new
+    rows' edges are computed. Those to old rows are found with a centroid-radius bound over groups of old rows (the
+    components of `old` at `threshold`, components of more than BOUND_GROUP rows split at their weakest links): on
+    the unit sphere angle(x, m) >= angle(x, c) - radius for every member m of a group with unit centroid c, so a
+    group whose bound misses the threshold is skipped without touching its members; lone old rows are scored in
+    tiles (`cross_edges`). stats: receives the counts of the work done.
+    """
+    from crop_cluster.clustering.graph import cross_edges
+    from crop_cluster.clustering.guard import split_oversized
+
+    if threshold < old.threshold:
+        raise ValueError(f"the forest was built at {old.threshold}; it cannot grow at the lower threshold {threshold}")
+    n = embeddings.shape[0]
+    old_nodes = np.asarray(old_nodes, dtype=np.int64)
+    is_old = np.zeros(n, dtype=bool)
+    is_old[old_nodes] = True
+    new = np.flatnonzero(~is_old)
+    keep = old.sims >= threshold
+    parts: List[Edges] = [(old_nodes[old.rows[keep]], old_nodes[old.cols[keep]], old.sims[keep])]
+    counts = {"new_rows": int(new.size), "old_rows": int(old_nodes.size)}
+    if new.size:
+        queries = np.ascontiguousarray(embeddings[new], dtype=np.float32)
+        groups = partition_at(old, threshold)
+        groups, _ = split_oversized(old, groups, threshold, BOUND_GROUP)
+        _, groups, sizes = np.unique(groups, return_inverse=True, return_counts=True)
+        lone = np.flatnonzero(sizes[groups] == 1)
+        q, b, sims = cross_edges(queries, embeddings[old_nodes[lone]], threshold)
+        parts.append((new[q], old_nodes[lone[b]], sims))
+        grouped = _grouped_edges(queries, embeddings, old_nodes, groups, sizes, threshold, counts)
+        parts.append((new[grouped[0]], old_nodes[grouped[1]], grouped[2]))
+        from crop_cluster.clustering.graph import threshold_edges
+
+        for rows, cols, block_sims in threshold_edges(queries, threshold):
+            parts.append((new[rows], new[cols], block_sims))
+        counts.update(lone_old_rows=int(lone.size), groups=int((sizes > 1).sum()))
+    rows, cols, sims = (np.concatenate(column) for column in zip(*parts))
+    low, high = np.minimum(rows, cols), np.maximum(rows, cols)
+    counts["edges"] = int(sims.size) - int(keep.sum())
+    rows, cols, sims = _maximum_spanning_forest(n, low, high, sims)
+    order = np.lexsort((cols, rows, -sims))
+    if stats is not None:
+        stats.update(counts)
+    return Forest(n, rows[order], cols[order], sims[order], float(threshold))
+
+
+def _grouped_edges(queries: np.ndarray, embeddings: np.ndarray, old_nodes: np.ndarray, groups: np.ndarray,
+                   sizes: np.ndarray, threshold: float, counts: Dict) -> Edges:
+    """(query index, old node index, sim) of every pair >= threshold between the queries and the old rows of groups
+    of two or more (grow_forest's bound); groups: int64 (m,) group 0..G-1 of each old node, sizes (G,)."""
+    members = np.flatnonzero(sizes[groups] > 1)
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+    if not members.size:
+        return empty
+    order = members[np.argsort(groups[members], kind="stable")]
+    labels = groups[order]
+    starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
+    ends = np.r_[starts[1:], labels.size]
+    vectors = np.ascontiguousarray(embeddings[old_nodes[order]], dtype=np.float32)    # grouped old rows
+    centroids = np.add.reduceat(vectors, starts, axis=0)
+    centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    member_cos = np.einsum("ij,ij->i", vectors, np.repeat(centroids, ends - starts, axis=0))
+    radius = np.arccos(np.clip(np.minimum.reduceat(member_cos, starts), -1.0, 1.0))
+    floor = (np.cos(np.minimum(np.pi, radius + np.arccos(np.clip(threshold, -1.0, 1.0)))) - BOUND_SLACK)
+    found = [empty]
+    scored = 0
+    for begin in range(0, queries.shape[0], 4096):
+        block = queries[begin:begin + 4096]
+        reach = block @ centroids.T >= floor[None, :].astype(np.float32)
+        query_rows, group_ids = np.nonzero(reach)
+        by_group = np.argsort(group_ids, kind="stable")
+        query_rows, group_ids = query_rows[by_group], group_ids[by_group]
+        bounds = np.flatnonzero(np.r_[True, np.diff(group_ids) != 0, True]) if group_ids.size else np.zeros(1, int)
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            k = int(group_ids[lo])
+            sims = block[query_rows[lo:hi]] @ vectors[starts[k]:ends[k]].T
+            scored += sims.size
+            qi, mi = np.nonzero(sims >= threshold)
+            if qi.size:
+                found.append((begin + query_rows[lo:hi][qi], order[starts[k] + mi], sims[qi, mi]))
+    counts["member_products"] = int(scored)
+    return tuple(np.concatenate(column) for column in zip(*found))
+
+
 def _counted(blocks: Iterable[Edges], stats: Dict) -> Iterator[Edges]:
     """Pass edge blocks through, counting the edges into stats['edges']."""
     stats["edges"] = 0

@@ -11,12 +11,14 @@ fp16: u = 2^-11 -> 0.0015 <= 0.01). On the CPU the tiles are scanned by compiled
 by torch ops, and `torch_forest_edges` keeps the edges on the GPU and folds them there into a maximum spanning forest
 (Boruvka), so only the forest (at most N - 1 edges) reaches the host. On CUDA with the `triton` package the fp16
 candidates come from one fused kernel instead (product, threshold and compaction, clustering.triton_graph), then are
-re-scored in float32 as above; without triton (or CUDA) the torch ops do it. Memory is bounded by one tile whatever N:
+re-scored in float32 as above; without triton (or CUDA), or when the kernel fails its first-use check against the
+torch tiles (clustering/kernel_check.py), the torch ops do it. Memory is bounded by one tile whatever N:
 never an N x N matrix.
 """
 from __future__ import annotations
 
 import contextlib
+import sys
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -62,6 +64,46 @@ def cpu_has_fast_bf16() -> bool:
     except OSError:
         pass
     return False
+
+
+def bf16_pays(products: int) -> bool:
+    """True when a CPU similarity product of `products` scores should run in bf16: the CPU multiplies bf16 natively,
+    and torch is loaded already or the product is as large as the graph's at BF16_MIN_ROWS rows (where the saving
+    outweighs importing torch)."""
+    return cpu_has_fast_bf16() and ("torch" in sys.modules or products >= BF16_MIN_ROWS * BF16_MIN_ROWS // 2)
+
+
+def cross_edges(queries: np.ndarray, base: np.ndarray, threshold: float) -> Edges:
+    """Every pair (query i, base row j) with float32 cosine >= threshold, on the CPU: (i int64, j int64, sims
+    float32). queries: float32 (q, d), base: float32 (b, d), unit rows. Tiles of CPU_TILE scores, bf16 first with
+    the proven margin when `bf16_pays` (candidates re-scored in float32, as `threshold_edges` does)."""
+    from crop_cluster.clustering.scan import bf16_floor_key, scan_bf16_tile, scan_float32_tile
+
+    q32 = np.ascontiguousarray(queries, dtype=np.float32)
+    b32 = np.ascontiguousarray(base, dtype=np.float32)
+    low_precision = q32.shape[0] and b32.shape[0] and bf16_pays(q32.shape[0] * b32.shape[0])
+    if low_precision:
+        import torch
+
+        fast_q, fast_b = (torch.from_numpy(x).to(torch.bfloat16) for x in (q32, b32))
+        floor_key = bf16_floor_key(threshold - MARGIN["bfloat16"])
+    found = []
+    rows_per_tile, cols_per_tile = CPU_TILE
+    for q0 in range(0, q32.shape[0], rows_per_tile):
+        q1 = min(q0 + rows_per_tile, q32.shape[0])
+        for b0 in range(0, b32.shape[0], cols_per_tile):
+            b1 = min(b0 + cols_per_tile, b32.shape[0])
+            if low_precision:       # c0 = q1: every column lies "above the diagonal", so all pairs are scanned
+                with torch.inference_mode():
+                    bits = (fast_q[q0:q1] @ fast_b[b0:b1].T).view(torch.int16).numpy()
+                rows, cols, sims, _ = scan_bf16_tile(bits, q32[q0:q1], b32[b0:b1], floor_key, threshold, q0, q1)
+            else:
+                rows, cols, sims = scan_float32_tile(q32[q0:q1] @ b32[b0:b1].T, threshold, q0, q1)
+            if rows.size:
+                found.append((rows, cols - q1 + b0, sims))
+    if not found:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    return tuple(np.concatenate(column) for column in zip(*found))
 
 
 def plan_graph(n: int, d: int, device: str = "cpu", precision: str = "auto") -> GraphPlan:
@@ -117,7 +159,8 @@ KERNELS = ("auto", "torch", "triton")
 
 def graph_kernel(device: str, precision: str = "auto", kernel: str = "auto") -> str:
     """'triton' or 'torch': what scores the tiles of a torch-device graph. auto: triton on CUDA when the package is
-    installed and the precision is fp16 (auto or float16), else torch. 'triton' when it cannot run: ValueError."""
+    installed, the precision is fp16 (auto or float16) and the kernel passed its first-use check on that device
+    (clustering/kernel_check.py), else torch. 'triton' (asked for by name) when it cannot run: ValueError."""
     from crop_cluster.clustering.triton_graph import interpreting, triton_usable
 
     if kernel not in KERNELS:
@@ -129,7 +172,9 @@ def graph_kernel(device: str, precision: str = "auto", kernel: str = "auto") -> 
                              f"float16 tiles; got device {device}, precision {precision}")
         return "triton"
     if kernel == "auto" and fp16 and device.startswith("cuda") and not interpreting() and triton_usable(device):
-        return "triton"
+        from crop_cluster.clustering.kernel_check import fused_kernel_checked
+
+        return "triton" if fused_kernel_checked(device) else "torch"      # checked on first use, else torch tiles
     return "torch"
 
 

@@ -7,7 +7,9 @@ unusable input, 1 unexpected error, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -15,7 +17,7 @@ from .clustering import ALGORITHMS       # registries only: these imports are li
 from .dedup import BACKEND_DEFAULTS as LINK_DEFAULTS, TRACK_MAX_DISTANCE, TRACK_MAX_SECONDS
 from .embed import BACKENDS
 from .engines import ENGINES
-from .errors import CropClusterError
+from .errors import CropClusterError, describe_os_error
 from .naming import BACKEND_DEFAULTS as NAMING_DEFAULTS, LEVELS as NAME_LEVELS
 from .options import Options
 
@@ -120,8 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="add the -i crops to the campaign in -o: only new crops are embedded; they join existing clusters "
              "(ids and names kept) or form new ones (docs/campaigns.md)")
     add("--match_threshold", "--match-threshold", type=float, metavar="S",
-        help="with --add: cosine similarity a new crop needs to an existing cluster's members to join it (default: "
-             "the clustering threshold)")
+        help="cosine similarity an unreviewed individual needs to a reviewed group's members to join that group "
+             "(default: off, it joins when single linkage puts it in the group's cluster); a campaign setting")
+    add("--re_embed", "--re-embed", action="store_true",
+        help="let a campaign change its model (-e/-fp/--resize): every crop is embedded again with the new one "
+             "(review decisions are kept); without it such a change is refused")
     add("--sweep", metavar="START:STOP:STEP",
         help="also score every threshold START, START+STEP, ..., STOP from one similarity graph: writes sweep.csv, "
              "sweep.png and a recommended threshold in run.json, e.g. 0.70:0.95:0.01")
@@ -202,9 +207,10 @@ def options_from_args(args: argparse.Namespace, argv: Sequence[str]) -> Options:
     """Options from parsed arguments: the flags given (every flag's destination is the Options field of the same
     name; the defaults live in Options alone); raises OptionsError for combinations that cannot work."""
     given = {name: value for name, value in vars(args).items() if name not in ("quiet", "verbose")}
+    typed = tuple(given)
     for name in ("inputs", "filter", "reference"):
         given[name] = tuple(given.get(name, ()))
-    return Options(progress=not getattr(args, "quiet", False), command=tuple(argv), **given)
+    return Options(progress=not getattr(args, "quiet", False), command=tuple(argv), given=typed, **given)
 
 
 def run(options: Options) -> None:
@@ -238,9 +244,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if isinstance(error, CropClusterError):
             log.error("%s", error)
             return 2
-        if isinstance(error, OSError) and error.filename:
-            log.error("cannot use %s: %s; check the path, its permissions and the free disk space",
-                      error.filename, error.strerror or error)
+        if isinstance(error, OSError) and (error.filename or error.errno in (errno.ENOSPC, errno.EDQUOT)):
+            log.error("%s", describe_os_error(error, error.filename or os.path.abspath(args.out_folder),
+                                              writing=not error.filename))
             return 2
         log.error("unexpected error: %s: %s (run with -v for the traceback; please report it)",
                   type(error).__name__, error)

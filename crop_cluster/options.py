@@ -71,13 +71,15 @@ class Options:
     ray_address: Optional[str] = None            # None: RAY_ADDRESS, else a local Ray
     shared_dir: Optional[str] = None             # None: OUT/ray_shared
     add: bool = False                            # add the inputs to the campaign in out_folder (campaign/)
-    match_threshold: Optional[float] = None      # --add: similarity to join an existing cluster; None = threshold
+    match_threshold: Optional[float] = None      # similarity to a reviewed group's members to join it; None = off
+    re_embed: bool = False                       # a campaign may change its model: every crop embedded again
     reference: Tuple[str, ...] = ()              # named reference galleries / reviewed output folders (naming/)
     species_list: Optional[str] = None           # the taxa that may occur: restricts references and predictions
     name_threshold: Optional[float] = None       # cosine a unit's best prototype needs; None = backend default
     name_margin: Optional[float] = None          # by how much it must beat the second name; None = backend default
     name_level: Optional[str] = None             # what one name is decided for; None = cluster
     command: Tuple[str, ...] = field(default=(), compare=False)
+    given: Tuple[str, ...] = field(default=(), compare=False)    # the options the user typed (campaign/settings.py)
 
     def __post_init__(self) -> None:
         self._normalise()
@@ -136,17 +138,14 @@ class Options:
                                f"and write (created if needed)")
 
     def _normalise(self) -> None:
-        """One string where a sequence is expected becomes a 1-tuple; -kp implies -gs; --review without -i or
-        --embeddings reviews the run in the output folder (its embeddings.pkl: nothing is embedded again)."""
-        for name in ("inputs", "filter", "command", "reference"):
+        """One string where a sequence is expected becomes a 1-tuple; -kp implies -gs."""
+        for name in ("inputs", "filter", "command", "given", "reference"):
             value = getattr(self, name)
             object.__setattr__(self, name, (str(value),) if isinstance(value, (str, os.PathLike)) else
                                tuple(str(v) for v in value))
         object.__setattr__(self, "out_folder", str(self.out_folder))
         if self.dedup:
             object.__setattr__(self, "gen_cluster_dirs", True)
-        if self.review and not self.embeddings and not self.inputs:
-            object.__setattr__(self, "embeddings", os.path.join(self.out_folder, "embeddings.pkl"))
 
     def _check_individual_options(self) -> None:
         """Ranges of the linking flags, flags that need timestamps or boxes, and --filter syntax."""
@@ -179,21 +178,14 @@ class Options:
             parse_filter(expression)
 
     def _check_campaign_options(self) -> None:
-        """--add needs new inputs, embeds them itself and joins by cosine; --match_threshold belongs to --add."""
+        """--add needs new inputs and embeds them itself; ranges of the campaign flags."""
         checks = [
             (self.add and not self.inputs, "--add adds the -i inputs to the campaign in -o; give -i NEW_CROPS"),
             (self.add and self.embeddings is not None,
              "--add embeds only the new crops itself (cached crops are reused); drop --embeddings"),
             (self.add and self.embed == "hierarchical",
              "--add does not carry -e hierarchical's per-level predictions yet; run the campaign with dino or lite0"),
-            (self.add and self.cluster != "cosine",
-             f"--add joins new crops to clusters by cosine similarity; use it with -c cosine, not -c {self.cluster}"),
             (self.add and self.unknown_below is not None, "--add clusters every crop; drop --unknown_below"),
-            (self.add and self.sweep is not None,
-             "--sweep scores thresholds over a whole clustering; run it without --add (e.g. --embeddings "
-             "OUT/embeddings.pkl -o OTHER --sweep ...)"),
-            (self.match_threshold is not None and not self.add,
-             "--match_threshold is the similarity a new crop needs to join an existing cluster; use it with --add"),
             (self.match_threshold is not None and not -1.0 <= self.match_threshold <= 1.0,
              f"--match_threshold {self.match_threshold}: a cosine similarity lies in [-1, 1]"),
         ]
@@ -295,11 +287,11 @@ class Options:
 
 def options_from(inputs: Any, out_folder: str, given: Dict[str, Any]) -> Options:
     """Options from the API's arguments; an unknown keyword raises OptionsError naming it and the closest names."""
-    names = [f.name for f in fields(Options) if f.name not in ("inputs", "out_folder", "command")]
+    names = [f.name for f in fields(Options) if f.name not in ("inputs", "out_folder", "command", "given")]
     unknown = sorted(set(given) - set(names))
     if unknown:
         hint = difflib.get_close_matches(unknown[0], names, n=3)
         raise OptionsError(f"unknown option '{unknown[0]}'" + (f"; did you mean {', '.join(hint)}?" if hint else "")
                            + " (options are the command line's long flags, underscored: see the README's usage "
                              "table)")
-    return Options(out_folder=out_folder, inputs=() if inputs is None else inputs, **given)
+    return Options(out_folder=out_folder, inputs=() if inputs is None else inputs, given=tuple(given), **given)

@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .crops import Crops
 from .errors import OptionsError
+from .gather import cache_folder, embedding_cache, engine_of, gather, model_path_of, run_mode
 from .options import Options
 
 log = logging.getLogger("crop-cluster")
@@ -54,13 +55,18 @@ class Run:
             self.seconds[name] = round(time.perf_counter() - start, 3)
 
 
+
 def run(options: Options) -> Result:
     """Run every stage and write the output folder; returns the table, the embeddings and run.json's content.
-    The folder's campaign store (campaign/) is locked for the whole run and written last, in one transaction."""
+    The folder's campaign store (campaign/) is locked for the whole run; the outputs are staged and put in place
+    just after the store's commit (one transaction), so a run that fails leaves the previous ones and the store."""
     from .campaign.run import CampaignSession
+    from .outputs.atomic import remove_leftovers
 
     started = time.perf_counter()
     state = Run()
+    from .fallbacks import taken as fallbacks_taken
+    fallbacks_taken()           # forget an earlier run's fallbacks (crop_cluster/fallbacks.py; the checks stay done)
     os.makedirs(options.out_folder, exist_ok=True)
     if options.embed == "hierarchical" and not options.embeddings:
         from .embed.predictions import check_model
@@ -72,183 +78,81 @@ def run(options: Options) -> Result:
 
         require_ray()
     with CampaignSession(options.out_folder) as session:
+        remove_leftovers(options.out_folder)                 # a killed run's staged outputs (under the lock)
         return _run(options, session, started, state)
 
 
 def _run(options: Options, session, started: float, state: Run) -> Result:
-    crops, n_inputs = read_crops(options, state)
-    seen = {"inputs": n_inputs, "embedded": int(crops.distinct.sum()) if not options.embeddings else 0}
+    from .outputs.atomic import staged_outputs
+
+    options, settings = campaign_settings(options, session, state)
+    mode = run_mode(options)
+    run_crops, n_inputs, options = gather(options, session, mode, state)
+    crops = run_crops.crops
+    seen = {"inputs": n_inputs, "embedded": state.info.pop("embedded", 0)}
     threshold = default_threshold(options, crops.model)
     identified = None
     taxonomy = taxonomy_of(options, crops)
     if options.species_list and taxonomy is not None:
-        crops = mask_to_species_list(options, crops, taxonomy, state)          # naming/masking.py
+        run_crops = mask_to_species_list(options, run_crops, taxonomy, state)  # naming/masking.py
+        crops = run_crops.crops
     if options.unknown_below is not None:
-        from .embed.predictions import split_identified
+        from .embed.predictions import identified_rows
 
-        crops, identified, state.info["identified"] = split_identified(crops, taxonomy, options.unknown_below,
-                                                                       options.unknown_level)
-    if options.add:
-        with state.stage("campaign_crops"):
-            crops, n_old, old_label, read_now = campaign_crops(options, session, crops, state)
+        known, state.info["identified"] = identified_rows(crops, taxonomy, options.unknown_below,
+                                                         options.unknown_level)
+        identified, run_crops = run_crops.keep(known), run_crops.keep(~known)
+        crops = run_crops.crops
     with state.stage("metadata"):
         meta, labels = metadata(options, crops.filenames, state, taxonomy)
-    if options.add:
-        with state.stage("individuals"):
-            crops, linked_by = add_individuals(options, crops, n_old, meta, threshold, state)
-        with state.stage("cluster"):
-            clusters = add_clusters(options, session, crops, n_old, old_label, threshold, state)
-    else:
-        with state.stage("graph"):
-            forest = shared_forest(options, crops, threshold, state)
-        with state.stage("individuals"):
-            crops, linked_by = individuals(options, crops, meta, threshold, forest, state)
-        with state.stage("cluster"):
-            clusters = clustering(options, crops, threshold, forest)
+    with state.stage("graph"):
+        forest = campaign_forest(options, session, crops, threshold, state)
+    with state.stage("individuals"):
+        crops, linked_by = individuals(options, crops, meta, threshold, forest, state)
+    with state.stage("cluster"):
+        clusters = clustering(options, crops, threshold, forest, mode)
     with state.stage("campaign"):
         crops, clusters, linked_by, settled = settle_campaign(options, session, crops, clusters, linked_by, meta, state,
-                                                              read_now if options.add else None)
-    state.info["campaign"]["key"] = session.campaign_key(settled.keys)
+                                                              run_crops.seen)
+    state.info["campaign"].update(key=session.campaign_key(settled.keys), id=session.campaign_id)
+    state.info["settings"] = settings.manifest()
+    session.new_settings = settings.stored
     named = name_from_references(options, session, crops, clusters, settled, labels, threshold, state)
-    table, embedding = write_outputs(options, crops, clusters, linked_by, meta, settled, taxonomy, identified,
-                                     threshold, state, named)
-    manifest = write_manifest(options, crops, clusters, table, labels, identified, threshold, seen, state, started,
-                              settled, session.run_id, named)
-    from .outputs.manifest import versions
+    with staged_outputs(options.out_folder):
+        table, embedding = write_outputs(options, crops, clusters, linked_by, meta, settled, taxonomy, identified,
+                                         threshold, state, run_crops, named)
+        from .fallbacks import taken as fallbacks_taken
 
-    session.commit(settled, "add" if options.add else "review" if options.review and not options.inputs else "full",
-                   manifest["parameters"], versions(), manifest["counts"],     # last: as before or as after the run
-                   None if named is None else (named.references, named.names))
+        state.info["fallbacks"] = fallbacks_taken()      # fast paths whose first-use check failed: what ran instead
+        manifest = write_manifest(options, crops, clusters, table, labels, identified, threshold, seen, state,
+                                  started, settled, session.run_id, named)
+        from .outputs.manifest import versions
+
+        session.commit(settled, mode, manifest["parameters"], versions(), manifest["counts"],  # then outputs
+                       run_crops.rank, None if named is None else (named.references, named.names))
     return Result(table, embedding, manifest, options.out_folder)
 
 
-# --- inputs and embed -----------------------------------------------------------------------------------------------
+# --- settings, inputs ---------------------------------------------------------------------------------------------
 
-def read_crops(options: Options, state: Run) -> Tuple[Crops, int]:
-    """The crops of the run (embedded, or read from --embeddings) and the number of inputs seen."""
-    if options.embeddings:
-        crops = reuse_embeddings(options, state)
-        if options.filter:
-            crops = crops.keep(select(options, crops.filenames, state))
-        n_inputs = len(crops.filenames) + len(state.skipped)
-    else:
-        with state.stage("collect"):
-            files = collect(options.inputs, state, options.out_folder)
-            if options.filter:
-                files = [name for name, keep in zip(files, select(options, files, state)) if keep]
-        n_inputs = len(files) + len(state.skipped)
-        crops = embed_files(options, files, state)
-    if not crops.filenames:
-        from .outputs.table import write_skipped
+def campaign_settings(options: Options, session, state: Run):
+    """(Options with the campaign's settings applied, campaign.settings.Resolved)."""
+    from .campaign.settings import resolve_options
 
-        write_skipped(state.skipped, os.path.join(options.out_folder, "skipped.csv"))
-        raise OptionsError(f"none of the {n_inputs} inputs could be used; the reasons are in "
-                           f"{os.path.join(options.out_folder, 'skipped.csv')}")
-    return crops, n_inputs
-
-
-def collect(inputs, state: Run, out_folder: str) -> List[str]:
-    """The image files named by the inputs (files, folders, globs, .txt lists), in a stable order."""
-    from .inputs.collect import collect_images
-
-    result = collect_images(list(inputs), exclude=(out_folder,))
-    state.skipped.extend(result.skipped)
-    if result.passed_over_outputs:
-        log.info("passed over %d images inside crop-cluster output folders (never read as input): %s",
-                 result.passed_over_outputs, ", ".join(result.output_folders))
-    if result.ignored_non_images:
-        log.info("passed over %d files without an image extension inside the input folders",
-                 result.ignored_non_images)
-    log.info("found %d images", len(result.files))
-    return result.files
-
-
-def select(options: Options, filenames: List[str], state: Run):
-    """--filter: bool (n,) of the files to cluster; the others are listed as skipped with the reason."""
-    from .inputs.filters import select_files
-
-    keep, left_out = select_files(options.filter, options.metadata, filenames)
-    state.skipped.extend(left_out)
-    log.info("--filter kept %d of %d images", int(keep.sum()), len(filenames))
-    return keep
-
-
-def embed_files(options: Options, files: List[str], state: Run) -> Crops:
-    """Hash the files, embed each distinct readable content once (through the embedding cache) and expand back
-    to one row per readable file."""
-    from .dedup.exact import group_identical
-    from .embed import BACKENDS, model_id
-    from .embed.crops import crops_from_embedded
-    from .engines import embed
-
-    with state.stage("hash"):
-        groups = group_identical(files, progress=options.progress)
-    state.skipped.extend(groups.unreadable)
-    model_path = options.from_pretrained or BACKENDS[options.embed].default_model
-    cache = embedding_cache(options, model_path)
-    with state.stage("embed"):
-        digests = [groups.digests[i] for i in groups.representatives]
-        cached = embed(engine_of(options), cache, [files[i] for i in groups.representatives], digests, options.embed,
-                       options.from_pretrained, options.device, options.batch_size, options.num_workers,
-                       options.progress, options.resize)
-    state.info.update(model=model_id(options.embed, model_path), **cached.info)
-    state.skipped.extend(cached.result.skipped)
-    crops, copies_lost = crops_from_embedded(files, groups, groups.representatives, cached.result,
-                                             state.info["model"])
-    state.skipped.extend(copies_lost)
-    return crops
-
-
-def reuse_embeddings(options: Options, state: Run) -> Crops:
-    """Crops from --embeddings (restricted to the -i files when given); identical files still share an
-    individual, and a hierarchical model's predictions come back from its embedding cache."""
-    import numpy as np
-
-    from .dedup.exact import group_identical
-    from .embed.crops import cached_predictions, crops_from_stored
-    from .outputs.embeddings import read_embeddings
-
-    with state.stage("load_embeddings"):
-        stored = read_embeddings(options.embeddings)
-    rows = np.arange(len(stored.filenames))
-    if options.inputs:
-        position = {os.path.normpath(name): k for k, name in enumerate(stored.filenames)}
-        wanted = collect(options.inputs, state, options.out_folder)
-        found = [position.get(os.path.normpath(name), -1) for name in wanted]
-        state.skipped.extend((name, f"not in {options.embeddings}; run without --embeddings to embed it")
-                             for name, k in zip(wanted, found) if k < 0)
-        rows = np.asarray([k for k in found if k >= 0], dtype=np.int64)
-    filenames = [stored.filenames[k] for k in rows]
-    with state.stage("hash"):
-        present = [k for k, name in enumerate(filenames) if os.path.isfile(name)]
-        groups = group_identical([filenames[k] for k in present])
-    state.info.update(device="none (embeddings reused)", model=stored.model, reused_embeddings=options.embeddings)
-    digests = [""] * len(filenames)
-    for k, digest in zip(present, groups.digests):
-        digests[k] = digest
-    return crops_from_stored(stored, rows, groups, present,
-                             cached_predictions(options.embeddings, stored.model, digests))
-
-
-def engine_of(options: Options):
-    """engines.Engine of the run (--engine, --ray_address, --shared_dir; default OUT/ray_shared)."""
-    from .engines import SHARED_FOLDER, Engine
-
-    return Engine(options.engine, options.ray_address,
-                  options.shared_dir or os.path.join(options.out_folder, SHARED_FOLDER))
+    return resolve_options(options, session.settings)
 
 
 def default_threshold(options: Options, model: str) -> float:
-    """-th, else the reviewed run's threshold with --review, else the backend's default for the model."""
+    """-th (or the campaign's), else the reviewed run's threshold with --review of another folder's embeddings,
+    else the backend's default for the model."""
     from .embed import BACKENDS, backend_of_model
 
     if options.threshold is not None:
         return options.threshold
-    if options.review:  # the clusters of the reviewed run: its threshold, from the run.json beside its embeddings
+    if options.review and options.embeddings:   # the clusters of the reviewed run: its threshold, beside its pkl
         from .outputs.review import reviewed_threshold
 
-        previous = reviewed_threshold(os.path.dirname(options.embeddings) if options.embeddings
-                                      else options.out_folder)
+        previous = reviewed_threshold(os.path.dirname(options.embeddings))
         if previous is not None:
             log.info("--review: using the reviewed run's threshold %.3f", previous)
             return previous
@@ -274,7 +178,7 @@ def metadata(options: Options, filenames: List[str], state: Optional[Run], taxon
 
     levels = taxonomy.levels if taxonomy else ()
     meta = metadata_columns(filenames, options.time_format, options.meta_folder, options.metadata,
-                            reserved=[*CONTRACT_COLUMNS, "label", "group", "linked_by", *TAXON_COLUMNS,
+                            reserved=[*CONTRACT_COLUMNS, "label", "group", "linked_by", "merged_from", *TAXON_COLUMNS,
                                       *NAMING_COLUMNS,
                                       *(f"{kind}_{level}" for level in levels for kind in ("pred", "prob"))])
     if state is not None:
@@ -291,7 +195,7 @@ def metadata(options: Options, filenames: List[str], state: Optional[Run], taxon
     return meta, labels
 
 
-# --- individuals and clustering -------------------------------------------------------------------------------------
+# --- the similarity graph, individuals and clustering ---------------------------------------------------------------
 
 def link_defaults(options: Options, model: str):
     """The calibrated linking defaults of the run's backend (None for a model without them)."""
@@ -315,12 +219,28 @@ def verify_from(options: Options, model: str) -> Optional[float]:
                              options.no_verify)
 
 
-def shared_forest(options: Options, crops: Crops, threshold: float, state: Run):
-    """The one similarity-graph pass of the run: the spanning forest over the distinct crops, built at the lowest
-    threshold any stage needs (near-duplicates, `-c cosine`, `--sweep`); None when no stage needs one."""
+def vectors_key(options: Options, crops: Crops) -> str:
+    """What the run's vectors are, for the keys of kept results: the embedding cache's namespace (model, its
+    files, the preprocessing), or for --embeddings a hash of the vectors themselves."""
     import numpy as np
 
+    from .result_cache import content_key
+
+    if options.embeddings:
+        return "vectors:" + content_key([crops.model, crops.rows(np.flatnonzero(crops.distinct))])
+    return os.path.basename(embedding_cache(options, model_path_of(options)).folder)
+
+
+def campaign_forest(options: Options, session, crops: Crops, threshold: float, state: Run):
+    """The one similarity-graph pass of the run: the spanning forest over the distinct crops at the lowest
+    threshold any stage needs (near-duplicates, `-c cosine`, `--sweep`); None when no stage needs one. Kept by
+    content (crop_cluster/result_cache.py): the same contents again read it; a campaign that grew has it grown from
+    the forest of its previous crops (clustering.forest.grow_forest: only the new crops' edges are computed)."""
+    import numpy as np
+
+    from .clustering.forest import Forest, grow_forest
     from .engines import forest as engine_forest
+    from .result_cache import ResultCache, content_key
 
     needed = [t for t in (dedup_threshold(options, crops.model), verify_from(options, crops.model)) if t is not None]
     if options.cluster == "cosine":
@@ -331,22 +251,74 @@ def shared_forest(options: Options, crops: Crops, threshold: float, state: Run):
             needed.append(float(parse_sweep(options.sweep).min()))
     if not needed:
         return None
+    lowest = min(needed)
+    distinct = np.flatnonzero(crops.distinct)
+    keys = np.asarray([crops.digests[k] or "path:" + crops.filenames[k] for k in distinct.tolist()], dtype="U")
+    results = ResultCache(cache_folder(options))
+    key = content_key([vectors_key(options, crops), keys])
+    kept = results.get("forest", key)
     stats: Dict = {}
-    forest = engine_forest(engine_of(options), crops.rows(np.flatnonzero(crops.distinct)), min(needed),
-                           options.device, stats, options.progress)
+    if kept is not None and float(kept["threshold"]) <= lowest:
+        forest = Forest(distinct.size, kept["rows"].astype(np.int64), kept["cols"].astype(np.int64), kept["sims"],
+                        float(kept["threshold"]))
+        stats["kept"] = True
+    else:
+        previous = results.get("forest", session.meta.get("forest"))
+        vectors = crops.rows(distinct)
+        old = None if previous is None or float(previous["threshold"]) > lowest else \
+            np.searchsorted(keys, previous["keys"]) if previous["keys"].size else np.zeros(0, np.int64)
+        if old is not None and old.size and not (np.all(old < keys.size) and
+                                                  np.array_equal(keys[np.minimum(old, keys.size - 1)],
+                                                                 previous["keys"])):
+            old = None                           # the previous crops are not all here: no growing
+        if old is not None and old.size:
+            before = Forest(old.size, previous["rows"].astype(np.int64), previous["cols"].astype(np.int64),
+                            previous["sims"], float(previous["threshold"]))
+            forest = grow_forest(before, old, vectors, lowest, stats)
+            stats["grown"] = True
+        else:
+            forest = engine_forest(engine_of(options), vectors, lowest, options.device, stats, options.progress)
+        results.put("forest", key, {"keys": keys, "rows": forest.rows.astype(np.int32),
+                                    "cols": forest.cols.astype(np.int32), "sims": forest.sims,
+                                    "threshold": np.float64(forest.threshold)})
+    session.new_meta["forest"] = key
     state.info["graph"] = {**stats, "forest_threshold": forest.threshold, "forest_edges": int(forest.sims.size),
                            "rows": forest.n}
     return forest
 
 
 def individuals(options: Options, crops: Crops, meta, threshold: float, forest, state: Run):
-    """Exact, near-duplicate and track links: (crops grouped into individuals, linked_by per row)."""
+    """Exact, near-duplicate and track links: (crops grouped into individuals, linked_by per row). Kept by what
+    they depend on (contents, paths, frames, times, boxes, the linking parameters, the forest), so a run that
+    changes none of them (another -th, the same command again) links nothing again."""
     import dataclasses
+    import json
+
+    import numpy as np
 
     from .dedup.link import link_crops
+    from .dedup.union import RULES
+    from .result_cache import ResultCache, content_key
 
     params = individual_params(options, crops.model, threshold)
-    crops, linked_by, counts = link_crops(crops, meta, params, forest, cache_folder(options))
+    results = ResultCache(cache_folder(options))
+    described = {k: v for k, v in dataclasses.asdict(params).items() if k != "device"}
+    key = content_key([vectors_key(options, crops), json.dumps(described, sort_keys=True),
+                       None if forest is None else (forest.threshold, forest.sims.size),
+                       np.asarray(crops.digests, dtype="U"), np.asarray(crops.filenames, dtype="U"),
+                       np.asarray([s or "" for s in meta.sources], dtype="U"), meta.seconds, meta.boxes])
+    kept = results.get("individuals", key)
+    if kept is not None:
+        codes = kept["linked_by"]
+        linked_by = ["" if c == 0 else RULES[c - 1] for c in codes.tolist()]
+        crops = crops.with_individuals(kept["individual"].astype(np.int64), kept["representative"].astype(bool))
+        counts = {**json.loads(str(kept["counts"])), "kept": True}
+    else:
+        crops, linked_by, counts = link_crops(crops, meta, params, forest, cache_folder(options),
+                                              vectors_key(options, crops))
+        codes = np.asarray([0 if rule == "" else RULES.index(rule) + 1 for rule in linked_by], dtype=np.int8)
+        results.put("individuals", key, {"individual": crops.individual, "representative": crops.representative,
+                                         "linked_by": codes, "counts": np.asarray(json.dumps(counts))})
     state.info["individuals"] = {"parameters": dataclasses.asdict(params), **counts}
     return crops, linked_by
 
@@ -361,28 +333,15 @@ def individual_params(options: Options, model: str, threshold: float):
                        options.no_verify, threshold, resolve_device(options.device))
 
 
-def cache_folder(options: Options) -> str:
-    """The embedding cache's folder (--cache_dir, else OUT/<embed.cache.CACHE_FOLDER>); the pixel check keeps its
-    thumbnails there too, by content."""
-    from .embed.cache import CACHE_FOLDER
-
-    return options.cache_dir or os.path.join(options.out_folder, CACHE_FOLDER)
-
-
-def embedding_cache(options: Options, model_path: str):
-    """The embed.cache.EmbeddingCache of this run's model and resize (stage A's has its own key)."""
-    from .embed.cache import EmbeddingCache
-    from .embed.resize import cache_variant
-
-    return EmbeddingCache(cache_folder(options), options.embed, model_path, cache_variant(options.resize))
-
-
-def clustering(options: Options, crops: Crops, threshold: float, forest):
+def clustering(options: Options, crops: Crops, threshold: float, forest, mode: str = "full"):
     """Cluster the individuals (clustering/assign.py) with the algorithm's parameters as resolved for this run."""
     from .clustering import ClusterParams
     from .clustering.assign import cluster_crops
     from .embed.device import resolve_device
 
+    if mode == "add" and options.cluster != "cosine":
+        log.info("-c %s is not incremental: the whole campaign (%d crops) is clustered again; cluster ids are kept "
+                 "by overlap", options.cluster, len(crops.filenames))
     n_clusters = options.n_clusters
     if n_clusters is None and options.cluster in ("kmeans", "agglomerative") and options.distance_threshold is None:
         n_clusters = options.num_classes
@@ -397,79 +356,6 @@ def clustering(options: Options, crops: Crops, threshold: float, forest):
 
 
 # --- campaign -------------------------------------------------------------------------------------------------------
-
-def match_threshold(options: Options, threshold: float) -> float:
-    """--match_threshold, else the clustering threshold."""
-    return threshold if options.match_threshold is None else options.match_threshold
-
-
-def campaign_crops(options: Options, session, crops: Crops, state: Run):
-    """--add: the campaign's stored crops (their embeddings from the cache by content; only missing ones are
-    embedded) followed by the -i crops not in the campaign yet. Returns (crops, n_old, old_label, seen):
-    see campaign/crops.py; seen: bool per row, read from this run's inputs."""
-    import numpy as np
-
-    from .campaign.crops import with_campaign
-    from .campaign.run import crop_keys
-    from .embed import BACKENDS, load_backend
-    from .embed.cache import embed_with_cache
-    from .embed.device import resolve_device
-
-    known = session.known(crop_keys(crops.digests, crops.filenames))
-    if known.any():
-        log.info("--add: %d of the -i crops are already in the campaign (kept as they are)", int(known.sum()))
-    new = crops.keep(~known)
-    stored = session.stored_crops
-    model_path = options.from_pretrained or BACKENDS[options.embed].default_model
-    cached = embed_with_cache(embedding_cache(options, model_path), stored["path"].tolist(),
-                              stored["digest"].tolist(),
-                              lambda: load_backend(options.embed, resolve_device(options.device),
-                                                   options.from_pretrained),
-                              options.batch_size, options.num_workers, options.progress, options.resize)
-    for path, reason in cached.result.skipped:
-        state.skipped.append((path, f"campaign crop not in the embedding cache and {reason}: left out of this "
-                                    f"run's outputs, kept in {session.store.path}"))
-    combined, n_old, old_label = with_campaign(new, stored, cached.result.embeddings, cached.result.ok_index)
-    state.info["campaign_crops"] = {"stored": len(stored), "stored_used": int(cached.result.ok_index.size),
-                                    "inputs_already_in_campaign": int(known.sum()), "new": len(new.filenames),
-                                    "stored_embeddings_computed": cached.computed}
-    inputs = set(crops.digests or ())
-    return combined, n_old, old_label, np.asarray([d in inputs for d in combined.digests], dtype=bool)
-
-
-def add_individuals(options: Options, crops: Crops, n_old: int, meta, threshold: float, state: Run):
-    """--add: individuals among the new crops, then tracks from campaign individuals into them."""
-    import dataclasses
-
-    from .campaign.crops import link_new
-
-    params = individual_params(options, crops.model, threshold)
-    crops, linked_by, counts = link_new(crops, n_old, meta, params, cache_folder(options))
-    state.info["individuals"] = {"parameters": dataclasses.asdict(params), **counts}
-    return crops, linked_by
-
-
-def add_clusters(options: Options, session, crops: Crops, n_old: int, old_label, threshold: float, state: Run):
-    """--add: campaign individuals keep their clusters, new ones join one or form new ones (campaign/add.py)."""
-    from .campaign.crops import place_new
-    from .clustering.assign import per_crop
-    from .embed.device import resolve_device
-
-    stored = session.store.clusters()
-    label, result, conflicts = place_new(crops, n_old, old_label, threshold, match_threshold(options, threshold),
-                                         stored.loc[stored["name"] != "", "id"].astype(int).tolist(),
-                                         resolve_device(options.device))
-    for conflict in conflicts[:10]:
-        log.warning("--add: %s reaches the reviewed groups %s (similarities %s): it joins the closer one, %d, and "
-                    "does not merge them; review it", conflict["filename"], conflict["clusters"],
-                    conflict["similarities"], conflict["chosen"])
-    state.info["campaign_add"] = {**result.counts, "conflict_examples": conflicts[:20]}
-    log.info("--add: %d new individuals joined existing clusters, %d new clusters, %d conflicts",
-             result.counts["joined"], result.counts["new_clusters"], result.counts["conflicts"])
-    info = {"algorithm": "cosine", "mode": "add", "parameters": {"threshold": threshold},
-            "match_threshold": match_threshold(options, threshold)}
-    return per_crop(crops, label, info)
-
 
 def settle_campaign(options: Options, session, crops: Crops, clusters, linked_by: List[str], meta, state: Run,
                     seen=None):
@@ -487,10 +373,15 @@ def settle_campaign(options: Options, session, crops: Crops, clusters, linked_by
     sites = None if column is None else [None if v != v else str(v) for v in frame[column].tolist()]
     nights = [None if v != v else str(v) for v in frame["night"].tolist()] if "night" in frame.columns else None
     settled = session.settle(crops.filenames, digests, crops.individual, crops.representative, clusters.rep_cluster,
-                             crops.embedding, meta.seconds, sites, nights, seen)
+                             crops.embedding, meta.seconds, sites, nights, seen, options.match_threshold)
     linked_by = ["" if excluded else rule for excluded, rule in zip(settled.excluded, linked_by)]
     crops = crops.with_individuals(settled.individual, settled.representative)
-    state.info["campaign"] = {"store": session.store.path, "run": session.run_id, **settled.counts}
+    state.info["campaign"] = {"store": session.store.path, "run": session.run_id, **settled.counts,
+                              "merges": [{"cluster": a, "into": b} for a, b in settled.merges],
+                              "bridges": settled.bridges[:20]}
+    if settled.merges:
+        log.info("%d clusters merged into others: new crops link them (single linkage over the whole campaign)",
+                 len(settled.merges))
     return crops, per_crop(crops, settled.rep_cluster, clusters.info, clusters.forest), linked_by, settled
 
 
@@ -505,14 +396,17 @@ def naming_embed_settings(options: Options, model: str):
                          options.batch_size, options.num_workers, options.progress, options.resize)
 
 
-def mask_to_species_list(options: Options, crops: Crops, taxonomy, state: Run) -> Crops:
-    """--species_list with a hierarchical model: its predictions masked to the list, the unmasked ones kept."""
+def mask_to_species_list(options: Options, run_crops, taxonomy, state: Run):
+    """--species_list with a hierarchical model: the run's crops (campaign.crops.RunCrops) with their predictions
+    masked to the list, the unmasked ones kept (naming/masking.py)."""
+    import dataclasses
+
     from .naming.masking import mask_crops
 
     with state.stage("species_list"):
-        crops, state.info["species_list"] = mask_crops(crops, taxonomy, options.species_list,
-                                                       naming_embed_settings(options, crops.model))
-    return crops
+        crops, state.info["species_list"] = mask_crops(run_crops.crops, taxonomy, options.species_list,
+                                                       naming_embed_settings(options, run_crops.crops.model))
+    return dataclasses.replace(run_crops, crops=crops)
 
 
 def name_from_references(options: Options, session, crops: Crops, clusters, settled, labels, threshold: float,
@@ -537,9 +431,11 @@ def name_from_references(options: Options, session, crops: Crops, clusters, sett
 # --- outputs --------------------------------------------------------------------------------------------------------
 
 def write_outputs(options: Options, crops: Crops, clusters, linked_by, meta, settled, taxonomy, identified,
-                  threshold: float, state: Run, named=None):
+                  threshold: float, state: Run, run_crops, named=None):
     """clusters.csv, skipped.csv, embeddings.pkl, and as asked clusters.pkl, cluster folders, report.html,
-    metrics.json; returns (the table, the embeddings of its rows). named: naming.run.Named or None."""
+    metrics.json; returns (the table, the embeddings of its rows). The stages' rows are in canonical order
+    (campaign/crops.py); the outputs list them in the campaign's order, under the names clusters.csv shows.
+    identified: the RunCrops that --unknown_below set aside, or None. named: naming.run.Named or None."""
     import numpy as np
     import pandas as pd
 
@@ -550,59 +446,65 @@ def write_outputs(options: Options, crops: Crops, clusters, linked_by, meta, set
 
         state.info["quality"] = silhouette(crops.rows(crops.representative_rows()), clusters.rep_cluster)
     extra = meta.frame
+    merged = [";".join(map(str, settled.merged_since_review.get(c, ()))) for c in clusters.cluster.tolist()] \
+        if settled.merged_since_review else [""] * len(crops.filenames)
     for position, (name, values) in enumerate([("group", settled.group), ("cluster_status", settled.status),
-                                               ("first_run", settled.first_run)]):
+                                               ("first_run", settled.first_run), ("merged_from", merged)]):
         extra.insert(position, name, values)
     if taxonomy is not None:
         extra = pd.concat([extra, results.taxon_columns(taxonomy, crops, clusters.cluster, options.taxon_share,
                                                         options.unknown_below is not None, state.info)], axis=1)
-    if named is not None:
+    if named is not None:                                        # naming/: names from references
         extra = pd.concat([extra, named.columns], axis=1)
-    filenames, embedding = crops.filenames, crops.embedding   # every row read: the clustered and the identified
-    if identified is not None:
-        filenames = filenames + identified.filenames
-        embedding = np.concatenate([embedding, identified.embedding])
+    if options.species_list and taxonomy is not None:            # naming/masking.py: the unmasked predictions
+        from .naming.masking import unmasked_columns
+
+        extra = pd.concat([extra, unmasked_columns(taxonomy, crops.predictions)], axis=1)
+    order = run_crops.order
+    paths = [crops.filenames[k] for k in order.tolist()]     # every row read: the clustered and the identified
+    embedding = crops.embedding[order]
+    digests = [crops.digests[k] for k in order.tolist()] if crops.digests is not None else None
     with state.stage("write"):
         table = results.cluster_table(crops, clusters, linked_by, extra)
         table["individual"] = settled.individual_id[crops.individual]        # the campaign's stable ids
+        table["filename"] = run_crops.shown
+        table = table.iloc[order].reset_index(drop=True)
         if identified is not None:
-            identified_meta, _ = metadata(options, identified.filenames, None, taxonomy)
-            table = pd.concat([table, results.identified_table(
-                taxonomy, identified, int(settled.individual_id.max(initial=-1)) + 1, options.unknown_level,
-                identified_meta.frame)], ignore_index=True)
-        if options.species_list and taxonomy is not None:             # naming/masking.py: the unmasked predictions
-            from .naming.masking import unmasked_columns
+            later = identified.order
+            aside = identified.crops
+            identified_meta, _ = metadata(options, aside.filenames, None, taxonomy)
+            part = results.identified_table(taxonomy, aside, int(settled.individual_id.max(initial=-1)) + 1,
+                                            options.unknown_level, identified_meta.frame)
+            if options.species_list:                                  # naming/masking.py: the unmasked predictions
+                from .naming.masking import unmasked_columns
 
-            table = pd.concat([table, unmasked_columns(taxonomy, np.concatenate(
-                [crops.predictions] + ([identified.predictions] if identified is not None else [])))], axis=1)
-        results.write_tables(options.out_folder, table, state.skipped, filenames, embedding, crops.model,
-                             options.save_embs)
+                part = pd.concat([part, unmasked_columns(taxonomy, aside.predictions)], axis=1)
+            part["filename"] = identified.shown
+            table = pd.concat([table, part.iloc[later]], ignore_index=True)
+            paths += [aside.filenames[k] for k in later.tolist()]
+            embedding = np.concatenate([embedding, aside.embedding[later]])
+            if digests is not None and aside.digests is not None:
+                digests += [aside.digests[k] for k in later.tolist()]
+        results.write_tables(options.out_folder, table, state.skipped, table["filename"].tolist(), embedding,
+                             crops.model, options.save_embs, digests)
         if options.gen_cluster_dirs:
             from .outputs.folders import write_cluster_folders
 
             keep = table["representative"].to_numpy(bool) if options.dedup else np.ones(len(table), dtype=bool)
             taxa = table["cluster_taxon"].where(table["identified"], "").tolist() if identified is not None else None
-            write_cluster_folders(options.out_folder, filenames, table["cluster"].to_numpy(np.int64), keep, taxa)
+            state.info["cluster_folders"] = write_cluster_folders(
+                options.out_folder, paths, table["cluster"].to_numpy(np.int64), keep, taxa).manifest()
     if options.report or (options.report is None and len(table) <= REPORT_MAX_ROWS):
         with state.stage("report"):
             from .outputs.report import write_report
 
             state.info["report_timings_s"] = write_report(options.out_folder, table, embedding, threshold,
-                                                          crops.model, row_digests(crops, identified))
+                                                          crops.model, digests)
     if options.darwin_core:
         with state.stage("darwin_core"):
             state.info["darwin_core"] = darwin_core(options, table, threshold, crops.model, settled,
                                                     state.info["campaign"]["key"])
     return table, embedding
-
-
-def row_digests(crops: Crops, identified: Optional[Crops]) -> Optional[List[str]]:
-    """The content digest of every table row (the clustered crops, then the identified ones), so the report need
-    not hash the files again; None when the run did not hash them."""
-    parts = [crops] + ([identified] if identified is not None else [])
-    if any(part.digests is None for part in parts):
-        return None
-    return [digest for part in parts for digest in part.digests]
 
 
 def darwin_core(options: Options, table, threshold: float, model: str, settled, campaign_key: str) -> Dict[str, int]:
@@ -655,9 +557,10 @@ def write_manifest(options: Options, crops: Crops, clusters, table, labels, iden
               "individuals": int(crops.representative.sum()), **cluster_counts(rep_cluster, int(rep_cluster.size)),
               **{key: settled.counts[key] for key in ("new_crops", "new_clusters", "excluded_crops", "named_groups")}}
     if options.add:
-        counts.update(joined=state.info["campaign_add"]["joined"], conflicts=state.info["campaign_add"]["conflicts"])
+        counts.update(joined=settled.counts["joined"], conflicts=settled.counts["conflicts"],
+                      merged=settled.counts["clusters_merged"])
     if identified is not None:
-        counts["identified"] = len(identified.filenames)
+        counts["identified"] = len(identified.crops.filenames)
     parameters = {k: v for k, v in asdict(options).items() if k not in ("command", "progress")}
     parameters["filters"] = parameters.pop("filter")          # run.json keeps its key
     parameters.update(threshold=threshold)

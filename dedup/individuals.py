@@ -81,7 +81,7 @@ def frame_ids(filenames: Sequence[str], frames: Sequence[Optional[str]], seconds
 
 def link_individuals(embeddings: np.ndarray, exact_first: np.ndarray, filenames: Sequence[str],
                      frames: Sequence[Optional[str]], seconds: np.ndarray, boxes: np.ndarray,
-                     params: LinkParams, forest=None, thumbnails=None) -> Individuals:
+                     params: LinkParams, forest=None, thumbnails=None, memo=None) -> Individuals:
     """Link the n crops into individuals.
 
     embeddings: float32 (n, d) L2-normalised, row i = filenames[i]; exact_first: int64 (n,) the first row with the
@@ -92,9 +92,12 @@ def link_individuals(embeddings: np.ndarray, exact_first: np.ndarray, filenames:
     not computed twice. Without it, `near_duplicate_edges` builds one.
     thumbnails: dedup.verify.Thumbnails (e.g. a ThumbnailSource over `filenames`) for the band's pixel check; None
     (or params.verify_from None) = no verification.
+    memo: dedup.memo.LinkMemo: the rows' content digests and where pixel-check decisions, backgrounds and qualities
+    are kept across runs (None: computed every time). Every rule reads the crops in row order; a caller that wants
+    the answer to depend on the set of crops only passes them in an order fixed by content (crop_cluster.crops).
     """
     from crop_cluster.dedup.near import near_duplicate_edges
-    from crop_cluster.dedup.representative import choose_representatives, quality_of
+    from crop_cluster.dedup.representative import choose_representatives
     from crop_cluster.dedup.track import TrackGates, track_links
 
     n = len(filenames)
@@ -105,7 +108,9 @@ def link_individuals(embeddings: np.ndarray, exact_first: np.ndarray, filenames:
     distinct = np.flatnonzero(exact_first == np.arange(n))
     verifying = params.dedup_threshold is not None and params.verify_from is not None and thumbnails is not None \
         and params.verify_from < params.dedup_threshold
-    background = Background(embeddings, distinct) if verifying else None
+    digests = memo.digests if memo is not None else None
+    background = Background(embeddings, distinct, digests=digests, memo=memo) if verifying else None
+    verify = _pixel_check(thumbnails, params, memo)
     verify_counts = {}
     if params.dedup_threshold is not None:
         if forest is not None and forest.threshold <= params.dedup_threshold:
@@ -113,9 +118,9 @@ def link_individuals(embeddings: np.ndarray, exact_first: np.ndarray, filenames:
             rows, cols, sims = forest.rows[strong], forest.cols[strong], forest.sims[strong]
         else:
             rows, cols, sims = near_duplicate_edges(embeddings[distinct], params.dedup_threshold, params.device)
-        verify_counts = _link_near(distinct[rows], distinct[cols], sims, union, params, background, thumbnails)
+        verify_counts = _link_near(distinct[rows], distinct[cols], sims, union, background, verify)
     if verifying:
-        verify_counts.update(_link_verified(embeddings, distinct, union, params, forest, thumbnails, background))
+        verify_counts.update(_link_verified(embeddings, distinct, union, params, forest, verify, background))
     proposed = 0
     if params.track_max_seconds > 0 and np.isfinite(seconds).any():
         _, sequence = np.unique(np.asarray([os.path.dirname(name) for name in filenames], dtype=object),
@@ -131,7 +136,7 @@ def link_individuals(embeddings: np.ndarray, exact_first: np.ndarray, filenames:
     individual = rank[np.unique(root, return_inverse=True)[1]]
     sizes = np.bincount(individual)
     scored = distinct[sizes[individual[distinct]] > 1]
-    representative = choose_representatives(individual, quality_of(filenames, scored))
+    representative = choose_representatives(individual, _quality(filenames, scored, memo))
     linked_by = _linked_by(n, union.edges, representative)
     counts = {f"linked_{rule.replace('-', '_')}": linked_by.count(rule) for rule in RULES}
     counts.update(verify_counts)
@@ -141,17 +146,54 @@ def link_individuals(embeddings: np.ndarray, exact_first: np.ndarray, filenames:
     return Individuals(individual, representative, linked_by, counts)
 
 
-def _link_near(a: np.ndarray, b: np.ndarray, sims: np.ndarray, union: FrameUnion, params: LinkParams,
-               background: Optional[Background], thumbnails) -> Dict[str, int]:
-    """Link the near-duplicate pairs (a[i], b[i]) of cosine sims[i] (int64, float32 (k,), most similar first).
-    With a background (verification on), the dense ones are linked only where the strict pixel check accepts them
-    (as near-verified). Returns run.json counts."""
-    from crop_cluster.dedup.verify import verify_pairs
+def _pixel_check(thumbnails, params: LinkParams, memo):
+    """verify(a, b, strict) -> bool (k,): dedup/verify.py's decision on the pairs (a[i], b[i]) (int64 rows; strict
+    bool (k,)), kept per pair of contents in the memo when there is one."""
+    from crop_cluster.dedup.memo import pair_key
+    from crop_cluster.dedup.verify import THUMB_NAMESPACE, verify_pairs
 
+    def check(a: np.ndarray, b: np.ndarray, strict: np.ndarray) -> np.ndarray:
+        return verify_pairs(a, b, thumbnails, params.verify_min_score, params.verify_min_detail, strict)
+
+    if memo is None:
+        return check
+    from crop_cluster.dedup import VERIFY_STRICT_DETAIL, VERIFY_STRICT_SCORE
+
+    kept = memo.memo("verify", {"thumbs": THUMB_NAMESPACE, "score": params.verify_min_score,
+                                "detail": params.verify_min_detail,
+                                "strict": [VERIFY_STRICT_SCORE, VERIFY_STRICT_DETAIL]})
+    digests = memo.digests
+
+    def remembered(a: np.ndarray, b: np.ndarray, strict: np.ndarray) -> np.ndarray:
+        keys = [pair_key(digests[x], digests[y], "strict" if s else "") if digests[x] and digests[y] else ""
+                for x, y, s in zip(a.tolist(), b.tolist(), np.asarray(strict, dtype=bool).tolist())]
+        return kept.values(keys, lambda at: check(a[at], b[at], np.asarray(strict, dtype=bool)[at]))[:, 0] > 0.5
+
+    return remembered
+
+
+def _quality(filenames: Sequence[str], rows: np.ndarray, memo) -> np.ndarray:
+    """float64 (n,): the representative quality of `rows` (dedup/representative.py), -inf elsewhere; kept per
+    content in the memo when there is one."""
+    from crop_cluster.dedup.representative import SHARPNESS_SIDE, quality_of
+
+    if memo is None or not rows.size:
+        return quality_of(filenames, rows)
+    quality = np.full(len(filenames), -np.inf)
+    kept = memo.memo("quality", {"side": SHARPNESS_SIDE, "version": 1})
+    quality[rows] = kept.values([memo.digests[k] for k in rows.tolist()],
+                                lambda at: quality_of(filenames, rows[at])[rows[at]].astype(np.float32))[:, 0]
+    return quality
+
+
+def _link_near(a: np.ndarray, b: np.ndarray, sims: np.ndarray, union: FrameUnion,
+               background: Optional[Background], verify) -> Dict[str, int]:
+    """Link the near-duplicate pairs (a[i], b[i]) of cosine sims[i] (int64, float32 (k,), most similar first).
+    With a background (verification on), the dense ones are linked only where the strict pixel check (`verify`,
+    see _pixel_check) accepts them (as near-verified). Returns run.json counts."""
     dense = np.zeros(a.size, dtype=bool) if background is None else background.dense(a, b, sims)
     accepted = np.ones(a.size, dtype=bool)
-    accepted[dense] = verify_pairs(a[dense], b[dense], thumbnails, params.verify_min_score,
-                                   params.verify_min_detail, strict=np.ones(int(dense.sum()), dtype=bool))
+    accepted[dense] = verify(a[dense], b[dense], np.ones(int(dense.sum()), dtype=bool))
     for x, y, crowded, same in zip(a.tolist(), b.tolist(), dense.tolist(), accepted.tolist()):
         if not crowded:
             union.link(x, y, "near")
@@ -163,7 +205,7 @@ def _link_near(a: np.ndarray, b: np.ndarray, sims: np.ndarray, union: FrameUnion
 
 
 def _link_verified(embeddings: np.ndarray, distinct: np.ndarray, union: FrameUnion, params: LinkParams, forest,
-                   thumbnails, background: Background) -> Dict[str, int]:
+                   verify, background: Background) -> Dict[str, int]:
     """Link the band's pairs (cosine in [verify_from, dedup_threshold)) that dedup/verify.py accepts, most similar
     first, in three rounds: the spanning-forest pairs; then, for each forest pair refused whose two individuals are
     still apart, up to VERIFY_ALTERNATIVES other pairs between their crops (the most similar ones in the band:
@@ -173,7 +215,6 @@ def _link_verified(embeddings: np.ndarray, distinct: np.ndarray, union: FrameUni
     held to the strict check. Only pairs of two different individuals with no frame in common are checked, so only
     their crops are decoded. Returns run.json counts."""
     from crop_cluster.dedup.near import near_duplicate_edges
-    from crop_cluster.dedup.verify import verify_pairs
 
     if forest is not None and forest.threshold <= params.verify_from:
         rows, cols, sims = forest.rows, forest.cols, forest.sims
@@ -186,8 +227,7 @@ def _link_verified(embeddings: np.ndarray, distinct: np.ndarray, union: FrameUni
         """bool (k,): the pixel check of int64 (k, 2) pairs, the dense ones strictly; the accepted ones linked."""
         strict = background.dense(pairs[:, 0], pairs[:, 1],
                                   np.einsum("ij,ij->i", embeddings[pairs[:, 0]], embeddings[pairs[:, 1]]))
-        same = verify_pairs(pairs[:, 0], pairs[:, 1], thumbnails, params.verify_min_score,
-                            params.verify_min_detail, strict)
+        same = verify(pairs[:, 0], pairs[:, 1], strict)
         for a, b in pairs[same]:
             union.link(int(a), int(b), "near-verified")
         checked["strict"] += int(strict.sum())

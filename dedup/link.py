@@ -46,20 +46,24 @@ def backend_defaults(backend: Optional[str]) -> Optional[LinkDefaults]:
 
 
 def link_crops(crops: Crops, meta, params: LinkParams, forest=None,
-               thumbnail_cache: Optional[str] = None) -> Tuple[Crops, List[str], Dict]:
+               thumbnail_cache: Optional[str] = None, model_key: str = "") -> Tuple[Crops, List[str], Dict]:
     """Group the crops into individuals; returns (the crops with their individual and representative, linked_by
     per row, the counts for run.json). meta: inputs.metadata.MetadataColumns of the crops (sources, seconds,
     boxes); forest: the run's spanning forest over the distinct crops (near-duplicates are its strongest links);
-    thumbnail_cache: the folder that keeps the pixel check's thumbnails by content (the embedding cache's)."""
+    thumbnail_cache: the folder that keeps the pixel check's thumbnails by content (the embedding cache's), and the
+    pixel-check decisions, backgrounds and qualities (dedup/memo.py) when the crops' digests are known; model_key:
+    the embedding namespace the backgrounds belong to."""
+    from crop_cluster.dedup.memo import LinkMemo
     from crop_cluster.dedup.verify import ThumbnailSource
 
     if params.dedup_threshold is None:
         log.info("no calibrated near-duplicate threshold for model %s: only exact duplicates and tracks are linked "
                  "(give --dedup_threshold to link near-duplicates)", crops.model)
     exact_first = np.flatnonzero(crops.representative)[crops.individual]
-    thumbnails = ThumbnailSource(crops.filenames, thumbnail_cache)
+    thumbnails = ThumbnailSource(crops.filenames, thumbnail_cache, crops.digests)
+    memo = None if crops.digests is None else LinkMemo(crops.digests, thumbnail_cache, model_key or crops.model)
     found = link_individuals(crops.embedding, exact_first, crops.filenames, meta.sources, meta.seconds, meta.boxes,
-                             params, forest, thumbnails)
+                             params, forest, thumbnails, memo)
     found.counts["thumbnails_decoded"] = thumbnails.decoded
     log.info("%d images -> %d individuals (linked: %d exact, %d near-duplicate, %d near-verified, %d track)",
              len(crops.filenames), found.counts["individuals"], found.counts["linked_exact"],

@@ -60,5 +60,10 @@ class FrameUnion:
         return True
 
     def labels(self) -> np.ndarray:
-        """int64 (n,): root of each crop's individual."""
-        return np.fromiter((self.find(i) for i in range(self.parent.size)), dtype=np.int64, count=self.parent.size)
+        """int64 (n,): root of each crop's individual (pointer jumping over the whole parent array at once)."""
+        parent = self.parent
+        while True:
+            grand = parent[parent]
+            if np.array_equal(grand, parent):
+                return parent.copy()
+            parent = grand

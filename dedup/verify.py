@@ -261,10 +261,11 @@ class ThumbnailSource:
     Called with int64 crop indices (m,), returns (uint8 (m, THUMB, THUMB), ok bool (m,)); files that cannot be read
     or decoded get ok False (they are reported by the embedding stage, never here)."""
 
-    def __init__(self, filenames: Sequence[str], cache_root: Optional[str]):
+    def __init__(self, filenames: Sequence[str], cache_root: Optional[str], digests: Optional[Sequence[str]] = None):
         from crop_cluster.embed.cache import EmbeddingCache
 
         self.filenames = list(filenames)
+        self.digests = None if digests is None else list(digests)     # known contents: no file is hashed again
         self.cache = None if cache_root is None else EmbeddingCache(cache_root, "thumbs", THUMB_NAMESPACE,
                                                                     dtype=np.uint8)
         self.decoded = 0
@@ -293,6 +294,9 @@ class ThumbnailSource:
         ok = np.zeros(crops.size, dtype=bool)
         digests: List[str] = []
         for position, crop in enumerate(crops):
+            if self.digests is not None and self.digests[crop]:
+                digests.append(self.digests[crop])
+                continue
             try:
                 digests.append(file_digest(self.filenames[crop]))
             except OSError:

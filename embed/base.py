@@ -148,8 +148,8 @@ def embed_files(backend: EmbeddingBackend, files: Sequence[str], batch_size: int
     """Embed `files` with `backend`: decode in `num_workers` processes (-1 = default), batches of `batch_size`.
 
     resize: who fits the crops to the model input (embed.resize.RESIZERS: 'pil', 'torch' in the workers, 'device'
-    on the model's device); None = embed.resize.default_resize of the backend's device.
-    Files that cannot be decoded are listed in `skipped` with a reason and left out of `embeddings`.
+    on the model's device, once checked against PIL there: embed.resize.device_resize_checked); None =
+    embed.resize.default_resize of the backend's device. Files that cannot be decoded are listed in `skipped` with a reason and left out of `embeddings`.
     """
     import functools
 
@@ -157,12 +157,14 @@ def embed_files(backend: EmbeddingBackend, files: Sequence[str], batch_size: int
     from tqdm import tqdm
 
     from crop_cluster.embed.data import ImageDataset, collate
-    from crop_cluster.embed.resize import default_resize
+    from crop_cluster.embed.resize import default_resize, device_resize_checked
 
     if num_workers < 0:
         num_workers = default_num_workers(backend.device)
     on_cuda = backend.device.startswith("cuda")
     preprocess = backend.preprocess.with_resize(resize or default_resize(backend.device))
+    if preprocess.resize == "device" and not device_resize_checked(preprocess, backend.device):
+        preprocess = preprocess.with_resize("pil")        # its first use disagreed with PIL, or failed
     loader = torch.utils.data.DataLoader(
         ImageDataset(files, preprocess), batch_size=batch_size, shuffle=False, num_workers=num_workers,
         collate_fn=functools.partial(collate, stack=preprocess.resize != "device"), pin_memory=on_cuda,

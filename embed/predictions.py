@@ -52,6 +52,13 @@ def split_identified(crops: Crops, taxonomy, min_probability: float,
                      level: Optional[str]) -> Tuple[Crops, Crops, Dict]:
     """--unknown_below: (the crops to cluster: top-1 probability below `min_probability` at `level` (None = the
     finest), the identified rest, the run.json entry)."""
+    known, info = identified_rows(crops, taxonomy, min_probability, level)
+    return crops.keep(~known), crops.keep(known), info
+
+
+def identified_rows(crops: Crops, taxonomy, min_probability: float, level: Optional[str]) -> Tuple[np.ndarray, Dict]:
+    """--unknown_below: (bool (n,), the crops identified: top-1 probability at least `min_probability` at `level`
+    (None = the finest); the run.json entry)."""
     from crop_cluster.embed.hierarchical import split_predictions
 
     level = level or taxonomy.levels[0]
@@ -63,7 +70,7 @@ def split_identified(crops: Crops, taxonomy, min_probability: float,
         raise OptionsError(f"every one of the {known.size} crops has a {level} probability of at least "
                            f"{min_probability:g}, so nothing is left to cluster; raise --unknown_below")
     info = {"level": level, "min_probability": min_probability, "crops": int(known.sum())}
-    return crops.keep(~known), crops.keep(known), info
+    return known, info
 
 
 def prediction_columns(taxonomy, predictions: np.ndarray) -> Dict[str, np.ndarray]:

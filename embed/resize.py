@@ -13,6 +13,8 @@ fixed-point weights against PIL's 22-bit ones; an error of 1 in the first pass g
 embeddings at cosine >= 0.9999 of PIL's for both. Stage A misses the +-1 bar, so it has its own embedding cache
 (`cache_variant`); stage B shares PIL's.
 Only bicubic and bilinear resampling have a torch twin; a preprocessing with another filter stays on PIL.
+Stage B is the CUDA default but no test machine has a GPU: its first use on a device checks it against PIL on five
+drawn crops (`device_resize_checked`) and falls back to PIL when it fails or disagrees (crop_cluster/fallbacks.py).
 """
 from __future__ import annotations
 
@@ -154,3 +156,54 @@ def _fit_groups(crops: Sequence, groups: Dict[tuple, List[int]], out, size: int,
             out[positions[0]] = fitted[0]
         else:
             out[torch.tensor(positions, device=device)] = fitted
+
+
+# --- the first-use check of stage B (crop_cluster/fallbacks.py) ----------------------------------------------------
+CHECK_MAX_LEVELS = 2        # a check crop's pixels may differ from PIL's by at most this many grey levels ...
+CHECK_MEAN_LEVELS = 0.01    # ... and by this much on average (measured on CPU: <= 1 and <= 5e-5 at 48-518 px; a
+                            # resize without antialiasing: 93 and 0.47; bilinear for bicubic: 40 and 1.2)
+
+
+def _check_crops(size: int):
+    """Five drawn RGB crops (PIL images) around `size`: smaller and larger, wide and tall, one already square."""
+    from PIL import Image, ImageDraw
+
+    shapes = [(size // 3 + 1, size // 2 + 7), (size * 2 // 3 + 5, size // 5 + 3), (size * 5 // 4, size + 17),
+              (size, size), (size // 10 + 3, size * 2)]
+    crops = []
+    for k, (height, width) in enumerate(shapes):
+        image = Image.new("RGB", (width, height), (WHITE,) * 3)
+        draw = ImageDraw.Draw(image)
+        draw.ellipse([width * 0.1, height * 0.1, width * 0.9, height * 0.9], fill=(200, 60 + 40 * k, 40))
+        draw.line([0, 0, width, height], fill=(20, 20, 20), width=2)
+        crops.append(image)
+    return crops
+
+
+def device_resize_disagreement(preprocess, device: str) -> Optional[str]:
+    """None when `fit_batch` on `device` fits the check crops as PIL does (`preprocess.fit`, embed.data.Preprocess)
+    within CHECK_MAX_LEVELS and CHECK_MEAN_LEVELS; else what differs. Raises what the device raises."""
+    import numpy as np
+    import torch
+
+    crops = _check_crops(preprocess.size)
+    fitted = fit_batch([torch.from_numpy(np.array(crop)).permute(2, 0, 1) for crop in crops], preprocess.size,
+                       preprocess.geometry, torch_mode(preprocess.resample), device).cpu().numpy()
+    for crop, got in zip(crops, fitted):
+        expected = np.asarray(preprocess.fit(crop), dtype=np.int16).transpose(2, 0, 1)
+        error = np.abs(got.astype(np.int16) - expected)
+        if error.max() > CHECK_MAX_LEVELS or error.mean() > CHECK_MEAN_LEVELS:
+            return (f"differs from PIL on a {crop.width}x{crop.height} check crop (up to {int(error.max())} grey "
+                    f"levels, {float(error.mean()):.3f} on average; allowed {CHECK_MAX_LEVELS} and "
+                    f"{CHECK_MEAN_LEVELS})")
+    return None
+
+
+def device_resize_checked(preprocess, device: str) -> bool:
+    """True when stage B may fit crops on `device` for this preprocessing: its first use in this process checks it
+    against PIL (`device_resize_disagreement`); a failure or a disagreement means PIL in the decoding workers, with a
+    warning and a run.json `fallbacks` entry (crop_cluster/fallbacks.py)."""
+    from crop_cluster.fallbacks import fast_path_ok
+
+    return fast_path_ok(f"--resize device ({preprocess.geometry} {preprocess.size} px)", device,
+                        lambda: device_resize_disagreement(preprocess, device), "PIL (--resize pil)")

@@ -28,7 +28,7 @@ def read_labels(spec: str, filenames: Sequence[str]) -> List[Optional[str]]:
     cells, and files without a row, are unlabelled.
     filenames: (n,) the run's files. Returns a list of length n.
     Raises LabelsError when ``spec`` is neither ``folders`` nor an existing file, and TableError
-    for an unreadable CSV or one without a ``label`` column.
+    for an unreadable CSV, one without a ``label`` column, or one whose rows match no run file.
     """
     if spec == FOLDERS:
         return _folder_labels(filenames)
@@ -37,7 +37,7 @@ def read_labels(spec: str, filenames: Sequence[str]) -> List[Optional[str]]:
             f"--labels {spec}: no such file; give a CSV with columns filename,label "
             f"or the word '{FOLDERS}' to use each image's parent folder name as its label."
         )
-    aligned = read_table(spec, filenames, required=("filename", "label"), text_columns=("label",))
+    aligned = read_table(spec, filenames, required=("filename", "label"), text_columns=("label",), flag="--labels")
     labels: List[Optional[str]] = []
     for value in aligned.frame["label"].tolist():
         text = value.strip() if isinstance(value, str) else ""

@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from crop_cluster.errors import CropClusterError
 from crop_cluster.naming import RANKS, NamingError
 
 log = logging.getLogger("crop-cluster")
@@ -231,9 +232,20 @@ def cache_folders_of(folder: str) -> List[str]:
 
 
 def recorded_model(folder: str) -> Optional[str]:
-    """The model id an output folder's last run embedded with (its run.json), None when unknown."""
+    """The model id an output folder's campaign embeds with: its store's settings (embed, from_pretrained), else
+    its last run.json's `model`; None when unknown."""
     import json
 
+    from crop_cluster.campaign.store import CampaignStore
+    from crop_cluster.embed import model_id
+
+    with CampaignStore(folder) as store:
+        settings = store.settings() if store.exists else {}
+    if settings.get("embed"):
+        try:
+            return model_id(settings["embed"], settings.get("from_pretrained"))
+        except CropClusterError:
+            pass                                   # a backend this crop-cluster does not know: try run.json
     try:
         with open(os.path.join(folder, "run.json"), encoding="utf-8") as handle:
             model = json.load(handle).get("model")

@@ -33,6 +33,7 @@ from xml.etree import ElementTree as ET
 import numpy as np
 import pandas as pd
 
+from crop_cluster.csv_cells import unescape_frame
 from crop_cluster.errors import CropClusterError
 from crop_cluster.outputs.atomic import atomic_open
 
@@ -92,7 +93,7 @@ def review_decisions(path: Optional[str]) -> Optional[pd.DataFrame]:
     without a file or for the older cluster-keyed file (it names no reviewer)."""
     if not path:
         return None
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    frame = unescape_frame(pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig"))
     frame.columns = [str(c).strip().lower() for c in frame.columns]
     return frame if "filename" in frame.columns else None
 

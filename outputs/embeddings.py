@@ -1,13 +1,16 @@
-"""embeddings.pkl: {'filename': list[str], 'embedding': float32 (N, d) L2-normalised, 'model': str, 'dim': int}.
+"""embeddings.pkl: {'filename': list[str], 'embedding': float32 (N, d) L2-normalised, 'model': str, 'dim': int},
+and since 0.3 'base' (str: the working folder of the run that wrote it, which relative filenames are relative to)
+and 'digest' (list[str]: each file's content digest, '' unknown); files without them stay readable.
 
 Reading uses a restricted unpickler that only rebuilds plain containers and numeric NumPy arrays (from checked shape,
 dtype and bytes: numpy never sees unchecked pickle state), so a pkl from elsewhere can neither run code nor crash us; the content is validated (keys, shapes, dtype, unit rows) with messages that name the file.
 """
 from __future__ import annotations
 
+import os
 import pickle
-from dataclasses import dataclass
-from typing import List
+from dataclasses import dataclass, replace
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -98,11 +101,20 @@ class EmbeddingsFileError(CropClusterError, ValueError):
 
 @dataclass(frozen=True)
 class StoredEmbeddings:
-    """filenames: N paths; embedding: float32 (N, d), unit rows; model: '<backend>:<model id>'."""
+    """filenames: N paths; embedding: float32 (N, d), unit rows; model: '<backend>:<model id>'; base: the folder
+    relative filenames are relative to ('' unknown: the working folder); digests: N content digests or None."""
 
     filenames: List[str]
     embedding: np.ndarray
     model: str
+    base: str = ""
+    digests: Optional[List[str]] = None
+
+    def resolved(self) -> "StoredEmbeddings":
+        """The same with absolute filenames (relative ones joined to `base`, else to the working folder)."""
+        base = self.base or os.getcwd()
+        return replace(self, filenames=[os.path.normpath(os.path.join(base, name)) for name in self.filenames],
+                       base="")
 
 
 class _SafeUnpickler(pickle.Unpickler):
@@ -116,11 +128,15 @@ class _SafeUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
 
-def write_embeddings(path: str, filenames: List[str], embedding: np.ndarray, model: str) -> None:
+def write_embeddings(path: str, filenames: List[str], embedding: np.ndarray, model: str,
+                     digests: Optional[Sequence[str]] = None) -> None:
     """Write the contracted dict atomically (pickle protocol 5, Python >= 3.8: the array is written from its own
-    memory and read back into one buffer, where protocol 4 needs a second copy of N x d each way)."""
+    memory and read back into one buffer, where protocol 4 needs a second copy of N x d each way), with the working
+    folder as `base` and the contents as `digest` when known."""
     payload = {"filename": list(filenames), "embedding": np.ascontiguousarray(embedding, dtype=np.float32),
-               "model": model, "dim": int(embedding.shape[1])}
+               "model": model, "dim": int(embedding.shape[1]), "base": os.getcwd()}
+    if digests is not None:
+        payload["digest"] = [str(d) for d in digests]
     with atomic_open(path, "wb") as handle:
         pickle.dump(payload, handle, protocol=5)
 
@@ -161,4 +177,10 @@ def read_embeddings(path: str) -> StoredEmbeddings:
         raise EmbeddingsFileError(f"--embeddings {path}: the embeddings contain NaN or infinite values; {fix}")
     if embedding.shape[0] and not np.allclose(norms, 1.0, atol=1e-3):
         embedding = embedding / np.maximum(norms[:, None], 1e-12)
-    return StoredEmbeddings(list(filenames), embedding, str(payload["model"]))
+    base = payload.get("base")
+    digests = payload.get("digest")
+    if not isinstance(base, str):
+        base = ""
+    if not (isinstance(digests, list) and len(digests) == len(filenames) and all(isinstance(d, str) for d in digests)):
+        digests = None
+    return StoredEmbeddings(list(filenames), embedding, str(payload["model"]), base, digests)

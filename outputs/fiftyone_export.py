@@ -21,6 +21,7 @@ from typing import Dict, List, Optional, Sequence
 
 import pandas as pd
 
+from crop_cluster.csv_cells import unescape_frame
 from crop_cluster.outputs.atomic import atomic_open
 
 RESERVED = {"id", "filepath", "tags", "metadata", "media_type", "_id", "_media_type", "_rand", "_dataset_id"}
@@ -57,7 +58,8 @@ def fiftyone_document(table: pd.DataFrame, name: str) -> Dict:
 
 def write_fiftyone_json(out_folder: str, name: Optional[str] = None) -> str:
     """Write OUT/fiftyone.json from OUT/clusters.csv atomically; returns its path."""
-    table = pd.read_csv(os.path.join(out_folder, "clusters.csv"), keep_default_na=False, na_values=[""])
+    table = unescape_frame(pd.read_csv(os.path.join(out_folder, "clusters.csv"), keep_default_na=False,
+                                       na_values=[""]))
     document = fiftyone_document(table, name or os.path.basename(os.path.normpath(os.path.abspath(out_folder))))
     path = os.path.join(out_folder, "fiftyone.json")
     with atomic_open(path, "w", encoding="utf-8") as handle:

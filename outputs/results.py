@@ -68,14 +68,16 @@ def identified_table(taxonomy, crops: Crops, first_individual: int, level_name: 
 
 
 def write_tables(out_folder: str, table: pd.DataFrame, skipped: List[Tuple[str, str]], filenames: List[str],
-                 embedding: np.ndarray, model: str, with_embeddings_table: bool) -> None:
-    """clusters.csv, skipped.csv and embeddings.pkl (rows of `filenames`, float32 (n, d)), each atomically; with
-    `with_embeddings_table` (-se) also clusters.pkl, the table plus an embedding column."""
+                 embedding: np.ndarray, model: str, with_embeddings_table: bool,
+                 digests: Optional[Sequence[str]] = None) -> None:
+    """clusters.csv, skipped.csv and embeddings.pkl (rows of `filenames`, float32 (n, d), their content `digests`
+    when known), each atomically; with `with_embeddings_table` (-se) also clusters.pkl, the table plus an embedding
+    column."""
     from crop_cluster.outputs.embeddings import write_embeddings
 
     write_csv(table, os.path.join(out_folder, "clusters.csv"))
     write_skipped(skipped, os.path.join(out_folder, "skipped.csv"))
-    write_embeddings(os.path.join(out_folder, "embeddings.pkl"), filenames, embedding, model)
+    write_embeddings(os.path.join(out_folder, "embeddings.pkl"), filenames, embedding, model, digests)
     if with_embeddings_table:
         from crop_cluster.outputs.atomic import atomic_open
 

@@ -5,15 +5,17 @@ from typing import List, Sequence, Tuple
 
 import pandas as pd
 
+from crop_cluster.csv_cells import escape_frame
 from crop_cluster.outputs.atomic import atomic_open
 
 CONTRACT_COLUMNS = ["filename", "cluster", "cluster_size", "sim_to_centroid", "individual", "representative"]
 
 
 def write_csv(frame: pd.DataFrame, path: str) -> None:
-    """Write `frame` as UTF-8 CSV without the index, atomically; floats with 6 significant decimals."""
+    """Write `frame` as UTF-8 CSV without the index, atomically; floats with 6 significant decimals; text cells a
+    spreadsheet would run as formulas with a leading apostrophe (crop_cluster.csv_cells)."""
     with atomic_open(path, "w", encoding="utf-8", newline="") as handle:
-        frame.to_csv(handle, index=False, float_format="%.6g")
+        escape_frame(frame).to_csv(handle, index=False, float_format="%.6g")
 
 
 def write_skipped(skipped: Sequence[Tuple[str, str]], path: str) -> None:

@@ -98,6 +98,16 @@ def fake_backend(monkeypatch):
 
 
 @pytest.fixture
+def fresh_checks(monkeypatch):
+    """Every fast path unchecked for this test (crop_cluster/fallbacks.py; the process's verdicts come back after)."""
+    from crop_cluster import fallbacks
+
+    monkeypatch.setattr(fallbacks, "_verdicts", {})
+    monkeypatch.setattr(fallbacks, "_taken", {})
+    return fallbacks
+
+
+@pytest.fixture
 def shared_crops() -> Path:
     """The 26 real light-trap crops in ../shared/data; the test is skipped when they are absent."""
     if not SHARED_CROPS.is_dir():

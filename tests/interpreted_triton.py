@@ -57,3 +57,40 @@ def test_interpreter_is_never_chosen_by_itself():
     assert graph_kernel("cpu", kernel="triton") == "triton"
     with pytest.raises(ValueError, match="float16 tiles"):
         graph_kernel("cpu", precision="float32", kernel="triton")
+
+
+def test_first_use_check_passes_for_the_kernel_as_it_is(fresh_checks):
+    from crop_cluster.clustering.kernel_check import fused_kernel_checked, fused_kernel_disagreement
+
+    assert fused_kernel_disagreement("cpu") is None
+    assert fused_kernel_checked("cpu") and fresh_checks.taken() == []
+
+
+def test_first_use_check_catches_a_kernel_that_drops_pairs(fresh_checks, monkeypatch):
+    """A kernel that loses every other candidate (e.g. a compaction race on some GPU): the torch tiles are used."""
+    from crop_cluster.clustering.kernel_check import fused_kernel_checked
+
+    original = triton_graph.band_candidates
+
+    def lossy(*args, **kwargs):
+        rows, cols, count = original(*args, **kwargs)
+        return (rows[::2], cols[::2], count) if rows is not None else (rows, cols, count)
+
+    monkeypatch.setattr(triton_graph, "band_candidates", lossy)
+    assert not fused_kernel_checked("cpu")
+    (entry,) = fresh_checks.taken()
+    assert entry["path"] == "fused Triton graph kernel on cpu" and entry["used"].startswith("torch tiles")
+    assert "disagrees with the torch tiles on a 300x72 check block" in entry["reason"] and "missing" in entry["reason"]
+    assert not fused_kernel_checked("cpu") and len(fresh_checks.taken()) == 1     # checked once, reported per run
+
+
+def test_first_use_check_catches_a_kernel_that_does_not_compile(fresh_checks, monkeypatch):
+    from crop_cluster.clustering.kernel_check import fused_kernel_checked
+
+    def broken():
+        raise RuntimeError("PTX assembly aborted: unsupported .target sm_90a")
+
+    monkeypatch.setattr(triton_graph, "_kernel", broken)
+    assert not fused_kernel_checked("cpu")
+    (entry,) = fresh_checks.taken()
+    assert entry["reason"] == "failed to compile or run (RuntimeError: PTX assembly aborted: unsupported .target sm_90a)"

@@ -1,5 +1,5 @@
 """The campaign package on tiny data: store (versions, damage, transactions), lock, review files, decisions,
-stable ids, --add placement and linking, and the collection passing over output folders."""
+stable ids, growing the similarity graph for --add, and the collection passing over output folders."""
 from __future__ import annotations
 
 import json
@@ -10,10 +10,8 @@ import pandas as pd
 import pytest
 
 from crop_cluster.campaign import EXCLUDED, CampaignError, StoreDamagedError, StoreLockedError, StoreVersionError
-from crop_cluster.campaign.add import add_to_campaign
 from crop_cluster.campaign.decisions import apply_decisions, latest_decisions
 from crop_cluster.campaign.ids import max_overlap, stable_ids
-from crop_cluster.campaign.link import link_across
 from crop_cluster.campaign.lock import RunLock
 from crop_cluster.campaign.review import read_review
 from crop_cluster.campaign.store import CampaignStore, RunRecord, read_campaign, store_path
@@ -202,51 +200,55 @@ def test_stable_ids_keep_matches_fix_names_and_never_reuse():
     assert stable_ids(np.array([0, 0, 1]), np.array([-1, -1, -1]), next_id=9) == {0: 9, 1: 10}
 
 
-# ---------------------------------------------------------------- --add
+# ---------------------------------------------------------------- growing the graph (--add)
 
-def test_new_individuals_join_at_the_match_threshold_and_conflicts_go_to_the_closer_group():
-    old = unit([[1, 0, 0], [1, .05, 0], [0, 1, 0], [0, 1, .05], [0, 0, 1]])
-    old_item = np.arange(5)
-    old_label = np.array([3, 3, 8, 8, -1])                  # individual 4 is not clustered
-    new = unit([[1, .02, 0],                                # joins 3
-                [.75, .66, 0],                              # reaches 3 and 8 at 0.6: both reviewed, conflict
-                [0, .02, 1],                                # pulls the old singleton 4 into a new cluster
-                [-1, -1, 0], [-1, -1.02, 0]])               # a new cluster of two
-    result = add_to_campaign(old, old_item, old_label, new, np.arange(5), threshold=0.9, match_threshold=0.6,
-                             reviewed={3, 8})
-    label = result.label
-    assert label[:4].tolist() == [3, 3, 8, 8] and label[5] == 3 and label[6] == 3
-    assert result.conflicts == [{"individual": 1, "clusters": [3, 8],
-                                 "similarities": pytest.approx([.78, .66], abs=0.01), "chosen": 3}]
-    assert label[4] == label[7] >= result.first_new_label and label[8] == label[9] >= result.first_new_label
-    assert label[4] != label[8] and result.counts == {"joined": 2, "new_clusters": 2, "conflicts": 1,
-                                                      "ambiguous": 1}
+def _clustered(rng, n, d, centres=30, spread=0.25, lone=0.2):
+    middle = unit(rng.normal(size=(centres, d)))
+    grouped = unit(middle[rng.integers(0, centres, int(n * (1 - lone)))] +
+                   spread * rng.normal(size=(int(n * (1 - lone)), d)))
+    return np.concatenate([grouped, unit(rng.normal(size=(n - len(grouped), d)))])
 
 
-def test_the_centroid_bound_finds_what_brute_force_finds():
-    rng = np.random.default_rng(0)
-    centres = unit(rng.normal(size=(30, 16)))
-    old = unit(np.repeat(centres, 20, axis=0) + 0.25 * rng.normal(size=(600, 16)))
-    old_label = np.repeat(np.arange(30), 20)
-    new = unit(centres[rng.integers(0, 30, 200)] + 0.3 * rng.normal(size=(200, 16)))
-    result = add_to_campaign(old, np.arange(600), old_label, new, np.arange(200), 0.95, 0.7, set())
-    sims = new @ old.T
-    best = np.full(200, -1)
-    reach = sims.max(axis=1) >= 0.7
-    per_cluster = np.stack([sims[:, old_label == k].max(axis=1) for k in range(30)], axis=1)
-    best[reach] = per_cluster[reach].argmax(axis=1)
-    assert reach.sum() > 50 and np.array_equal(result.label[600:][reach], best[reach])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_grown_forest_is_the_forest_of_all_the_crops(seed):
+    from crop_cluster.clustering.forest import grow_forest, partition_at, spanning_forest
+
+    rng = np.random.default_rng(seed)
+    x = _clustered(rng, 1500, 16)
+    old = np.sort(rng.permutation(len(x))[:1000])
+    stats = {}
+    grown = grow_forest(spanning_forest(x[old], 0.7), old, x, 0.75, stats)
+    full = spanning_forest(x, 0.75)
+    edges = lambda f: set(zip(np.minimum(f.rows, f.cols).tolist(), np.maximum(f.rows, f.cols).tolist()))
+    assert edges(grown) == edges(full) and grown.threshold == 0.75
+    assert np.array_equal(partition_at(grown, 0.8), partition_at(full, 0.8))
+    assert stats["new_rows"] == 500 and stats["groups"] > 10 and stats["lone_old_rows"] > 100
+    assert stats["member_products"] < 500 * 1000 / 2          # the centroid bound skipped most old rows
 
 
-def test_a_new_crop_continues_a_campaign_individual_across_the_batch_boundary():
-    embedding = unit([[1, 0], [0, 1], [1, .01], [1, .02]])
-    is_old = np.array([True, True, False, False])
-    item = np.array([0, 1, 2, 3])
-    seconds = np.array([100.0, 100.0 - 500, 110.0, 400.0])   # new crop 2 is 10 s after old crop 0; crop 3 too late
-    found = link_across(embedding, is_old, item, ["cam/a.png", "cam/b.png", "cam/c.png", "cam/d.png"],
-                        [None] * 4, seconds, np.full((4, 4), np.nan), n_old=2, max_seconds=30, max_distance=2,
-                        min_similarity=0.9)
-    assert found.new_to_old.tolist() == [0, -1] and found.links == 1
+def test_a_forest_cannot_grow_below_its_threshold():
+    from crop_cluster.clustering.forest import grow_forest, spanning_forest
+
+    x = unit(np.random.default_rng(0).normal(size=(20, 4)))
+    with pytest.raises(ValueError, match="lower threshold"):
+        grow_forest(spanning_forest(x[:10], 0.8), np.arange(10), x, 0.7)
+
+
+def test_cross_edges_in_bf16_give_the_float32_answer(monkeypatch):
+    import crop_cluster.clustering.graph as graph
+
+    rng = np.random.default_rng(5)
+    base = unit(rng.normal(size=(3000, 64)))
+    queries = unit(base[:40] + 0.02 * rng.normal(size=(40, 64)))
+    exact = queries @ base.T
+    threshold = float(np.sort(exact.ravel())[-60] + 1e-6)
+    answers = {}
+    for fast in (False, True):
+        monkeypatch.setattr(graph, "bf16_pays", lambda products, fast=fast: fast)
+        q, b, sims = graph.cross_edges(queries, base, threshold)
+        answers[fast] = set(zip(q.tolist(), b.tolist()))
+    wanted = set(zip(*np.nonzero(exact >= threshold)))
+    assert answers[True] == answers[False] == {(int(i), int(j)) for i, j in wanted} and 0 < len(wanted) < 100
 
 
 # ---------------------------------------------------------------- inputs
@@ -264,20 +266,22 @@ def test_the_collection_passes_over_output_folders(tmp_path):
     assert len(collect_images([str(tmp_path / "crops")]).files) == 4
 
 
-def test_reached_in_bf16_gives_the_float32_answer(monkeypatch):
-    import crop_cluster.campaign.add as add
+def test_group_values_in_one_spelling():
+    from crop_cluster.campaign import EXCLUDED
+    from crop_cluster.campaign.groups import group_value
 
-    rng = np.random.default_rng(5)
-    old = rng.normal(size=(3000, 64)).astype(np.float32)
-    old /= np.linalg.norm(old, axis=1, keepdims=True)
-    new = old[:40] + 0.02 * rng.normal(size=(40, 64)).astype(np.float32)
-    new /= np.linalg.norm(new, axis=1, keepdims=True)
-    exact = (old @ new.T).max(axis=1)
-    threshold = float(np.sort(exact)[-20] + 1e-6)          # about 20 old rows at or just past it, the rest below
-    rows = np.arange(old.shape[0])
-    answers = {}
-    for fast in (False, True):
-        monkeypatch.setattr(add, "_fast_product", lambda n_rows, n_cols, fast=fast: fast)
-        answers[fast] = add._reached(new, old, rows, threshold)
-    assert np.array_equal(answers[True], answers[False])
-    assert np.array_equal(answers[False], exact >= threshold) and 0 < answers[False].sum() < 40
+    for spelling in ("-1", " -1 ", "-1.0", "-1,0", "-01", "- 1", "\u22121", "\u2013 1", "\uff0d\uff11", "-1."):
+        assert group_value(spelling) == EXCLUDED, spelling
+    for name in ("-2", "1", "-10", "-1 moth", "moth", "-1.5", "+1"):
+        assert group_value(name) == name.strip(), name
+    assert group_value("  Noctuid\u00e6 ") == "Noctuid\u00e6"
+    assert group_value("cafe\u0301") == "caf\u00e9"                      # NFD (macOS) -> NFC
+
+
+def test_stored_spellings_of_minus_one_exclude_too():
+    """A store written before the spellings were normalised still keeps those crops out."""
+    from crop_cluster.campaign.decisions import latest_decisions
+
+    latest = latest_decisions(pd.DataFrame({"digest": ["a", "b"], "group": ["-1.0", "\u22121"],
+                                            "time": ["2026-01-01T00:00:00+00:00"] * 2}))
+    assert latest.group == {"a": "-1", "b": "-1"}

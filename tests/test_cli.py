@@ -50,7 +50,7 @@ def test_end_to_end_writes_the_contracted_outputs(crops, tmp_path, fake_backend)
     assert run_cli("-i", crops, "-o", out, "-e", fake_backend, "-q") == 0
     table, manifest = read_outputs(out)
     assert list(table.columns) == CONTRACT_COLUMNS + ["dist_to_centroid", "linked_by", "group", "cluster_status",
-                                                    "first_run"]
+                                                    "first_run", "merged_from"]
     assert len(table) == 17  # 15 views + copy + lone; broken.jpg is skipped
     skipped = pd.read_csv(out / "skipped.csv")
     assert list(skipped.columns) == ["filename", "reason"]

@@ -101,12 +101,22 @@ def test_embeddings_file_follows_contract(tmp_path):
     write_embeddings(path, ("a.jpg", "b.jpg"), unit_rows(2, 5).astype(np.float64), "dino:x")
     with open(path, "rb") as handle:
         payload = pickle.load(handle)  # our own file, written just above
-    assert set(payload) == {"filename", "embedding", "model", "dim"}
+    assert set(payload) == {"filename", "embedding", "model", "dim", "base"}    # base: the writer's working folder
+    assert payload["base"] == os.getcwd()
     assert payload["filename"] == ["a.jpg", "b.jpg"] and isinstance(payload["filename"], list)
     assert payload["embedding"].dtype == np.float32 and payload["embedding"].shape == (2, 5)
     assert payload["embedding"].flags.c_contiguous
     assert payload["dim"] == 5 and type(payload["dim"]) is int
     assert payload["model"] == "dino:x"
+
+
+def test_relative_names_in_an_embeddings_file_resolve_against_its_writers_folder(tmp_path, monkeypatch):
+    path = str(tmp_path / "embeddings.pkl")
+    monkeypatch.chdir(tmp_path)
+    write_embeddings(path, ["crops/a.jpg"], unit_rows(1, 3), "lite0:x", ["d" * 32])
+    monkeypatch.chdir("/")
+    stored = read_embeddings(path)
+    assert stored.digests == ["d" * 32] and stored.resolved().filenames == [str(tmp_path / "crops" / "a.jpg")]
 
 
 def test_embeddings_round_trip_empty(tmp_path):
@@ -273,8 +283,9 @@ def out(tmp_path):
 def test_cluster_folders_layout_and_counts(tmp_path, out):
     files = [make_file(tmp_path / "in" / f"{n}.jpg", n.encode()) for n in "abcde"]
     clusters = np.array([0, 1, 0, -1, -1])
-    counts = write_cluster_folders(out, files, clusters, np.ones(5, bool))
-    assert counts == {"0": 2, "1": 1, NOT_CLUSTERED: 2}
+    copied = write_cluster_folders(out, files, clusters, np.ones(5, bool))
+    assert copied.counts == {"0": 2, "1": 1, NOT_CLUSTERED: 2} and copied.missing == []
+    assert copied.manifest() == {"folders": 3, "copied": 5, "missing": 0, "missing_examples": []}
     assert tree(os.path.join(out, "clusters")) == {
         "0/a.jpg": b"a", "0/c.jpg": b"c", "1/b.jpg": b"b", f"{NOT_CLUSTERED}/d.jpg": b"d",
         f"{NOT_CLUSTERED}/e.jpg": b"e"}
@@ -321,14 +332,14 @@ def test_same_basename_in_different_clusters_keeps_name(tmp_path, out):
 
 def test_keep_mask_is_respected(tmp_path, out):
     files = [make_file(tmp_path / "in" / f"{n}.png", n.encode()) for n in "abcd"]
-    counts = write_cluster_folders(out, files, np.array([0, 0, 1, -1]), np.array([True, False, False, True]))
-    assert counts == {"0": 1, NOT_CLUSTERED: 1}
+    copied = write_cluster_folders(out, files, np.array([0, 0, 1, -1]), np.array([True, False, False, True]))
+    assert copied.counts == {"0": 1, NOT_CLUSTERED: 1}
     assert tree(os.path.join(out, "clusters")) == {"0/a.png": b"a", f"{NOT_CLUSTERED}/d.png": b"d"}
 
 
 def test_nothing_kept_gives_empty_clusters_folder(tmp_path, out):
     files = [make_file(tmp_path / "in" / "a.png", b"a")]
-    assert write_cluster_folders(out, files, np.array([0]), np.zeros(1, bool)) == {}
+    assert write_cluster_folders(out, files, np.array([0]), np.zeros(1, bool)).counts == {}
     assert os.listdir(os.path.join(out, "clusters")) == []
 
 
@@ -354,14 +365,46 @@ def test_originals_unchanged(tmp_path, out):
     assert sorted(os.listdir(tmp_path / "in")) == ["a.jpg", "b.jpg"]
 
 
-def test_failure_keeps_previous_tree_and_cleans_staging(tmp_path, out):
-    files = [make_file(tmp_path / "in" / f"{n}.jpg", n.encode()) for n in "ab"]
-    write_cluster_folders(out, files, np.array([0, 0]), np.ones(2, bool))
-    with pytest.raises(OSError):
-        write_cluster_folders(out, files + [str(tmp_path / "in" / "gone.jpg")], np.array([1, 1, 1]),
-                              np.ones(3, bool))
+def test_failure_keeps_previous_tree_and_cleans_staging(tmp_path, out, monkeypatch):
+    import errno
+    import shutil
+
+    from crop_cluster.outputs.atomic import OutputError
+
+    files = [make_file(tmp_path / "in" / f"{n}.jpg", n.encode()) for n in "abc"]
+    write_cluster_folders(out, files[:2], np.array([0, 0]), np.ones(2, bool))
+    copy = shutil.copy2
+
+    def full_disk(source, target):
+        if source == files[2]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return copy(source, target)
+
+    monkeypatch.setattr(shutil, "copy2", full_disk)
+    with pytest.raises(OutputError, match=r"cannot write .*clusters/1/c\.jpg: no space left"):
+        write_cluster_folders(out, files, np.array([1, 1, 1]), np.ones(3, bool))
     assert tree(os.path.join(out, "clusters")) == {"0/a.jpg": b"a", "0/b.jpg": b"b"}
     assert sorted(os.listdir(out)) == ["clusters"]
+
+
+def test_a_missing_original_is_left_out_and_reported(tmp_path, out):
+    files = [make_file(tmp_path / "in" / f"{n}.jpg", n.encode()) for n in "ab"]
+    gone = str(tmp_path / "in" / "gone.jpg")
+    copied = write_cluster_folders(out, files + [gone, gone], np.array([0, 0, 0, 1]), np.ones(4, bool))
+    assert tree(os.path.join(out, "clusters")) == {"0/a.jpg": b"a", "0/b.jpg": b"b"}   # no empty folder 1/
+    assert [path for path, _ in copied.missing] == [gone, gone]
+    assert copied.manifest()["missing"] == 2 and copied.manifest()["missing_examples"] == [gone, gone]
+
+
+def test_names_fit_the_limit_and_stay_unique():
+    from crop_cluster.outputs.folders import _free_name, safe_folder_name
+
+    used = set()
+    names = [_free_name("\u00e9" * 12 + ".png", used, limit=20) for _ in range(12)]
+    assert len(set(names)) == 12 and all(len(n.encode()) <= 20 and n.endswith(".png") for n in names)
+    assert names[0] == "\u00e9" * 8 + ".png" and names[1] == "\u00e9" * 6 + "__2.png"
+    assert names[11] == "\u00e9" * 6 + "__12.png"
+    assert safe_folder_name("Noctua/pronuba" * 30, limit=16) == "Noctua_pronubaNo"
 
 
 def test_clusters_folder_permissions_follow_umask(tmp_path, out):
@@ -401,3 +444,27 @@ def test_order_columns_contract_first_then_extras_in_given_order():
     frame = pd.DataFrame({"label": [1], "representative": [True], "site": ["x"], "filename": ["a"], "cluster": [0],
                           "individual": [0], "sim_to_centroid": [1.0], "cluster_size": [1]})
     assert list(order_columns(frame).columns) == CONTRACT_COLUMNS + ["label", "site"]
+
+
+def test_atomic_write_that_fails_names_the_file_and_keeps_the_previous_one(tmp_path, monkeypatch):
+    import errno
+
+    from crop_cluster.outputs.atomic import OutputError, atomic_open
+
+    target = tmp_path / "t.csv"
+    target.write_text("previous")
+    with pytest.raises(OutputError, match=r"cannot write .*t\.csv: no space left on the device .*MB free.*"
+                                          r"free some space.*previous t\.csv \(if any\) is unchanged"):
+        with atomic_open(str(target)) as handle:
+            handle.write("new")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(OutputError, match=r"Permission denied; make its folder writable"):
+        monkeypatch.setattr("tempfile.mkstemp", lambda **kw: (_ for _ in ()).throw(
+            PermissionError(errno.EACCES, "Permission denied", str(tmp_path / ".t.csv.x.tmp"))))
+        with atomic_open(str(target)):
+            pass
+    monkeypatch.undo()
+    with pytest.raises(FileNotFoundError):               # about another file (a source read in the block): as is
+        with atomic_open(str(target)):
+            open(tmp_path / "absent.jpg", "rb")
+    assert target.read_text() == "previous" and sorted(p.name for p in tmp_path.iterdir()) == ["t.csv"]

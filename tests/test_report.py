@@ -217,7 +217,7 @@ def test_review_errors_exit_2(crops, tmp_path, fake_backend, caplog):
     assert main(["-o", str(out), "--review", str(bad), "-q"]) == 2
     assert "cluster 99 does not exist" in caplog.text and "Traceback" not in caplog.text
     assert main(["-o", str(tmp_path / "empty"), "--review", str(bad), "-q"]) == 2
-    assert "embeddings.pkl: no such file" in caplog.text
+    assert "holds no campaign crops and no embeddings.pkl" in caplog.text
 
 
 def test_silhouette_recorded_with_and_without_labels(crops, tmp_path, fake_backend):

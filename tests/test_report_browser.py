@@ -308,3 +308,23 @@ def test_merge_ticked_clusters_and_undo_with_the_button(tmp_path, browser):
     assert sorted(shown(browser, 1)) == sorted(members[1])
     assert browser.evaluate("document.querySelector('section[data-cluster=\"0\"] h2').textContent") == GEOMETRID
     assert browser.evaluate("document.getElementById('redo').disabled") is False
+
+
+def test_the_export_writes_cells_a_spreadsheet_would_run_as_the_tool_does(browser):
+    """The report's csvField (JavaScript) escapes exactly the cells crop_cluster.csv_cells.escape_cell escapes."""
+    import re
+
+    from crop_cluster.csv_cells import escape_cell
+    from crop_cluster.outputs.report import html
+
+    template = (Path(html.__file__).parent / "template.html").read_text(encoding="utf-8")
+    source = re.search(r"function csvField\(value\) \{.*?\n  \}", template, re.S).group(0)
+    values = ["=HYPERLINK(1)", "-a.png", "+b", "@c", "\tx", "\rx", "'=x", "''-x", "-1", "-0.25", "+3", "1e-5", "-",
+              "moth", "'quoted'", "a=b", "-1 moth", ""]
+    browser.call("Page.navigate", url="about:blank")
+    got = browser.evaluate(f"(() => {{ {source}; return {json.dumps(values)}.map(csvField); }})()")
+    expected = []
+    for value in values:
+        text = escape_cell(value)
+        expected.append('"' + text.replace('"', '""') + '"' if re.search(r'[",\r\n]|^\s|\s$', text) else text)
+    assert got == expected

@@ -146,3 +146,25 @@ def test_lite0_parity_on_real_crops():
     assert pixel_parity(files, backend.preprocess, kernel="uint8")["max_abs_diff"] <= 2
     report = embedding_parity(backend, files)
     assert report["torch"]["min_cosine"] >= 0.9999 and report["device"]["min_cosine"] >= 0.9999
+
+
+def test_first_use_check_of_stage_b_agrees_with_pil_on_cpu_and_catches_a_wrong_filter(monkeypatch):
+    from crop_cluster.embed import resize
+
+    for size, geometry in [(48, "pad"), (224, "pad"), (224, "crop")]:
+        assert resize.device_resize_disagreement(Preprocess(size, (0, 0, 0), (1, 1, 1), geometry=geometry),
+                                                 "cpu") is None
+    original = resize._interpolate
+    monkeypatch.setattr(resize, "_interpolate", lambda pixels, height, width, mode, kernel: original(
+        pixels, height, width, "bilinear", kernel))                      # bilinear where bicubic is asked for
+    reason = resize.device_resize_disagreement(Preprocess(224, (0, 0, 0), (1, 1, 1)), "cpu")
+    assert reason.startswith("differs from PIL on a 119x75 check crop (up to")
+
+
+@pytest.mark.gpu
+def test_cuda_first_use_check_of_stage_b_passes():
+    from crop_cluster.embed import resize
+
+    for size, geometry in [(224, "pad"), (224, "crop"), (518, "pad")]:
+        assert resize.device_resize_disagreement(Preprocess(size, (0, 0, 0), (1, 1, 1), geometry=geometry),
+                                                 "cuda:0") is None

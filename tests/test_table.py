@@ -157,3 +157,32 @@ def test_million_rows_is_fast(tmp_path):
     idx = match_filenames(table[:200_000], run_abs, str(tmp_path / "t.csv"))
     assert time.perf_counter() - start < 10.0
     assert (idx == np.arange(200_000)).all()
+
+
+def test_basenames_all_repeated_in_the_table_match_nothing():
+    """Every basename of the table occurs twice: rule 3 matches nothing (it used to raise IndexError)."""
+    idx = match_filenames(["x/a.jpg", "y/a.jpg", "x/b.jpg", "y/b.jpg"], ["/d/a.jpg", "/d/b.jpg"], "/e/t.csv")
+    assert idx.tolist() == [-1, -1]
+
+
+def test_a_table_matching_no_run_file_is_an_error_with_the_flag(tmp_path):
+    csv = write(tmp_path / "t.csv", "filename,label\nx/a.jpg,A\ny/a.jpg,B\n")
+    with pytest.raises(TableError, match=r"--labels .*t\.csv: none of its 2 rows.*2 of its rows share their basename"):
+        read_table(csv, ["/d/a.jpg"], flag="--labels")
+    assert read_table(csv, ["/d/a.jpg"]).n_unmatched_files == 1      # without a flag: reported, not an error
+
+
+def test_a_repeated_column_is_named(tmp_path):
+    csv = write(tmp_path / "t.csv", "filename,label,label\na.jpg,x,y\n")
+    with pytest.raises(TableError, match=r"t\.csv: the column 'label' occurs twice \(columns 2 and 3"):
+        read_table(csv, ["a.jpg"])
+    csv = write(tmp_path / "u.csv", "filename,,\na.jpg,,\n")            # empty names: pandas numbers them
+    assert read_table(csv, ["a.jpg"]).n_unmatched_files == 0
+
+
+def test_names_match_in_unicode_nfc_both_ways():
+    nfc, nfd = "caf\u00e9", "cafe\u0301"
+    idx = match_filenames([f"/d/{nfd}.jpg", f"{nfc}2.jpg"], [f"/d/{nfc}.jpg", f"/e/{nfd}2.jpg"], "/x/t.csv")
+    assert idx.tolist() == [0, 1]
+    with pytest.raises(TableError, match="twice"):                  # one name in two normal forms is one name
+        match_filenames([f"{nfc}.jpg", f"{nfd}.jpg"], ["a.jpg"], "/x/t.csv")

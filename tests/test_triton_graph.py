@@ -47,3 +47,34 @@ def test_cuda_kernel_same_partition_as_float32_brute_force():
     assert stats["kernel"] == "triton"
     reference = torch_forest_edges(x, 0.8, "cuda:0", precision="float32", kernel="torch")
     assert partition(len(x), rows, cols) == partition(len(x), reference[0], reference[1])
+
+
+@pytest.mark.parametrize("verdict", [None, "disagrees with the torch tiles on a 300x72 check block: 3 of 700 edges "
+                                           "missing, 0 extra, 0 with another similarity"])
+def test_auto_picks_the_fused_kernel_on_cuda_only_once_it_passed_its_check(monkeypatch, caplog, fresh_checks,
+                                                                          verdict):
+    """The wiring, on any machine: CUDA and triton pretended, the check's verdict given; checked once per device."""
+    from crop_cluster.clustering import kernel_check, triton_graph
+
+    fallbacks = fresh_checks
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setattr(triton_graph, "triton_usable", lambda device: True)
+    calls = []
+    monkeypatch.setattr(kernel_check, "fused_kernel_disagreement", lambda device: calls.append(device) or verdict)
+    expected = "triton" if verdict is None else "torch"
+    assert graph_kernel("cuda:0") == graph_kernel("cuda:0") == expected and calls == ["cuda:0"]
+    assert graph_kernel("cuda:0", precision="float32") == "torch" and calls == ["cuda:0"]   # no fp16: no check
+    if verdict is None:
+        assert fallbacks.taken() == []
+    else:
+        assert fallbacks.taken() == [{"path": "fused Triton graph kernel on cuda:0", "reason": verdict,
+                                      "used": "torch tiles (fp16, re-scored in float32)"}]
+        assert "fused Triton graph kernel on cuda:0 disagrees" in caplog.text
+
+
+@pytest.mark.gpu
+def test_cuda_first_use_check_of_the_fused_kernel_passes():
+    pytest.importorskip("triton")
+    from crop_cluster.clustering.kernel_check import fused_kernel_disagreement
+
+    assert fused_kernel_disagreement("cuda:0") is None

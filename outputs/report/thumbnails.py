@@ -7,6 +7,8 @@ from typing import List, Optional, Sequence
 
 from PIL import Image, ImageOps
 
+from crop_cluster.outputs.atomic import output_error
+
 THUMBNAIL_PX = 128
 QUALITY = 80
 
@@ -20,6 +22,8 @@ def thumbnail_name(path: str) -> str:
 
 
 def _write_thumbnail(source: str, target: str, size: int) -> None:
+    """Decode `source` (its errors propagate as they are: an unreadable original) and write the thumbnail to
+    `target` (an OSError there is OutputError: the disk is full or the folder not writable)."""
     with Image.open(source) as image:
         image.draft("RGB", (size, size))               # JPEG: decode at reduced scale, much faster
         image = ImageOps.exif_transpose(image)
@@ -28,18 +32,21 @@ def _write_thumbnail(source: str, target: str, size: int) -> None:
             image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
         image = image.convert("RGB")
         image.thumbnail((size, size), Image.BILINEAR)
-        temporary = f"{target}.{os.getpid()}.tmp"  # a rebuildable cache: renamed into place, not fsynced (10x faster)
-        try:
-            image.save(temporary, "JPEG", quality=QUALITY)
-            os.replace(temporary, target)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
+    temporary = f"{target}.{os.getpid()}.tmp"  # a rebuildable cache: renamed into place, not fsynced (10x faster)
+    try:
+        image.save(temporary, "JPEG", quality=QUALITY)
+        os.replace(temporary, target)
+    except OSError as error:
+        raise output_error(error, target) from error
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
 
 
 def make_thumbnails(filenames: Sequence[str], folder: str, size: int = THUMBNAIL_PX) -> List[Optional[str]]:
     """Write a thumbnail (longest side `size` px) of every file into `folder`; returns, per file, the
-    thumbnail's name inside `folder`, or None when the file can no longer be read. Thumbnails already present
+    thumbnail's name inside `folder`, or None when the file can no longer be read (OutputError when a thumbnail
+    cannot be written). Thumbnails already present
     (same file, size and mtime) are reused; other .jpg files in `folder` (earlier runs) are removed."""
     os.makedirs(folder, exist_ok=True)
     names: List[Optional[str]] = []
