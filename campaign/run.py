@@ -298,14 +298,15 @@ class CampaignSession:
                        identifications, merges, bridges, self._merged_since_review(merges))
 
     def commit(self, settled: Settled, mode: str, parameters: Dict, versions: Dict, counts: Dict,
-               rank: Optional[np.ndarray] = None) -> int:
+               rank: Optional[np.ndarray] = None, naming=None) -> int:
         """Write the run to the store in one transaction; returns its run id. rank: int64 (n,) each row's position
-        in the run's clusters.csv (new files are stored in that order; None: row order)."""
+        in the run's clusters.csv (new files are stored in that order; None: row order). naming: the
+        (name_references, unit_names) DataFrames of a run that named from references (naming/run.py), else None."""
         with paused_gc():
-            return self._commit(settled, mode, parameters, versions, counts, rank)
+            return self._commit(settled, mode, parameters, versions, counts, rank, naming)
 
     def _commit(self, settled: Settled, mode: str, parameters: Dict, versions: Dict, counts: Dict,
-                rank: Optional[np.ndarray] = None) -> int:
+                rank: Optional[np.ndarray] = None, naming=None) -> int:
         codes, digests = pd.factorize(pd.Index(settled.keys, dtype=object))      # one row per content, first seen
         first = np.empty(len(digests), dtype=np.int64)
         first[codes[::-1]] = np.arange(codes.size - 1, -1, -1)
@@ -344,7 +345,7 @@ class CampaignSession:
                                             UNREVIEWED if c < issued else NEW for c in present]})
         record = RunRecord(self.started, now(), mode, parameters, versions, counts, crops, clusters,
                            self.new_decisions, self._file_rows(settled, rank), self.new_settings,
-                           list(settled.merges), self.new_meta)
+                           list(settled.merges), self.new_meta, *(naming if naming is not None else (None, None)))
         return self.store.commit_run(record)
 
     def _merged_since_review(self, merges: List[tuple]) -> Dict[int, List[int]]:

@@ -27,14 +27,16 @@ log = logging.getLogger("crop-cluster")
 MODEL_SETTINGS = ("embed", "from_pretrained", "resize")
 EMBEDDING_MODEL = ("embed", "from_pretrained")   # a change of these makes the stored embeddings incomparable
 # settings whose value is a cosine of one model's embedding space: dropped on a model change unless given again
-MODEL_SPECIFIC = ("threshold", "dedup_threshold", "track_min_similarity", "verify_from", "match_threshold")
+MODEL_SPECIFIC = ("threshold", "dedup_threshold", "track_min_similarity", "verify_from", "match_threshold",
+                  "name_threshold", "name_margin")
 INDIVIDUAL_SETTINGS = ("time_format", "meta_folder", "metadata", "filter", "dedup_threshold", "track_max_seconds",
                        "track_max_distance", "track_min_similarity", "verify_from", "no_verify")
 CLUSTER_SETTINGS = ("threshold", "cluster", "max_cluster_size", "linkage", "distance_threshold", "n_clusters", "pca",
                     "standardize", "min_cluster_size", "min_samples", "min_sim_to_centroid", "seed", "num_classes",
                     "match_threshold", "taxon_share", "unknown_below", "unknown_level")
-SETTINGS = MODEL_SETTINGS + INDIVIDUAL_SETTINGS + CLUSTER_SETTINGS + ("cache_dir",)
-PATH_SETTINGS = ("from_pretrained", "meta_folder", "metadata", "cache_dir")    # kept absolute
+NAMING_SETTINGS = ("species_list", "name_threshold", "name_margin", "name_level")   # references: the store's own
+SETTINGS = MODEL_SETTINGS + INDIVIDUAL_SETTINGS + CLUSTER_SETTINGS + NAMING_SETTINGS + ("cache_dir",)
+PATH_SETTINGS = ("from_pretrained", "meta_folder", "metadata", "cache_dir", "species_list")   # kept absolute
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ def _same(a: Any, b: Any) -> bool:
 
 def absolute(name: str, value: Any) -> Any:
     """Paths kept absolute (a later run from another working folder means the same file); a hub id as given."""
+    if name in PATH_SETTINGS and isinstance(value, tuple):
+        return tuple(absolute(name, item) for item in value)
     if name in PATH_SETTINGS and isinstance(value, str) and value and (name != "from_pretrained"
                                                                       or os.path.exists(value)):
         return os.path.abspath(value)
@@ -130,7 +134,7 @@ def resolve_options(options, stored: Mapping[str, Any]):
                        {name: _default(name) for name in SETTINGS}, options.re_embed, f"-o {options.out_folder}")
     for name, old, new in resolved.changed:
         scope = "the model" if name in MODEL_SETTINGS else "individuals and clusters" \
-            if name in INDIVIDUAL_SETTINGS else "clusters"
+            if name in INDIVIDUAL_SETTINGS else "names" if name in NAMING_SETTINGS else "clusters"
         log.info("campaign setting %s: %r -> %r (%s recomputed over the whole campaign)", name, old, new, scope)
     taken = [name for name, source in resolved.sources.items() if source == "campaign"]
     if taken:

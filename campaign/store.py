@@ -27,6 +27,16 @@ Since schema version 2:
   output folder the store belongs to).
 - `merges(run, cluster, into_cluster)`: clusters merged into another by new crops (single linkage grows), per run.
 
+Since schema version 3 (names from references, naming/):
+
+- `name_references(run, digest, path, name, source, taxonomy)`: the references a run named against
+  (`--reference`), one row per reference crop; `taxonomy` JSON {rank: value, taxonID}. `--add` names new clusters
+  against the latest run's.
+- `unit_names(run, level, unit, name, rank, score, status, reference)`: what those references named: per naming
+  unit (`level` 'cluster:cluster', 'cluster:individual', 'individual:individual', 'crop:crop'; `unit` the cluster
+  id, stable individual id or crop digest) the machine name, its rank and score, ref_status and the digest of the
+  evidence reference.
+
 Writes: `CampaignStore.commit_run` writes everything a run changes in ONE transaction (BEGIN IMMEDIATE ... COMMIT),
 after the run's other outputs are written. SQLite's journal makes it atomic: a run killed at any moment (SIGKILL
 included) leaves the store as it was before the run or as it is after it. A new folder's store file is created
@@ -51,7 +61,7 @@ import pandas as pd
 
 from crop_cluster.campaign import STORE_NAME, CampaignError, StoreDamagedError, StoreVersionError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA_V1 = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
@@ -69,7 +79,6 @@ CREATE TABLE decisions (id INTEGER PRIMARY KEY, digest TEXT NOT NULL, filename T
                         run INTEGER NOT NULL);
 CREATE INDEX decisions_digest ON decisions (digest);
 """
-
 
 def _statements(script: str) -> List[str]:
     return [part.strip() for part in script.split(";") if part.strip()]
@@ -93,9 +102,17 @@ INSERT INTO meta VALUES ('id', lower(hex(randomblob(8))))
 
 # MIGRATIONS[v]: the statements that upgrade a store of schema version v to v + 1 (v = 0: a new store), run inside
 # one transaction. Append one list per schema change and raise SCHEMA_VERSION.
-MIGRATIONS: List[List[str]] = [_statements(_SCHEMA_V1), _statements(_SCHEMA_V2)]
+# Version 3: names from references (naming/): which references a run named against, and what they named.
+_SCHEMA_V3 = """
+CREATE TABLE name_references (run INTEGER NOT NULL, digest TEXT NOT NULL, path TEXT NOT NULL, name TEXT NOT NULL,
+                              source TEXT NOT NULL, taxonomy TEXT NOT NULL);
+CREATE TABLE unit_names (run INTEGER NOT NULL, level TEXT NOT NULL, unit TEXT NOT NULL, name TEXT NOT NULL,
+                         rank TEXT NOT NULL, score REAL, status TEXT NOT NULL, reference TEXT NOT NULL);
+"""
+MIGRATIONS: List[List[str]] = [_statements(_SCHEMA_V1), _statements(_SCHEMA_V2), _statements(_SCHEMA_V3)]
 TABLES = ("schema_version", "runs", "crops", "individuals", "clusters", "decisions", "files", "settings", "meta",
           "merges")
+NAMING_TABLES = ("name_references", "unit_names")        # since version 3
 
 CROP_COLUMNS = ["digest", "path", "individual", "cluster", "representative", "first_run", "last_run", "seconds",
                 "night", "site"]
@@ -104,6 +121,8 @@ INTEGER_CROP_COLUMNS = {"individual", "cluster", "representative", "first_run", 
 DECISION_COLUMNS = ["digest", "filename", "group", "reviewer", "time", "note", "source", "run"]
 RUN_COLUMNS = ["id", "started", "finished", "mode", "parameters", "versions", "counts"]
 FILE_COLUMNS = ["path", "digest", "first_run", "last_run", "current"]
+NAME_REFERENCE_COLUMNS = ["digest", "path", "name", "source", "taxonomy"]
+UNIT_NAME_COLUMNS = ["level", "unit", "name", "rank", "score", "status", "reference"]
 
 
 @contextmanager
@@ -134,6 +153,8 @@ class RunRecord:
     files: DataFrame path (absolute), digest, current (bool): the files this run read or whose membership of the
     current set it changed (others are left as stored). settings: the campaign's settings after this run (None:
     unchanged). merges: (cluster, into_cluster) pairs merged by this run. meta: key -> value to set.
+    name_references, unit_names: DataFrames with NAME_REFERENCE_COLUMNS / UNIT_NAME_COLUMNS when the run named
+    clusters from references (naming/), else None.
     """
 
     started: str
@@ -149,6 +170,8 @@ class RunRecord:
     settings: Optional[Dict[str, object]] = None
     merges: List[tuple] = field(default_factory=list)
     meta: Dict[str, str] = field(default_factory=dict)
+    name_references: Optional[pd.DataFrame] = None
+    unit_names: Optional[pd.DataFrame] = None
 
 
 def _way_out(path: str) -> str:
@@ -250,7 +273,8 @@ class CampaignStore:
             raise StoreVersionError(f"{self.path}: written by a newer crop-cluster (store schema {version}; this "
                                     f"version reads up to {SCHEMA_VERSION}); upgrade crop-cluster "
                                     f"(pip install -U crop-cluster), or {_way_out(self.path)}")
-        expected = {name for name in TABLES if version >= 2 or name not in TABLES[6:]}
+        expected = {name for name in TABLES if version >= 2 or name not in TABLES[6:]} | \
+            (set(NAMING_TABLES) if version >= 3 else set())
         if expected - tables:
             connection.close()
             raise StoreDamagedError(f"{self.path}: the store has lost its table(s) {', '.join(sorted(expected - tables))} "
@@ -400,6 +424,11 @@ class CampaignStore:
                             ["run", "cluster", "into_cluster"])
         return frame.astype(np.int64)
 
+    def name_references(self) -> pd.DataFrame:
+        """The references of the latest run that named against references (NAME_REFERENCE_COLUMNS); empty if none."""
+        return self._frame("SELECT digest, path, name, source, taxonomy FROM name_references WHERE run = "
+                           "(SELECT max(run) FROM name_references) ORDER BY rowid", NAME_REFERENCE_COLUMNS)
+
     def _max(self, query: str) -> int:
         if self._connection is None:
             return -1
@@ -452,6 +481,7 @@ class CampaignStore:
                 "INSERT INTO decisions (digest, filename, grp, reviewer, time, note, source, run) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [(*(str(v) for v in row), run) for row in decisions[DECISION_COLUMNS[:-1]].itertuples(index=False)])
+            self._write_naming(connection, record, run)
             connection.execute("COMMIT")
         except BaseException as error:
             if connection.in_transaction:
@@ -489,6 +519,19 @@ class CampaignStore:
         connection.executemany(
             "INSERT INTO individuals VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET last_run = excluded.last_run",
             [(i, run, run) for i in np.unique(crops["individual"].to_numpy(np.int64)).tolist()])
+
+    @staticmethod
+    def _write_naming(connection: sqlite3.Connection, record: RunRecord, run: int) -> None:
+        """The run's references and the names they gave (naming/), when it named from references."""
+        if record.name_references is not None:
+            connection.executemany("INSERT INTO name_references VALUES (?, ?, ?, ?, ?, ?)",
+                                   [(run, *map(str, row)) for row in
+                                    record.name_references[NAME_REFERENCE_COLUMNS].itertuples(index=False)])
+        if record.unit_names is not None:
+            frame = record.unit_names[UNIT_NAME_COLUMNS]
+            connection.executemany("INSERT INTO unit_names VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                   [(run, str(lv), str(u), str(n), str(r), None if s != s else float(s), str(st),
+                                     str(ref)) for lv, u, n, r, s, st, ref in frame.itertuples(index=False)])
 
     @staticmethod
     def _write_clusters(connection: sqlite3.Connection, clusters: pd.DataFrame, run: int) -> None:

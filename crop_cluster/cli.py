@@ -18,6 +18,7 @@ from .dedup import BACKEND_DEFAULTS as LINK_DEFAULTS, TRACK_MAX_DISTANCE, TRACK_
 from .embed import BACKENDS
 from .engines import ENGINES
 from .errors import CropClusterError, describe_os_error
+from .naming import BACKEND_DEFAULTS as NAMING_DEFAULTS, LEVELS as NAME_LEVELS
 from .options import Options
 
 log = logging.getLogger("crop-cluster")
@@ -174,6 +175,29 @@ def build_parser() -> argparse.ArgumentParser:
                            "are listed in clusters.csv with their prediction, identified=True, cluster -1")
     taxa.add_argument("--unknown_level", "--unknown-level", metavar="LEVEL",
                       help="the level whose probability --unknown_below reads (default: the finest, e.g. species)")
+    naming = parser.add_argument_group("names from references (see docs/naming.md)")
+    naming.add_argument("--reference", action="append", metavar="REF",
+                        help="name clusters from references (repeatable): a folder of <name>/ folders of images, a "
+                             "CSV filename,name (optional kingdom..species, taxonID columns), or an earlier "
+                             "crop-cluster output folder whose reviewed groups become references; adds ref_* columns "
+                             "to clusters.csv, 'unknown' where nothing matches")
+    naming.add_argument("--species_list", "--species-list", metavar="FILE",
+                        help="the taxa that may occur (a GBIF checklist TSV/CSV, or one name a line): references of "
+                             "other names are left out, a hierarchical model's predictions are masked to it")
+    naming.add_argument("--name_threshold", "--name-threshold", type=float, metavar="S",
+                        help="cosine a cluster's best name prototype needs at least (default per model and "
+                             "--name_level: "
+                             + ", ".join(f"{name} {d['cluster'].threshold:.2f} at cluster level"
+                                         for name, d in NAMING_DEFAULTS.items())
+                             + "; other models: the clustering threshold)")
+    naming.add_argument("--name_margin", "--name-margin", type=float, metavar="M",
+                        help="by how much the best name must beat the second; else the names' common ancestor "
+                             "('Noctuidae sp.') or unknown (default per model and --name_level: "
+                             + ", ".join(f"{name} {d['cluster'].margin:.2f} at cluster level"
+                                         for name, d in NAMING_DEFAULTS.items()) + ")")
+    naming.add_argument("--name_level", "--name-level", choices=list(NAME_LEVELS),
+                        help="what is named: cluster (default: each cluster and each individual not clustered), "
+                             "individual or crop")
     add("-q", "--quiet", action="store_true", help="only warnings and errors; no progress bars")
     add("-v", "--verbose", action="store_true", help="debug messages")
     return parser
@@ -184,7 +208,7 @@ def options_from_args(args: argparse.Namespace, argv: Sequence[str]) -> Options:
     name; the defaults live in Options alone); raises OptionsError for combinations that cannot work."""
     given = {name: value for name, value in vars(args).items() if name not in ("quiet", "verbose")}
     typed = tuple(given)
-    for name in ("inputs", "filter"):
+    for name in ("inputs", "filter", "reference"):
         given[name] = tuple(given.get(name, ()))
     return Options(progress=not getattr(args, "quiet", False), command=tuple(argv), given=typed, **given)
 

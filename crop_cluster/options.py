@@ -73,6 +73,11 @@ class Options:
     add: bool = False                            # add the inputs to the campaign in out_folder (campaign/)
     match_threshold: Optional[float] = None      # similarity to a reviewed group's members to join it; None = off
     re_embed: bool = False                       # a campaign may change its model: every crop embedded again
+    reference: Tuple[str, ...] = ()              # named reference galleries / reviewed output folders (naming/)
+    species_list: Optional[str] = None           # the taxa that may occur: restricts references and predictions
+    name_threshold: Optional[float] = None       # cosine a unit's best prototype needs; None = backend default
+    name_margin: Optional[float] = None          # by how much it must beat the second name; None = backend default
+    name_level: Optional[str] = None             # what one name is decided for; None = cluster
     command: Tuple[str, ...] = field(default=(), compare=False)
     given: Tuple[str, ...] = field(default=(), compare=False)    # the options the user typed (campaign/settings.py)
 
@@ -111,6 +116,7 @@ class Options:
         self._check_individual_options()
         self._check_taxonomy_options()
         self._check_campaign_options()
+        self._check_naming_options()
         if self.sweep is not None:
             from .evaluate.sweep import parse_sweep
 
@@ -133,7 +139,7 @@ class Options:
 
     def _normalise(self) -> None:
         """One string where a sequence is expected becomes a 1-tuple; -kp implies -gs."""
-        for name in ("inputs", "filter", "command", "given"):
+        for name in ("inputs", "filter", "command", "given", "reference"):
             value = getattr(self, name)
             object.__setattr__(self, name, (str(value),) if isinstance(value, (str, os.PathLike)) else
                                tuple(str(v) for v in value))
@@ -186,6 +192,39 @@ class Options:
         for failed, message in checks:
             if failed:
                 raise OptionsError(message)
+
+    def _check_naming_options(self) -> None:
+        """--reference sources exist; the naming flags need references (or --add into a campaign that remembers
+        them) and lie in range; --species_list needs something to restrict."""
+        from .naming import LEVELS
+
+        named = bool(self.reference) or self.add
+        checks = [
+            (self.name_threshold is not None and not -1.0 <= self.name_threshold <= 1.0,
+             f"--name_threshold {self.name_threshold}: a cosine similarity lies in [-1, 1]"),
+            (self.name_margin is not None and not 0.0 <= self.name_margin < 2.0,
+             f"--name_margin {self.name_margin}: a difference of cosines in [0, 2) (e.g. 0.02)"),
+            (self.name_level is not None and self.name_level not in LEVELS,
+             f"--name_level {self.name_level}: choose one of {', '.join(LEVELS)}"),
+            (not named and any(v is not None for v in (self.name_threshold, self.name_margin, self.name_level)),
+             "--name_threshold, --name_margin and --name_level tune naming from references; give --reference REF"),
+            (self.species_list is not None and not named and self.embed != "hierarchical",
+             f"--species_list {self.species_list}: restricts the names of --reference galleries and the predictions "
+             f"of -e hierarchical; give --reference REF (a folder of <name>/ folders, a filename,name CSV or a "
+             f"reviewed crop-cluster output folder) or -e hierarchical -fp MODEL"),
+            (self.species_list is not None and not os.path.isfile(self.species_list),
+             f"--species_list {self.species_list}: no such file"),
+        ]
+        for failed, message in checks:
+            if failed:
+                raise OptionsError(message)
+        for source in self.reference:
+            if not os.path.exists(source):
+                raise OptionsError(f"--reference {source}: no such file or folder (a folder of <name>/ folders, a "
+                                   f"filename,name CSV, or an earlier crop-cluster output folder)")
+            if os.path.abspath(source) == os.path.abspath(self.out_folder):
+                raise OptionsError(f"--reference {source} is this run's own output folder; its reviewed groups already "
+                                   f"keep their names here. Give another campaign's folder, or a gallery")
 
     def _check_taxonomy_options(self) -> None:
         """-e hierarchical needs its model file; the ranges of --taxon_share and --unknown_below."""

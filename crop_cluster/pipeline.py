@@ -93,6 +93,9 @@ def _run(options: Options, session, started: float, state: Run) -> Result:
     threshold = default_threshold(options, crops.model)
     identified = None
     taxonomy = taxonomy_of(options, crops)
+    if options.species_list and taxonomy is not None:
+        run_crops = mask_to_species_list(options, run_crops, taxonomy, state)  # naming/masking.py
+        crops = run_crops.crops
     if options.unknown_below is not None:
         from .embed.predictions import identified_rows
 
@@ -114,18 +117,19 @@ def _run(options: Options, session, started: float, state: Run) -> Result:
     state.info["campaign"].update(key=session.campaign_key(settled.keys), id=session.campaign_id)
     state.info["settings"] = settings.manifest()
     session.new_settings = settings.stored
+    named = name_from_references(options, session, crops, clusters, settled, labels, threshold, state)
     with staged_outputs(options.out_folder):
         table, embedding = write_outputs(options, crops, clusters, linked_by, meta, settled, taxonomy, identified,
-                                         threshold, state, run_crops)
+                                         threshold, state, run_crops, named)
         from .fallbacks import taken as fallbacks_taken
 
         state.info["fallbacks"] = fallbacks_taken()      # fast paths whose first-use check failed: what ran instead
         manifest = write_manifest(options, crops, clusters, table, labels, identified, threshold, seen, state,
-                                  started, settled, session.run_id)
+                                  started, settled, session.run_id, named)
         from .outputs.manifest import versions
 
         session.commit(settled, mode, manifest["parameters"], versions(), manifest["counts"],  # then outputs
-                       run_crops.rank)
+                       run_crops.rank, None if named is None else (named.references, named.names))
     return Result(table, embedding, manifest, options.out_folder)
 
 
@@ -169,11 +173,13 @@ def metadata(options: Options, filenames: List[str], state: Optional[Run], taxon
     """Metadata and label columns for clusters.csv: (inputs.metadata.MetadataColumns with the label column in its
     frame, the labels list or None)."""
     from .inputs.metadata import metadata_columns
+    from .naming import COLUMNS as NAMING_COLUMNS
     from .outputs.table import CONTRACT_COLUMNS
 
     levels = taxonomy.levels if taxonomy else ()
     meta = metadata_columns(filenames, options.time_format, options.meta_folder, options.metadata,
                             reserved=[*CONTRACT_COLUMNS, "label", "group", "linked_by", "merged_from", *TAXON_COLUMNS,
+                                      *NAMING_COLUMNS,
                                       *(f"{kind}_{level}" for level in levels for kind in ("pred", "prob"))])
     if state is not None:
         state.info.update(meta.counts)
@@ -380,14 +386,59 @@ def settle_campaign(options: Options, session, crops: Crops, clusters, linked_by
     return crops, per_crop(crops, settled.rep_cluster, clusters.info, clusters.forest), linked_by, settled
 
 
+# --- names from references -----------------------------------------------------------------------------------------
+
+def naming_embed_settings(options: Options, model: str):
+    """naming.embedding.EmbedSettings: how naming/ embeds references (or reruns a hierarchical model) like the run."""
+    from .embed.resize import cache_variant
+    from .naming.embedding import EmbedSettings
+
+    return EmbedSettings(model, cache_folder(options), cache_variant(options.resize), options.device,
+                         options.batch_size, options.num_workers, options.progress, options.resize)
+
+
+def mask_to_species_list(options: Options, run_crops, taxonomy, state: Run):
+    """--species_list with a hierarchical model: the run's crops (campaign.crops.RunCrops) with their predictions
+    masked to the list, the unmasked ones kept (naming/masking.py)."""
+    import dataclasses
+
+    from .naming.masking import mask_crops
+
+    with state.stage("species_list"):
+        crops, state.info["species_list"] = mask_crops(run_crops.crops, taxonomy, options.species_list,
+                                                       naming_embed_settings(options, run_crops.crops.model))
+    return dataclasses.replace(run_crops, crops=crops)
+
+
+def name_from_references(options: Options, session, crops: Crops, clusters, settled, labels, threshold: float,
+                         state: Run):
+    """--reference (none given: the references the campaign remembers, in every run into its folder):
+    naming.run.Named, the ref_* columns of clusters.csv, the metrics block and the store's rows; None when the run
+    names nothing."""
+    from .naming.run import name_campaign
+
+    remembered = session.store.name_references()
+    if not options.reference and not len(remembered):
+        return None
+    with state.stage("naming"):
+        named = name_campaign(options.reference, options.species_list, remembered,
+                              naming_embed_settings(options, crops.model),
+                              options.name_level, options.name_threshold, options.name_margin, threshold,
+                              crops.embedding, clusters.cluster, crops.individual, settled.group, labels,
+                              settled.individual_id[crops.individual], settled.keys)
+    if named is not None:
+        state.info["naming"] = named.info
+    return named
+
+
 # --- outputs --------------------------------------------------------------------------------------------------------
 
 def write_outputs(options: Options, crops: Crops, clusters, linked_by, meta, settled, taxonomy, identified,
-                  threshold: float, state: Run, run_crops):
+                  threshold: float, state: Run, run_crops, named=None):
     """clusters.csv, skipped.csv, embeddings.pkl, and as asked clusters.pkl, cluster folders, report.html,
     metrics.json; returns (the table, the embeddings of its rows). The stages' rows are in canonical order
     (campaign/crops.py); the outputs list them in the campaign's order, under the names clusters.csv shows.
-    identified: the RunCrops that --unknown_below set aside, or None."""
+    identified: the RunCrops that --unknown_below set aside, or None. named: naming.run.Named or None."""
     import numpy as np
     import pandas as pd
 
@@ -404,6 +455,12 @@ def write_outputs(options: Options, crops: Crops, clusters, linked_by, meta, set
     if taxonomy is not None:
         extra = pd.concat([extra, results.taxon_columns(taxonomy, crops, clusters.cluster, options.taxon_share,
                                                         options.unknown_below is not None, state.info)], axis=1)
+    if named is not None:                                        # naming/: names from references
+        extra = pd.concat([extra, named.columns], axis=1)
+    if options.species_list and taxonomy is not None:            # naming/masking.py: the unmasked predictions
+        from .naming.masking import unmasked_columns
+
+        extra = pd.concat([extra, unmasked_columns(taxonomy, crops.predictions)], axis=1)
     order = run_crops.order
     paths = [crops.filenames[k] for k in order.tolist()]     # every row read: the clustered and the identified
     embedding = crops.embedding[order]
@@ -419,6 +476,10 @@ def write_outputs(options: Options, crops: Crops, clusters, linked_by, meta, set
             identified_meta, _ = metadata(options, aside.filenames, None, taxonomy)
             part = results.identified_table(taxonomy, aside, int(settled.individual_id.max(initial=-1)) + 1,
                                             options.unknown_level, identified_meta.frame)
+            if options.species_list:                                  # naming/masking.py: the unmasked predictions
+                from .naming.masking import unmasked_columns
+
+                part = pd.concat([part, unmasked_columns(taxonomy, aside.predictions)], axis=1)
             part["filename"] = identified.shown
             table = pd.concat([table, part.iloc[later]], ignore_index=True)
             paths += [aside.filenames[k] for k in later.tolist()]
@@ -489,9 +550,10 @@ def darwin_core(options: Options, table, threshold: float, model: str, settled, 
 
 
 def write_manifest(options: Options, crops: Crops, clusters, table, labels, identified, threshold: float,
-                   seen: Dict[str, int], state: Run, started: float, settled, run_id: int) -> Dict:
+                   seen: Dict[str, int], state: Run, started: float, settled, run_id: int, named=None) -> Dict:
     """metrics.json (with --labels), sweep.csv/png (with --sweep) and run.json; returns run.json's content.
-    seen: the counts of inputs and of distinct contents embedded, taken before any crop was set aside."""
+    seen: the counts of inputs and of distinct contents embedded, taken before any crop was set aside; named:
+    naming.run.Named (its metrics block goes into metrics.json) or None."""
     from .outputs.manifest import cluster_counts, write_manifest as write
 
     metrics = None
@@ -500,7 +562,8 @@ def write_manifest(options: Options, crops: Crops, clusters, table, labels, iden
             from .evaluate.report import write_metrics
 
             metrics = write_metrics(os.path.join(options.out_folder, "metrics.json"), labels, clusters.cluster,
-                                    crops.individual, options.num_classes, state.info["quality"])
+                                    crops.individual, options.num_classes, state.info["quality"],
+                                    {"naming": named.metrics} if named is not None else None)
     if options.sweep:
         with state.stage("sweep"):
             from .evaluate.report import write_sweep

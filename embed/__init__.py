@@ -61,8 +61,9 @@ def model_id(name: str, model_path: Optional[str] = None) -> str:
     return f"{name}:{model_path or backend_info(name).default_model}"
 
 
-def load_backend(name: str, device: str, model_path: Optional[str] = None):
-    """Instantiate backend `name` on `device` ('cpu', 'cuda:0'), loading `model_path` or the backend's default."""
+def load_backend(name: str, device: str, model_path: Optional[str] = None, **options):
+    """Instantiate backend `name` on `device` ('cpu', 'cuda:0'), loading `model_path` or the backend's default;
+    `options`: the backend's own keywords (e.g. the hierarchical backend's `probabilities`)."""
     info = backend_info(name)
     cls = getattr(importlib.import_module(info.module, __package__), info.class_name)
-    return cls(device=device, model_path=model_path or info.default_model)
+    return cls(device=device, model_path=model_path or info.default_model, **options)

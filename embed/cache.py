@@ -332,8 +332,9 @@ def embed_with_cache(cache: EmbeddingCache, files: Sequence[str], digests: Seque
     reasons = dict(lookup.failed)
     if fresh is not None:
         done = missing[fresh.ok_index]
-        vectors[done] = fresh.embeddings
-        if extras is not None and fresh.extras is not None:
+        if done.size:                               # (none embedded: fresh.embeddings is (0, 0))
+            vectors[done] = fresh.embeddings
+        if done.size and extras is not None and fresh.extras is not None:
             extras[done] = fresh.extras
         ok[done] = True
         position = {files[i]: int(i) for i in missing}

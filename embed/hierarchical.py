@@ -9,7 +9,9 @@ beside it (embed/taxonomy.py) names the levels, classes and tree, and the prepro
 by running the model on two blank images.
 
 Besides the embedding, each crop gets its tree-consistent top-1 class and probability per level (`extras`,
-float32 (B, 2L): L class indices, then L probabilities, finest level first; `split_predictions` reads them).
+float32 (B, 2L): L class indices, then L probabilities, finest level first; `split_predictions` reads them). With
+`probabilities=True` (for --species_list, naming/masking.py; cached under its own key, PROBABILITIES_VARIANT) every
+class's softmax probability follows, level by level (B, 2L + sum C_l), so predictions can be masked afterwards.
 torch.export and TorchScript models run on the device in bf16 autocast on CUDA (channels-last, the layout
 convolutions are fastest in there, unless the model refuses it), float32 on CPU; ONNX runs in onnxruntime (its CUDA
 provider when onnxruntime-gpu is installed, else the CPU).
@@ -31,6 +33,7 @@ EXPORTED_SUFFIXES = (".pt2",)
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".jit", ".torchscript")
 ONNX_SUFFIXES = (".onnx",)
 EXPORT_HINT = "see README 'Hierarchical taxonomic model' for how to export one"
+PROBABILITIES_VARIANT = "probabilities"   # embedding-cache key of the extras with every class's probability
 
 
 def preprocess_of(taxonomy: Taxonomy) -> Preprocess:
@@ -48,10 +51,11 @@ def require_model_file(model_path: str) -> None:
 
 
 def split_predictions(extras, n_levels: int):
-    """(index int64 (n, L), probability float32 (n, L)) from the backend's extras float32 (n, 2L), finest first."""
+    """(index int64 (n, L), probability float32 (n, L)) from the backend's extras float32 (n, 2L or more: what
+    follows the first 2L columns is left alone), finest first."""
     import numpy as np
 
-    return np.rint(extras[:, :n_levels]).astype(np.int64), extras[:, n_levels:].astype(np.float32)
+    return np.rint(extras[:, :n_levels]).astype(np.int64), extras[:, n_levels:2 * n_levels].astype(np.float32)
 
 
 class HierarchicalBackend(EmbeddingBackend):
@@ -59,8 +63,9 @@ class HierarchicalBackend(EmbeddingBackend):
 
     name = "hierarchical"
 
-    def __init__(self, device: str, model_path: str, channels_last: bool = True):
+    def __init__(self, device: str, model_path: str, channels_last: bool = True, probabilities: bool = False):
         super().__init__(device, model_path)
+        self.probabilities = probabilities
         require_model_file(model_path)
         self.channels_last = channels_last and device.startswith("cuda")
         if device.startswith("cuda"):
@@ -143,12 +148,16 @@ class HierarchicalBackend(EmbeddingBackend):
         self.dim = int(embedding.shape[1])
 
     def embed_batch(self, batch):
-        """(embedding (B, d), extras float32 (B, 2L): per-level class index, then probability)."""
+        """(embedding (B, d), extras float32 (B, 2L): per-level class index, then probability; with
+        `probabilities` then every class's softmax probability per level, finest first: (B, 2L + sum C_l))."""
         import torch
 
         embedding, logits = self._outputs(batch)
         index, probability = self.taxonomy.decode(logits)
-        return embedding.to(batch.device), torch.cat([index.float(), probability], dim=1).to(batch.device)
+        parts = [index.float(), probability]
+        if self.probabilities:
+            parts += [torch.softmax(values.float(), dim=1).to(index.device) for values in logits]
+        return embedding.to(batch.device), torch.cat(parts, dim=1).to(batch.device)
 
 
 def _exported_program(path: str, device: str):

@@ -14,12 +14,13 @@ log = logging.getLogger("crop-cluster")
 
 
 def write_metrics(path: str, labels: Sequence[Optional[str]], cluster: np.ndarray, individual: np.ndarray,
-                  num_classes: Optional[int], quality: Dict) -> Dict:
+                  num_classes: Optional[int], quality: Dict, blocks: Optional[Dict] = None) -> Dict:
     """metrics.json from the true labels (one per row, None = unlabelled), the clusters and individuals (int64
-    (n,)) and the label-free `quality`; returns the metrics document."""
+    (n,)) and the label-free `quality`, plus other stages' `blocks` ({key: dict}, e.g. naming/'s); returns the
+    metrics document."""
     from crop_cluster.evaluate.metrics import evaluate_run
 
-    metrics = {**evaluate_run(labels, cluster, individual, num_classes), "label_free": quality}
+    metrics = {**evaluate_run(labels, cluster, individual, num_classes), "label_free": quality, **(blocks or {})}
     with atomic_open(path, "w", encoding="utf-8") as handle:
         json.dump(metrics, handle, indent=2)
         handle.write("\n")

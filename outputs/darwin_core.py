@@ -8,12 +8,16 @@ test tools and pin older pandas); the tests read every archive back with python-
 Identification follows GBIF's advice for morphospecies: the most precise real taxon known (a reviewer's or a
 hierarchical classifier's cluster taxon, else `default_taxon`) is the scientificName with its taxonRank, and the
 morphospecies label (the reviewed group name, the classifier's cluster name such as "Geometridae sp. 37", or
-"<taxon> sp. <cluster>") is the verbatimIdentification.
+"<taxon> sp. <cluster>") is the verbatimIdentification. A name from references (naming/: ref_status `named` or
+`rolled_up`) names a record no reviewer named: its verbatimIdentification, and its scientificName and taxonRank when
+the references' taxonomy gives its rank. identificationVerificationStatus tells the two apart: `verified` for a
+reviewer's identification, `unverified` for every machine one (a classifier's, a reference's, the clustering's).
 
 Columns read from the table (clusters.csv's rows): filename, cluster, individual, representative (the contract);
 optional: timestamp (ISO 8601 text, from --time_format), group (the reviewed name; "-1" or empty when none),
 cluster_status ('reviewed' makes the record a HumanObservation, as does a group), cluster_taxon,
-cluster_taxon_level, cluster_name (a hierarchical classifier), occurrence_id (stable ids the pipeline supplies,
+cluster_taxon_level, cluster_name (a hierarchical classifier), ref_name, ref_rank, ref_status, ref_score,
+ref_margin (names from references), occurrence_id (stable ids the pipeline supplies,
 e.g. from the campaign store; the same on every row of one individual), crop (content digest), and the
 `event_columns` (e.g. site, night) that make the eventID.
 """
@@ -38,7 +42,9 @@ DC = "http://purl.org/dc/terms/"
 OCCURRENCE_FIELDS = [
     ("occurrenceID", DWC), ("basisOfRecord", DWC), ("eventDate", DWC), ("eventID", DWC), ("individualCount", DWC),
     ("scientificName", DWC), ("taxonRank", DWC), ("verbatimIdentification", DWC), ("identifiedBy", DWC),
-    ("dateIdentified", DWC), ("identificationRemarks", DWC), ("occurrenceRemarks", DWC), ("associatedMedia", DWC)]
+    ("dateIdentified", DWC), ("identificationVerificationStatus", DWC), ("identificationRemarks", DWC),
+    ("occurrenceRemarks", DWC), ("associatedMedia", DWC)]
+MACHINE_NAMED = ("named", "rolled_up")      # ref_status values of a name given from references
 MEDIA_FIELDS = [("type", DC), ("format", DC), ("identifier", DC), ("title", DC), ("created", DC)]
 EVENT_COLUMNS = ("site", "night")
 ID_PREFIX = "urn:crop-cluster:occurrence:"
@@ -157,7 +163,8 @@ def _records(table: pd.DataFrame, people: Dict[str, tuple], default_taxon: str, 
     for row in (k for k, name in enumerate(filenames) if name in people):
         who.setdefault(int(individual[row]), []).append(people[filenames[row]])
     columns = {name: _column(table, name, first) for name in (
-        "occurrence_id", "crop", "group", "cluster_status", "cluster_taxon", "cluster_taxon_level", "cluster_name")}
+        "occurrence_id", "crop", "group", "cluster_status", "cluster_taxon", "cluster_taxon_level", "cluster_name",
+        "ref_name", "ref_rank", "ref_status", "ref_score", "ref_margin")}
     events = [_column(table, name, first) for name in event_columns]
     clusters = table["cluster"].to_numpy(dtype=np.int64)[first]
     records, media = [], []
@@ -166,8 +173,15 @@ def _records(table: pd.DataFrame, people: Dict[str, tuple], default_taxon: str, 
         group = "" if columns["group"][k] == "-1" else columns["group"][k]
         reviewed = bool(group) or columns["cluster_status"][k] == "reviewed"
         taxon, rank, cluster = columns["cluster_taxon"][k], columns["cluster_taxon_level"][k], int(clusters[k])
-        label = group or columns["cluster_name"][k] or (f"{taxon or default_taxon} sp. {cluster}" if cluster >= 0
-                                                         else "")
+        referenced = "" if reviewed or columns["ref_status"][k] not in MACHINE_NAMED else columns["ref_name"][k]
+        if referenced and columns["ref_rank"][k]:
+            taxon = referenced[:-len(" sp.")] if referenced.endswith(" sp.") else referenced
+            rank = columns["ref_rank"][k]
+        label = group or referenced or columns["cluster_name"][k] or (
+            f"{taxon or default_taxon} sp. {cluster}" if cluster >= 0 else "")
+        note = remarks if not referenced else "; ".join(part for part in (
+            f"named from references ({columns['ref_status'][k]}: cosine {columns['ref_score'][k]}, margin "
+            f"{columns['ref_margin'][k] or 'none'})", remarks) if part)
         when = ""
         if start[k] != np.iinfo(np.int64).max:
             first_seen, last_seen = _iso(start[k], utc), _iso(end[k], utc)
@@ -184,7 +198,8 @@ def _records(table: pd.DataFrame, people: Dict[str, tuple], default_taxon: str, 
             "scientificName": taxon or default_taxon, "taxonRank": rank if taxon else default_rank,
             "verbatimIdentification": label, "identifiedBy": " | ".join(sorted({p for p, _ in people_k if p})),
             "dateIdentified": max((t for _, t in people_k if t), default=""),
-            "identificationRemarks": "" if reviewed else remarks,
+            "identificationVerificationStatus": "verified" if reviewed else "unverified",
+            "identificationRemarks": "" if reviewed else note,
             "occurrenceRemarks": f"{crops[k]} crop{'s' if crops[k] != 1 else ''}" + (
                 "" if cluster >= 0 else "; not clustered"),
             "associatedMedia": name})

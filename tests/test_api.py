@@ -16,7 +16,7 @@ from conftest import REPO, draw_views
 from crop_cluster.cli import build_parser
 from crop_cluster.options import Options
 
-STAGES = ("inputs", "embed", "dedup", "clustering", "outputs", "evaluate", "engines", "campaign")
+STAGES = ("inputs", "embed", "dedup", "clustering", "outputs", "evaluate", "engines", "campaign", "naming")
 
 
 def test_wheel_adds_exactly_one_import_name_and_the_console_script(tmp_path):

@@ -74,6 +74,29 @@ def test_archive_reads_back_one_occurrence_per_individual(tmp_path):
         assert archive.read(medium["identifier"]) == files[1].read_bytes()   # crop1 is individual 0's representative
 
 
+def test_names_from_references_are_unverified_and_reviewers_names_verified(tmp_path):
+    table, files = small_table(tmp_path)
+    table = table.drop(columns=["cluster_taxon", "cluster_taxon_level", "cluster_name"]).assign(
+        ref_name=["Noctua pronuba", "Noctua pronuba", "Noctuidae sp.", "red moth"],
+        ref_rank=["species", "species", "family", ""], ref_status=["conflict", "conflict", "rolled_up", "named"],
+        ref_score=[0.9, 0.9, 0.85, 0.88], ref_margin=[0.2, 0.2, 0.01, 0.3])
+    write_darwin_core(str(tmp_path / "dwca.zip"), table, "trap A", remarks="crop-cluster, model lite0")
+    records, _ = occurrences(tmp_path / "dwca.zip")
+    reviewed = records[ID_PREFIX + file_digest(str(files[1]))]
+    assert (reviewed["verbatimIdentification"], reviewed["identificationVerificationStatus"]) == \
+        ("Noctua A", "verified")
+    assert reviewed["identificationRemarks"] == ""
+    rolled = records[ID_PREFIX + file_digest(str(files[2]))]
+    assert (rolled["scientificName"], rolled["taxonRank"], rolled["verbatimIdentification"]) == \
+        ("Noctuidae", "family", "Noctuidae sp.")
+    assert rolled["identificationVerificationStatus"] == "unverified" and rolled["basisOfRecord"] == \
+        "MachineObservation"
+    assert rolled["identificationRemarks"].startswith("named from references (rolled_up: cosine 0.85, margin 0.01)")
+    gallery = records[ID_PREFIX + file_digest(str(files[3]))]
+    assert (gallery["scientificName"], gallery["taxonRank"], gallery["verbatimIdentification"]) == \
+        ("Insecta", "class", "red moth")                          # a gallery name without a rank: verbatim only
+
+
 def test_stable_ids_come_from_the_occurrence_id_column_and_must_be_unique(tmp_path):
     table, _ = small_table(tmp_path)
     table["occurrence_id"] = ["trapA:1", "trapA:1", "trapA:2", "trapA:3"]

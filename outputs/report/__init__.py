@@ -47,6 +47,9 @@ def write_report(out_folder: str, table: pd.DataFrame, embedding: np.ndarray, th
     document = report_document(table, thumbnails, coordinates,
                                {"title": title, "threshold": round(float(threshold), 6), "model": model,
                                 "map_method": method}, digests, order)
+    from crop_cluster.outputs.report.naming import add_suggestions   # names from references: evidence, accept
+
+    add_suggestions(document["clusters"], table, reps, os.path.join(out_folder, FOLDER), FOLDER)
     write_html(os.path.join(out_folder, "report.html"), document)
     seconds["html"] = round(time.perf_counter() - start, 3)
     return seconds

@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from crop_cluster.naming import COLUMNS as REFERENCE_COLUMNS
 from crop_cluster.outputs.atomic import atomic_open
 from crop_cluster.outputs.report import campaign
 from crop_cluster.outputs.report.review_order import ReviewOrder
@@ -70,7 +71,8 @@ def report_document(table: pd.DataFrame, thumbnails: Sequence[Optional[str]], co
     crops = counts[individual[reps]]
     handled = set(handled_columns(list(table.columns)))
     columns: List[str] = [c for c in table.columns
-                          if c not in CONTRACT and c not in handled and c not in campaign.COLUMNS]
+                          if c not in CONTRACT and c not in handled and c not in campaign.COLUMNS
+                          and c not in REFERENCE_COLUMNS]          # names from references: shown by their own block
     meta = table[columns].iloc[reps].astype(object).to_numpy()
     filenames = table["filename"].astype(str).to_numpy()
     cluster = table["cluster"].to_numpy(dtype=np.int64)
