@@ -77,9 +77,11 @@ def canonical(filenames: Sequence[str], digests: Sequence[str], embedding: np.nd
     embedding float32 (n, d), predictions float32 (n, 2L) or None, shown_names, rank: int64 output position, seen.
     A row without a digest ('': its file could not be read) is a content of its own."""
     n = len(filenames)
-    keys = np.asarray([d or "path:" + f for d, f in zip(digests, filenames)])      # unknown content: its own key
-    if keys.dtype.kind == "U" and all(k.isascii() for k in keys.tolist()):
-        keys = keys.astype("S")                   # bytes compare faster; digests are hex
+    keys = [d or "path:" + f for d, f in zip(digests, filenames)] if not all(digests) else list(digests)
+    try:
+        keys = np.asarray(keys, dtype="S")         # bytes compare fastest; digests are hex
+    except UnicodeEncodeError:                     # a path key with other characters
+        keys = np.asarray(keys)
     order = np.argsort(keys, kind="stable") if n else np.zeros(0, np.int64)
     first = np.r_[True, keys[order][1:] != keys[order][:-1]] if n else np.zeros(0, dtype=bool)
     if n and not first.all():                 # identical contents: by path among themselves

@@ -8,7 +8,7 @@ and each stage filters the forest (at most n - 1 edges) instead of recomputing s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -77,9 +77,8 @@ def spanning_forest(embeddings: np.ndarray, threshold: float, device: str = "cpu
     return forest_from_edges(n, blocks, threshold, max_pending)
 
 
-BOUND_GROUP = 256         # rows per group of the centroid-radius bound (larger components are split)
+BOUND_GROUP = 256         # old rows per group of the centroid-radius bound (larger components are split)
 BOUND_SLACK = 1e-4        # float32 rounding of the bound's dot products and arccos
-BOUND_TILE = 4096         # group rows per product of the bound
 
 
 def grow_forest(old: Forest, old_nodes: np.ndarray, embeddings: np.ndarray, threshold: float,
@@ -89,12 +88,16 @@ def grow_forest(old: Forest, old_nodes: np.ndarray, embeddings: np.ndarray, thre
     embeddings: float32 (n, d), unit rows; old: the forest over the rows `old_nodes` (int64 (m,), distinct; node k
     of `old` is row old_nodes[k]) built at old.threshold <= threshold; the other rows are new. Exact: the maximum
     spanning forest of a graph is that of (its forest's edges + every edge that touches a new row), so only the new
-    rows' edges are computed: among themselves in tiles (`threshold_edges`), to the old rows with a centroid-radius
-    bound between groups (`bounded_edges`): the old rows grouped by the components of `old` at `threshold`, the new
-    ones by the components of their own edges, components of more than BOUND_GROUP rows split at their weakest
-    links. stats: receives the counts of the work done.
+    rows' edges are computed. Those to old rows are found with a centroid-radius bound over groups of old rows (the
+    components of `old` at `threshold`, components of more than BOUND_GROUP rows split at their weakest links): on
+    the unit sphere angle(x, m) >= angle(x, c) - radius for every member m of a group with unit centroid c, so a
+    group whose bound misses the threshold is skipped without touching its members; lone old rows are scored in
+    tiles (`cross_edges`, one fused scan per tile). Grouping the new rows too (a bound between groups on both sides)
+    was measured slower: a night's new crops form small groups, so the products barely shrink while the score
+    matrices and their masks must be materialised. stats: receives the counts of the work done.
     """
-    from crop_cluster.clustering.graph import threshold_edges
+    from crop_cluster.clustering.graph import cross_edges
+    from crop_cluster.clustering.guard import split_oversized
 
     if threshold < old.threshold:
         raise ValueError(f"the forest was built at {old.threshold}; it cannot grow at the lower threshold {threshold}")
@@ -108,12 +111,20 @@ def grow_forest(old: Forest, old_nodes: np.ndarray, embeddings: np.ndarray, thre
     counts = {"new_rows": int(new.size), "old_rows": int(old_nodes.size)}
     if new.size:
         queries = np.ascontiguousarray(embeddings[new], dtype=np.float32)
-        among = [block for block in threshold_edges(queries, threshold)]
-        new_forest = forest_from_edges(new.size, among, threshold)
-        parts.extend((new[rows], new[cols], sims) for rows, cols, sims in among)
-        rows, cols, sims = bounded_edges(embeddings[old_nodes], compact_groups(old, threshold), queries,
-                                         compact_groups(new_forest, threshold), threshold, counts)
-        parts.append((old_nodes[rows], new[cols], sims))
+        groups = partition_at(old, threshold)
+        groups, _ = split_oversized(old, groups, threshold, BOUND_GROUP)
+        _, groups, sizes = np.unique(groups, return_inverse=True, return_counts=True)
+        lone = np.flatnonzero(sizes[groups] == 1)
+        q, b, sims = cross_edges(queries, embeddings[old_nodes[lone]], threshold)
+        parts.append((new[q], old_nodes[lone[b]], sims))
+        grouped = _grouped_edges(queries, embeddings, old_nodes, groups, sizes, threshold, counts)
+        parts.append((new[grouped[0]], old_nodes[grouped[1]], grouped[2]))
+        from crop_cluster.clustering.graph import threshold_edges
+
+        for rows, cols, block_sims in threshold_edges(queries, threshold):
+            parts.append((new[rows], new[cols], block_sims))
+        counts.update(lone_old=int(lone.size), groups_old=int((sizes > 1).sum()),
+                      lone_products=int(lone.size) * int(new.size))
     rows, cols, sims = (np.concatenate(column) for column in zip(*parts))
     low, high = np.minimum(rows, cols), np.maximum(rows, cols)
     counts["edges"] = int(sims.size) - int(keep.sum())
@@ -124,94 +135,41 @@ def grow_forest(old: Forest, old_nodes: np.ndarray, embeddings: np.ndarray, thre
     return Forest(n, rows[order], cols[order], sims[order], float(threshold))
 
 
-def compact_groups(forest: Forest, threshold: float) -> np.ndarray:
-    """int64 (forest.n,) group 0..G-1 of each node: its component at `threshold`, components of more than
-    BOUND_GROUP nodes split at their weakest links (compact groups make a tight bound)."""
-    from crop_cluster.clustering.guard import split_oversized
-
-    groups, _ = split_oversized(forest, partition_at(forest, threshold), threshold, BOUND_GROUP)
-    return np.unique(groups, return_inverse=True)[1].astype(np.int64)
-
-
-@dataclass(frozen=True)
-class _Groups:
-    """Rows grouped for the bound: order (rows sorted by group), starts/ends (G,) per group, centroid (G, d) unit,
-    radius (G,) radians (0 for a group of one), lone: bool (G,) groups of one row."""
-
-    order: np.ndarray
-    starts: np.ndarray
-    ends: np.ndarray
-    centroid: np.ndarray
-    radius: np.ndarray
-
-    @property
-    def lone(self) -> np.ndarray:
-        return self.ends - self.starts == 1
-
-
-def _groups(vectors: np.ndarray, groups: np.ndarray) -> _Groups:
-    order = np.argsort(groups, kind="stable")
+def _grouped_edges(queries: np.ndarray, embeddings: np.ndarray, old_nodes: np.ndarray, groups: np.ndarray,
+                   sizes: np.ndarray, threshold: float, counts: Dict) -> Edges:
+    """(query index, old node index, sim) of every pair >= threshold between the queries and the old rows of groups
+    of two or more (grow_forest's bound); groups: int64 (m,) group 0..G-1 of each old node, sizes (G,)."""
+    members = np.flatnonzero(sizes[groups] > 1)
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+    if not members.size:
+        return empty
+    order = members[np.argsort(groups[members], kind="stable")]
     labels = groups[order]
-    starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]]) if labels.size else np.zeros(0, np.int64)
-    ends = np.r_[starts[1:], labels.size].astype(np.int64)
-    grouped = vectors[order]
-    centroid = np.add.reduceat(grouped, starts, axis=0) if labels.size else np.zeros((0, vectors.shape[1]),
-                                                                                      np.float32)
-    centroid /= np.maximum(np.linalg.norm(centroid, axis=1, keepdims=True), 1e-12)
-    member_cos = np.einsum("ij,ij->i", grouped, np.repeat(centroid, ends - starts, axis=0))
-    radius = np.arccos(np.clip(np.minimum.reduceat(member_cos, starts), -1.0, 1.0)) if labels.size else \
-        np.zeros(0)
-    radius[ends - starts == 1] = 0.0
-    return _Groups(order, starts, ends, np.ascontiguousarray(centroid, dtype=np.float32), radius)
-
-
-def bounded_edges(a: np.ndarray, a_groups: np.ndarray, b: np.ndarray, b_groups: np.ndarray, threshold: float,
-                  counts: Optional[Dict] = None) -> Edges:
-    """Every pair (row i of a, row j of b) with float32 cosine >= threshold: (i int64, j int64, sims float32).
-
-    a: float32 (m, d), b: float32 (k, d), unit rows; a_groups (m,), b_groups (k,): group ids. On the unit sphere the
-    angle between a member of group g (centroid c_g, radius r_g) and one of group h is at least angle(c_g, c_h) -
-    r_g - r_h, so a pair of groups is scored only when c_g . c_h >= cos(min(pi, r_g + r_h + arccos threshold))
-    (less BOUND_SLACK); their members are then multiplied exactly. Pairs of lone rows are scored in tiles
-    (graph.cross_edges), whose candidates are the edges themselves. counts: receives the groups and products.
-    """
-    from crop_cluster.clustering.graph import cross_edges
-
-    ga, gb = _groups(a, a_groups), _groups(b, b_groups)
-    theta = float(np.arccos(np.clip(threshold, -1.0, 1.0)))
-    lone_a, lone_b = np.flatnonzero(ga.lone), np.flatnonzero(gb.lone)
-    rows_a, rows_b = ga.order[ga.starts[lone_a]], gb.order[gb.starts[lone_b]]
-    i, j, sims = cross_edges(a[rows_a], b[rows_b], threshold)             # lone x lone: the edges themselves
-    found: List[Edges] = [(rows_a[i], rows_b[j], sims)]
-    candidates: List[Tuple[np.ndarray, np.ndarray]] = []
-    for part_a, part_b in ((np.flatnonzero(~ga.lone), np.arange(gb.radius.size)), (lone_a, np.flatnonzero(~gb.lone))):
-        for begin in range(0, part_a.size, BOUND_TILE):
-            block = part_a[begin:begin + BOUND_TILE]
-            if not block.size or not part_b.size:
-                continue
-            scores = ga.centroid[block] @ gb.centroid[part_b].T
-            floor = np.cos(np.minimum(np.pi, ga.radius[block][:, None] + gb.radius[part_b][None, :] + theta))
-            hit_a, hit_b = np.nonzero(scores >= floor - BOUND_SLACK)
-            candidates.append((block[hit_a], part_b[hit_b]))
-    pairs_a = np.concatenate([c[0] for c in candidates]) if candidates else np.zeros(0, np.int64)
-    pairs_b = np.concatenate([c[1] for c in candidates]) if candidates else np.zeros(0, np.int64)
-    by_a = np.argsort(pairs_a, kind="stable")
-    pairs_a, pairs_b = pairs_a[by_a], pairs_b[by_a]
-    bounds = np.flatnonzero(np.r_[True, np.diff(pairs_a) != 0, True]) if pairs_a.size else np.zeros(1, np.int64)
+    starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
+    ends = np.r_[starts[1:], labels.size]
+    vectors = np.ascontiguousarray(embeddings[old_nodes[order]], dtype=np.float32)    # grouped old rows
+    centroids = np.add.reduceat(vectors, starts, axis=0)
+    centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    member_cos = np.einsum("ij,ij->i", vectors, np.repeat(centroids, ends - starts, axis=0))
+    radius = np.arccos(np.clip(np.minimum.reduceat(member_cos, starts), -1.0, 1.0))
+    floor = (np.cos(np.minimum(np.pi, radius + np.arccos(np.clip(threshold, -1.0, 1.0)))) - BOUND_SLACK)
+    found = [empty]
     scored = 0
-    for lo, hi in zip(bounds[:-1], bounds[1:]):                          # one product per group of a
-        g = int(pairs_a[lo])
-        members_a = ga.order[ga.starts[g]:ga.ends[g]]
-        members_b = np.concatenate([gb.order[gb.starts[h]:gb.ends[h]] for h in pairs_b[lo:hi].tolist()])
-        products = a[members_a] @ b[members_b].T
-        scored += products.size
-        hit_a, hit_b = np.nonzero(products >= threshold)
-        if hit_a.size:
-            found.append((members_a[hit_a], members_b[hit_b], products[hit_a, hit_b]))
-    if counts is not None:
-        counts.update(groups_old=int(ga.radius.size), groups_new=int(gb.radius.size), lone_old=int(lone_a.size),
-                      lone_new=int(lone_b.size), lone_products=int(lone_a.size) * int(lone_b.size),
-                      group_pairs_scored=int(pairs_a.size), member_products=int(scored))
+    for begin in range(0, queries.shape[0], 4096):
+        block = queries[begin:begin + 4096]
+        reach = block @ centroids.T >= floor[None, :].astype(np.float32)
+        query_rows, group_ids = np.nonzero(reach)
+        by_group = np.argsort(group_ids, kind="stable")
+        query_rows, group_ids = query_rows[by_group], group_ids[by_group]
+        bounds = np.flatnonzero(np.r_[True, np.diff(group_ids) != 0, True]) if group_ids.size else np.zeros(1, int)
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            k = int(group_ids[lo])
+            sims = block[query_rows[lo:hi]] @ vectors[starts[k]:ends[k]].T
+            scored += sims.size
+            qi, mi = np.nonzero(sims >= threshold)
+            if qi.size:
+                found.append((begin + query_rows[lo:hi][qi], order[starts[k] + mi], sims[qi, mi]))
+    counts["member_products"] = int(scored)
     return tuple(np.concatenate(column) for column in zip(*found))
 
 

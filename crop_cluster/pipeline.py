@@ -353,7 +353,10 @@ def clustering(options: Options, crops: Crops, threshold: float, forest, mode: s
         min_cluster_size=options.min_cluster_size or (5 if options.cluster == "hdbscan" else 1),
         min_samples=options.min_samples, seed=options.seed,
         device=resolve_device(options.device) if options.cluster in ("cosine", "kmeans") else "cpu")
-    return cluster_individuals(crops, options.cluster, params, options.min_sim_to_centroid, forest)
+    grouping = cluster_individuals(crops, options.cluster, params, options.min_sim_to_centroid, forest)
+    if mode == "add":                  # cosine grows from the kept forest; the others cluster everything again
+        grouping.info["incremental"] = options.cluster == "cosine"
+    return grouping
 
 
 # --- campaign -------------------------------------------------------------------------------------------------------

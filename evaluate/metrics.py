@@ -158,6 +158,7 @@ def cosine_silhouette(x: np.ndarray, labels: np.ndarray) -> float:
         intra /= (freqs - 1).take(codes, mode="clip")
         scores = inter - intra
         scores /= np.maximum(intra, inter)
+    scores[freqs[codes] == 1] = 0.0                        # a row alone in its cluster scores 0 (as scikit-learn)
     return float(np.mean(np.nan_to_num(scores)))
 
 

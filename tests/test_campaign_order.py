@@ -180,3 +180,16 @@ def test_a_model_change_is_refused_with_the_way_out(crops, caplog):
     tmp_path, files, full = crops
     assert run("-i", files[0], "-o", full, "--add", "-e", "lite0") == 2
     assert "--re_embed" in caplog.text and "another -o" in caplog.text
+
+
+def test_a_non_incremental_algorithm_is_run_again_over_the_whole_campaign(crops):
+    tmp_path, files, full = crops
+    settings = ["-c", "agglomerative", "--n_clusters", "4", "--linkage", "average"]
+    whole, chain = tmp_path / "agglomerative-full", tmp_path / "agglomerative-chain"
+    assert run("-i", tmp_path / "all.txt", "-o", whole, "-e", "fake", *SETTINGS, *settings) == 0
+    parts = batches(files, random.Random(3))
+    for k, batch in enumerate(parts):
+        assert run("-i", listed(tmp_path / f"a{k}.txt", batch), "-o", chain, "-e", "fake",
+                   *(SETTINGS + settings if k == 0 else ["--add"])) == 0
+    assert json.loads((chain / "run.json").read_text())["clustering"]["incremental"] is False
+    assert partition(chain, "cluster") == partition(whole, "cluster")
