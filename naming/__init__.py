@@ -34,20 +34,26 @@ COLUMNS = ("ref_name", "ref_rank", "ref_score", "ref_margin", "ref_second", "ref
 @dataclass(frozen=True)
 class NamingDefaults:
     """Per-backend defaults of the naming rule at one --name_level (bench/results/naming.json; docs/naming.md):
-    threshold, the cosine a unit's best prototype needs at least; margin, by how much it must beat the second."""
+    threshold, the cosine a unit's best prototype needs at least; margin, by how much it must beat the second;
+    gallery_offset, how far above the gallery's own self-test threshold (naming.prototypes.self_test_threshold: the
+    highest cosine at which the gallery misnames its own references) a name must be: the threshold used is
+    max(threshold, self-test + gallery_offset), so a gallery whose names the model confuses names only clear
+    matches, or nothing."""
 
     threshold: float
     margin: float
+    gallery_offset: float
 
 
 # Calibrated with bench/naming.py at each level, where it is applied (a crop-level threshold is wrong for cluster
 # centroids and the other way round): bench/results/naming.json, "decision".
 BACKEND_DEFAULTS = {
-    "lite0": {"cluster": NamingDefaults(threshold=0.82, margin=0.12),
-              "individual": NamingDefaults(threshold=0.87, margin=0.0),
-              "crop": NamingDefaults(threshold=0.82, margin=0.0)},
+    "lite0": {"cluster": NamingDefaults(threshold=0.85, margin=0.02, gallery_offset=0.18),
+              "individual": NamingDefaults(threshold=0.87, margin=0.0, gallery_offset=0.12),
+              "crop": NamingDefaults(threshold=0.82, margin=0.0, gallery_offset=0.12)},
 }
 UNCALIBRATED_MARGIN = 0.05   # backends without calibrated defaults: this margin, and their clustering threshold
+UNCALIBRATED_GALLERY_OFFSET = 0.0   # ... and never below the cosine where the gallery misnames its own references
 
 
 class NamingError(CropClusterError, ValueError):

@@ -1,9 +1,11 @@
 """The entry the pipeline calls: references read, filtered and embedded, then every naming unit named.
 
 `name_run` returns the ref_* columns of clusters.csv (one row per crop), the run.json entry, the metrics.json block
-(with labels) and the rows the campaign store keeps (which references named what), all plain values.
+(with labels) and the rows the campaign store keeps (which references named what), all plain values. The rule and
+its settings: naming/rule.py; what is named: naming/units.py.
 
-ref_status per row: `named` (the best name reached --name_threshold and beat the second by --name_margin),
+ref_status per row: `named` (the best name reached the threshold used (--name_threshold, or the default raised by
+the gallery's self-test) and beat the second by --name_margin),
 `rolled_up` (the margin failed and the close names share an ancestor: `Noctuidae sp.`), `unknown`, and where a
 reviewer named the crop's group: `reviewed` (the machine agrees, or gave no name) or `conflict` (it gave another
 name). A human name always wins; the machine's answer stays in the other columns.
@@ -19,39 +21,12 @@ import numpy as np
 import pandas as pd
 
 from crop_cluster.campaign.store import NAME_REFERENCE_COLUMNS, UNIT_NAME_COLUMNS
-from crop_cluster.naming import BACKEND_DEFAULTS, COLUMNS, RANKS, UNCALIBRATED_MARGIN, NamingError
+from crop_cluster.naming import COLUMNS, RANKS, NamingError
 from crop_cluster.naming.references import PLACEHOLDER, References
+from crop_cluster.naming.rule import NamingSettings, resolve_settings
 
 log = logging.getLogger("crop-cluster")
 GALLERY_OVERLAP_WARNING = 0.10   # warn when more of the references are closer to another name than to their own
-
-
-@dataclass(frozen=True)
-class NamingSettings:
-    """The rule as resolved for the run: level (naming.LEVELS), threshold, margin, rule (prototypes.RULES)."""
-
-    level: str
-    threshold: float
-    margin: float
-    rule: str = "prototype"
-
-
-def resolve_settings(backend: Optional[str], level: Optional[str], threshold: Optional[float],
-                     margin: Optional[float], cluster_threshold: float) -> Tuple[NamingSettings, str]:
-    """The run's NamingSettings: the given values, else the backend's defaults calibrated at that level, else (a
-    backend not calibrated for naming) its clustering threshold and UNCALIBRATED_MARGIN; and where the defaults
-    came from."""
-    level = level or "cluster"
-    defaults = BACKEND_DEFAULTS.get(backend or "", {}).get(level)
-    source = f"calibrated for {backend} at {level} level (bench/results/naming.json)" if defaults else \
-        f"not calibrated for {backend or 'this model'}: its clustering threshold (docs/naming.md, calibrating)"
-    if defaults is None and threshold is None:
-        log.warning("--name_threshold: no calibrated default for %s; using the clustering threshold %.3f (see "
-                    "docs/naming.md on calibrating for a new model)", backend or "this model", cluster_threshold)
-    return NamingSettings(level,
-                          threshold if threshold is not None else defaults.threshold if defaults else cluster_threshold,
-                          margin if margin is not None else defaults.margin if defaults else UNCALIBRATED_MARGIN), \
-        source
 
 
 def gather_references(sources: Sequence[str], species_list: Optional[str], remembered: Optional[References],
@@ -119,36 +94,44 @@ def name_campaign(sources: Sequence[str], species_list: Optional[str], remembere
     settings, source = resolve_settings(backend_of_model(embed_settings.model), level, threshold, margin,
                                         cluster_threshold)
     references, vectors, info = gather_references(sources, species_list, stored, embed_settings)
-    keys = {"crop": list(crop_keys), "individual": [str(i) for i in individual_ids],
-            "cluster": [str(c) if c >= 0 else str(i) for c, i in zip(cluster.tolist(), individual_ids.tolist())]}
-    named = name_run(references, vectors, embedding, cluster, individual, group, settings, labels,
-                     keys[settings.level])
+    keys = {"crop": [str(k) for k in crop_keys], "individual": [str(i) for i in individual_ids.tolist()],
+            "cluster": [str(c) for c in cluster.tolist()]}
+    named = name_run(references, vectors, embedding, cluster, individual, group, settings, labels, keys)
     log.info("names from %d references of %d names: %s (%s level, threshold %.3f, margin %.3f)", len(references),
              info["names"], ", ".join(f"{count} {status}" for status, count in named.info["statuses"].items()
-                                      if count), settings.level, settings.threshold, settings.margin)
+                                      if count), settings.level, named.info["threshold"], settings.margin)
     return Named(named.columns, {**info, **named.info, "defaults": source}, named.metrics, named.references,
                  named.names)
 
 
 def name_run(references: References, vectors: np.ndarray, embedding: np.ndarray, cluster: np.ndarray,
              individual: np.ndarray, group: Sequence[str], settings: NamingSettings,
-             labels: Optional[Sequence[Optional[str]]] = None, unit_keys: Optional[Sequence[str]] = None) -> Named:
+             labels: Optional[Sequence[Optional[str]]] = None,
+             unit_keys: Optional[Dict[str, Sequence[str]]] = None) -> Named:
     """Name every unit of `settings.level` (naming/units.py) against the references.
 
     references, vectors: float32 (R, d) L2-normalised, row r = reference r; embedding: float32 (n, d) per crop;
     cluster, individual: int64 (n,) per crop (-1 not clustered); group: (n,) the reviewer's group name per crop ('':
-    none); labels: (n,) true labels or None; unit_keys: (n,) per crop, what identifies its unit in the store at
-    this level (the cluster id or stable individual id, the crop digest; None: the unit number)."""
+    none); labels: (n,) true labels or None; unit_keys: per kind of unit ('cluster', 'individual', 'crop') (n,) per
+    crop, what identifies its unit of that kind in the store (the cluster id, stable individual id, crop digest;
+    None: the unit number)."""
     from crop_cluster.naming.prototypes import decide, gallery_overlap, name_codes, nearest_references, top_names
+    from crop_cluster.naming.rule import member_names, threshold_used
     from crop_cluster.naming.taxonomy import ancestor_name, common_ancestor, rank_of
-    from crop_cluster.naming.units import naming_units, unit_vectors
+    from crop_cluster.naming.units import naming_units, split_mixed_clusters, unit_vectors
 
     names, codes = name_codes(references.names)
-    unit, kind = naming_units(settings.level, cluster, individual)
+    threshold, gallery_threshold = threshold_used(settings, vectors, codes, len(names))
+    split = 0
+    if settings.members is not None:                     # cluster level: clusters that mix names, member by member
+        member = member_names(embedding, individual, vectors, codes, len(names), settings.members)
+        unit, kind, split = split_mixed_clusters(cluster, individual, member)
+    else:
+        unit, kind = naming_units(settings.level, cluster, individual)
     n_units = kind.size
     queries = unit_vectors(embedding, individual if settings.level != "crop" else np.arange(unit.size), unit, n_units)
     index, score = top_names(queries, vectors, codes, len(names), settings.rule)
-    decision = decide(index, score, settings.threshold, settings.margin)
+    decision = decide(index, score, threshold, settings.margin)
     status = decision.status.copy()
     name = np.where(status == "named", np.asarray(names, dtype=object)[np.maximum(decision.best, 0)], "")
     rank = np.asarray([rank_of(value, references.taxonomy) if value else "" for value in name], dtype=object)
@@ -169,12 +152,23 @@ def name_run(references: References, vectors: np.ndarray, embedding: np.ndarray,
         "ref_status": final[unit]}, columns=list(COLUMNS))
     counts = pd.Series(final).value_counts()
     overlap = gallery_overlap(vectors, codes, len(names))
-    info = {"level": settings.level, "rule": settings.rule, "threshold": settings.threshold,
+    info = {"level": settings.level, "rule": settings.rule, "threshold": round(threshold, 4),
             "margin": settings.margin, "units": int(n_units),
             "statuses": {s: int(counts.get(s, 0)) for s in ("named", "rolled_up", "unknown", "reviewed", "conflict")},
             "gallery": {"names_with_one_reference": int((np.bincount(codes) == 1).sum()),
-                        "references_closer_to_another_name": round(float(overlap.mean()), 4) if overlap.size else 0.0}}
-    if overlap.mean() > GALLERY_OVERLAP_WARNING:
+                        "references_closer_to_another_name": round(float(overlap.mean()), 4) if overlap.size else 0.0,
+                        "self_test_threshold": None if not np.isfinite(gallery_threshold) else
+                        round(gallery_threshold, 4),
+                        "threshold_default": settings.threshold, "offset": settings.gallery_offset,
+                        "raised_threshold": bool(threshold > settings.threshold)}}
+    if settings.members is not None:
+        info["clusters_named_by_individual"] = split
+    if threshold > settings.threshold:
+        log.warning("--reference: the model confuses this gallery's own names up to cosine %.3f (its references named "
+                    "by each other), so a name needs %.3f here instead of %.3f: few or no units are named; add "
+                    "references, or give --name_threshold to name anyway (docs/naming.md, the gallery's self-test)",
+                    gallery_threshold, threshold, settings.threshold)
+    elif overlap.mean() > GALLERY_OVERLAP_WARNING:
         log.warning("--reference: %.0f%% of the reference crops are closer to another name's prototype than to their "
                     "own: this model does not separate these names well, so names given will be unreliable; add "
                     "references, or raise --name_threshold / --name_margin (docs/naming.md, 'reading the scores')",
@@ -184,11 +178,11 @@ def name_run(references: References, vectors: np.ndarray, embedding: np.ndarray,
         from crop_cluster.naming.evaluate import open_set_metrics, unit_truth
 
         best = np.asarray(names, dtype=object)[np.maximum(decision.best, 0)]
-        metrics = {"level": settings.level, "threshold": settings.threshold, "margin": settings.margin,
+        metrics = {"level": settings.level, "threshold": round(threshold, 4), "margin": settings.margin,
                    **open_set_metrics(decision.score, decision.margin, list(best), list(machine),
                                       unit_truth(labels, unit, n_units), names, np.bincount(unit, minlength=n_units),
                                       settings.margin)}
-    keys = _unit_keys(unit, n_units, unit_keys)
+    keys = _unit_keys(unit, kind, unit_keys)
     digest_of = np.asarray(references.digests, dtype=object)
     store_names = pd.DataFrame({"level": [f"{settings.level}:{k}" for k in kind], "unit": keys, "name": name,
                                 "rank": rank, "score": np.round(decision.score, 4), "status": final,
@@ -224,10 +218,15 @@ def _with_reviews(status: np.ndarray, name: np.ndarray, rank: np.ndarray, human:
     return final
 
 
-def _unit_keys(unit: np.ndarray, n_units: int, unit_keys: Optional[Sequence[str]]) -> List[str]:
+def _unit_keys(unit: np.ndarray, kind: np.ndarray, unit_keys: Optional[Dict[str, Sequence[str]]]) -> List[str]:
+    """Each unit's key in the store: unit_keys[its kind] at its first row; the unit number without unit_keys."""
     if unit_keys is None:
-        return [str(u) for u in range(n_units)]
-    return _first_of_unit(np.asarray([str(k) for k in unit_keys], dtype=object), unit, n_units).tolist()
+        return [str(u) for u in range(kind.size)]
+    keys = np.full(kind.size, "", dtype=object)
+    for name in np.unique(kind):
+        chosen = kind == name
+        keys[chosen] = _first_of_unit(np.asarray(unit_keys[name], dtype=object), unit, kind.size)[chosen]
+    return keys.tolist()
 
 
 def reference_rows(references: References) -> pd.DataFrame:

@@ -4,6 +4,10 @@
   L2-normalised mean of its individuals' vectors (each insect counts once, however many frames it was seen in);
 - `individual`: each individual, its vector the L2-normalised mean of its crops;
 - `crop`: each crop, its own embedding.
+
+At cluster level a cluster whose individuals, each named on its own, clearly match two or more different names
+(naming.rule.member_names) is named individual by individual instead (split_mixed_clusters): its centroid lies
+between those names and matches neither well, while each of its individuals matches one.
 """
 from __future__ import annotations
 
@@ -32,6 +36,21 @@ def naming_units(level: str, cluster: np.ndarray, individual: np.ndarray) -> Tup
     kind = np.where(clustered, "cluster", "individual").astype(object) if level == "cluster" else \
         np.full(first.size, "individual", dtype=object)
     return rank[unit.reshape(-1)], kind
+
+
+def split_mixed_clusters(cluster: np.ndarray, individual: np.ndarray,
+                         member_name: np.ndarray) -> Tuple[np.ndarray, np.ndarray, int]:
+    """naming_units('cluster', ...) with every cluster whose individuals have two or more different names in
+    `member_name` split into its individuals (kind 'individual'): (unit int64 (n,), kind object (U,), the number of
+    clusters split). cluster, individual: int64 (n,) per row; member_name: int64 (I,) per individual, -1 none."""
+    clustered = (cluster >= 0) & (member_name[individual] >= 0)
+    pairs = np.unique(np.stack([cluster[clustered], member_name[individual[clustered]]]), axis=1)
+    names_per_cluster = np.bincount(pairs[0], minlength=int(cluster.max(initial=-1)) + 1) if pairs.size else \
+        np.zeros(int(cluster.max(initial=-1)) + 1, dtype=np.int64)
+    mixed = np.flatnonzero(names_per_cluster >= 2)
+    kept = np.where(np.isin(cluster, mixed), -1, cluster)
+    unit, kind = naming_units("cluster", kept, individual)
+    return unit, kind, int(mixed.size)
 
 
 def unit_vectors(embedding: np.ndarray, individual: np.ndarray, unit: np.ndarray, n_units: int) -> np.ndarray:

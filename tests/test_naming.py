@@ -429,7 +429,7 @@ def test_the_gallery_check_finds_references_nearer_another_name():
 
 def test_defaults_follow_the_backend_and_the_level():
     from crop_cluster.naming import BACKEND_DEFAULTS
-    from crop_cluster.naming.run import resolve_settings
+    from crop_cluster.naming.rule import resolve_settings
 
     settings, source = resolve_settings("lite0", None, None, None, 0.82)
     assert (settings.level, settings.threshold, settings.margin) == \
