@@ -1,5 +1,5 @@
-"""Names from references (naming/) with lite0, offline: choose the rule and calibrate --name_threshold and
---name_margin on calibration splits, score them on other splits, at cluster, individual and crop level.
+"""Names from references (naming/) with lite0, offline: the previous rule (the baseline) and the gallery rule side by
+side, each calibrated on calibration splits and scored on other splits, at cluster, individual and crop level.
 
     flock /tmp/bench.lock .venv/bin/python bench/naming.py [--out bench/results/naming.json] [--draws 5]
 
@@ -13,28 +13,37 @@ lite0 defaults), and named by naming/ exactly as a run names them.
     tux_views      each Debian tuxpaint photo a name (a "taxon"); 7 camera views per photo (example/make_example.py:
                    box jitter, rotation, brightness, rescale, JPEG): 3 references, 4 queries. Calibration and test
                    splits hold different photos.
+    fmnist         Fashion-MNIST classes as names (60 test images per class, x3 on black): 3 references per class,
+                   the images of each class split half/half.
     biodivx        the 26 shared light-trap crops, each individual a name; its first-frame crop the reference (one
                    per name: the individual that enters in frame 2 has none and is always unknown), frames 2-3 the
-                   queries. Too small to split: test only.
+                   queries. Too small to split: test only; besides the draws, scored over every choice of known
+                   names (`biodivx_every_split`: the queries are the same in every draw).
   regime "kinds" (hard; targets precision first: names given >= 0.95 correct and <= 5 % of unknown units named,
   the coverage this leaves reported):
     tux_categories the photos' category/subcategory as names (10 kinds of 9 to 64 photos): 3 reference photos per
                    kind, the others queries; calibration and test splits hold different photos of each kind.
-    fmnist         Fashion-MNIST classes as names (60 test images per class, x3 on black): 3 references per class.
-                   Scored, not calibrated on: lite0 does not tell these classes apart from 3 references (AUROC about
-                   0.8), and the threshold that would keep its names precise leaves many views clusters unnamed
-                   (`fmnist_alone` shows what calibrating on it too would give); the gallery check shows why
-                   (`gallery_references_closer_to_another_name`).
 
-Calibration (per level and rule): over thresholds 0.30-0.99 and margins MARGINS, pooled over each set's
-calibration draws, the (threshold, margin) with the highest mean coverage on the views sets among those meeting
-every target on the calibration draws (views: precision and unknowns left unknown; kinds: precision first): of those within 0.005
-of the best coverage, the middle of the longest run of thresholds at one margin (ties: the smaller margin), so the
-defaults sit as far from both failures as the calibration allows. The rule (prototype, per-reference max, kNN) is chosen on the calibration draws too, at cluster level (the default
-level): the highest views coverage at its calibrated defaults; ties to the prototype (K vectors to compare, not R).
-That rule is used at every level, with each level's own calibrated threshold and margin (`decision`). Test
-figures are medians over the test draws. Timing: a whole CLI run on the largest query set with and without
---reference, side by side, median of 5.
+Rules (naming/rule.py, naming/prototypes.py, naming/units.py):
+  baseline  the previous rule: a unit is named when its best prototype's cosine reaches one threshold and beats
+            the second name by a margin; calibrated as before on tux_views and tux_categories (fmnist was left out:
+            one threshold cannot serve it and the views at once).
+  gallery   the same, with the threshold raised to the gallery's self-test (the cosine up to which the rule names
+            the gallery's own references wrongly, leave one out, naming.prototypes.self_test_threshold) plus an
+            offset, so a gallery whose names the model confuses names only clear matches; and at cluster level a
+            cluster whose individuals clear the individual-level rule with two or more names is named individual by
+            individual (naming.units.split_mixed_clusters). Calibrated on tux_views, tux_categories and fmnist.
+
+Calibration (per level and rule): over thresholds 0.30-0.99, margins MARGINS and (gallery rule) offsets OFFSETS
+(or none), pooled over each calibration set's calibration draws, the points meeting every calibration set's
+targets (views: precision and unknowns left unknown; kinds: precision first) with the highest mean coverage on the
+views sets; of those within PLATEAU of it, the longest run of thresholds at one (margin, offset), its middle
+threshold (ties: the smaller margin, then the smallest offset: a larger one only names less on these sets), so the
+threshold sits as far from both failures as the calibration allows. The individual level is calibrated first: its settings name the members that split clusters.
+Test figures are medians over the test draws. Ceilings: the best any (threshold, margin) of the baseline reaches on
+the test draws themselves, and fmnist named from 3, 10 and 30 references per class (`fmnist_ceiling`). Timing: a
+whole CLI run on the largest query set with and without --reference, and naming alone with each rule, side by side,
+medians of 5.
 """
 from __future__ import annotations
 
@@ -63,8 +72,9 @@ import machine as bench_machine  # noqa: E402
 BACKEND, MODEL = "lite0", "efficientnet-lite0"
 THRESHOLDS = np.round(np.arange(0.30, 0.9901, 0.01), 2)
 MARGINS = (0.0, 0.02, 0.04, 0.06, 0.08, 0.10, 0.12, 0.15, 0.20)
-LEVELS = ("cluster", "individual", "crop")
-RULES = ("prototype", "max", "knn")
+OFFSETS = (None,) + tuple(np.round(np.arange(0.0, 0.3001, 0.03), 2).tolist())   # gallery rule; None: no raise
+LEVELS = ("individual", "crop", "cluster")          # calibration order: the individual level names the members
+RULES = ("baseline", "gallery")
 REFERENCES = 3
 PLATEAU = 0.005           # coverage this close to the best counts as the best (calibrate)
 VIEWS = 7
@@ -74,8 +84,10 @@ FMNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal
 FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 TARGETS = {"views": {"precision": 0.97, "coverage": 0.95, "unknown_left_unknown": 0.95, "auroc": 0.99},
            "kinds": {"precision": 0.95, "unknown_named_at_most": 0.05}}
-REGIME = {"tux_views": "views", "biodivx": "views", "tux_categories": "kinds", "fmnist": "kinds"}
-CALIBRATE_ON = ("tux_views", "tux_categories")    # fmnist and biodivx are scored, not calibrated on (docstring)
+REGIME = {"tux_views": "views", "biodivx": "views", "tux_categories": "kinds", "fmnist": "views"}
+CALIBRATE_ON = {"baseline": ("tux_views", "tux_categories"),              # as the previous bench (docstring)
+                "gallery": ("tux_views", "tux_categories", "fmnist")}  # biodivx: test only
+CEILING_REFERENCES = (3, 10, 30)                   # fmnist_ceiling: references per class
 SEED = 29
 
 
@@ -240,8 +252,9 @@ def partition(data: LabelledSet, rows: Sequence[int], out: Path, cache_dir: Path
 
 @dataclass
 class Units:
-    """Per naming unit (U,): score (best), gap (to the second; NaN one name), right (the best name is the true
-    one), known, unknown (bool), crops (int)."""
+    """Per naming unit (U,) of one draw: score (best), gap (to the second; NaN one name), right (the best name is the
+    true one), known, unknown (bool), crops (int); auroc known vs unknown by score; self_test: per margin of MARGINS
+    the gallery's self-test threshold (-inf: none); split: clusters named individual by individual."""
 
     score: np.ndarray
     gap: np.ndarray
@@ -250,30 +263,57 @@ class Units:
     unknown: np.ndarray
     crops: np.ndarray
     auroc: Optional[float]
+    self_test: Dict[float, float]
+    split: int
 
 
-def units_of(level: str, rule: str, table, embedding: np.ndarray, truth_rows: Sequence[str],
-             ref_vectors: np.ndarray, ref_names: Sequence[str]) -> Units:
-    """Name the units of `level` with `rule` (naming/ as a run does) and keep what the calibration needs."""
+@dataclass
+class Partition:
+    """One draw's queries as the pipeline grouped them: table (cluster, individual per query row), embedding (Q, d),
+    truth (Q,) names; references: vectors (R, d) and names (R,)."""
+
+    table: object
+    embedding: np.ndarray
+    truth: List[str]
+    ref_vectors: np.ndarray
+    ref_names: List[str]
+
+
+def member_settings(calibrated: Dict) -> "object":
+    """naming.rule.NamingSettings of the individual level as calibrated for the gallery rule (the members' rule)."""
+    from crop_cluster.naming.rule import NamingSettings
+
+    return NamingSettings("individual", calibrated["threshold"], calibrated["margin"],
+                          gallery_offset=calibrated["gallery_offset"])
+
+
+def units_of(level: str, part: Partition, members=None) -> Units:
+    """Name the units of `level` (naming/ as a run does; `members`: the members' NamingSettings, which split
+    clusters that mix names: the gallery rule at cluster level) and keep what the calibration needs."""
     from crop_cluster.naming.evaluate import auroc, unit_truth
-    from crop_cluster.naming.prototypes import name_codes, top_names
-    from crop_cluster.naming.units import naming_units, unit_vectors
+    from crop_cluster.naming.prototypes import name_codes, self_test_threshold, top_names
+    from crop_cluster.naming.rule import member_names
+    from crop_cluster.naming.units import naming_units, split_mixed_clusters, unit_vectors
 
-    cluster = table["cluster"].to_numpy(np.int64)
-    individual = table["individual"].to_numpy(np.int64)
-    individual = np.unique(individual, return_inverse=True)[1].reshape(-1)
-    names, codes = name_codes(ref_names)
-    unit, kind = naming_units(level, cluster, individual)
-    queries = unit_vectors(embedding, individual if level != "crop" else np.arange(unit.size), unit, kind.size)
-    index, score = top_names(queries, ref_vectors, codes, len(names), rule)
-    truth = unit_truth(list(truth_rows), unit, kind.size)
-    known_names = set(names)
-    known = np.asarray([t in known_names for t in truth])
+    cluster = part.table["cluster"].to_numpy(np.int64)
+    individual = np.unique(part.table["individual"].to_numpy(np.int64), return_inverse=True)[1].reshape(-1)
+    names, codes = name_codes(part.ref_names)
+    split = 0
+    if members is not None:
+        member = member_names(part.embedding, individual, part.ref_vectors, codes, len(names), members)
+        unit, kind, split = split_mixed_clusters(cluster, individual, member)
+    else:
+        unit, kind = naming_units(level, cluster, individual)
+    queries = unit_vectors(part.embedding, individual if level != "crop" else np.arange(unit.size), unit, kind.size)
+    index, score = top_names(queries, part.ref_vectors, codes, len(names))
+    truth = unit_truth(list(part.truth), unit, kind.size)
+    known = np.asarray([t in set(names) for t in truth])
     best = np.asarray(names, dtype=object)[index[:, 0]]
     gap = np.where(index[:, 1] >= 0, score[:, 0] - score[:, 1], np.nan)
     area = auroc(score[known, 0].astype(np.float64), score[~known, 0].astype(np.float64))
     return Units(score[:, 0].astype(np.float64), gap, best == np.asarray(truth, dtype=object), known, ~known,
-                 np.bincount(unit, minlength=kind.size), area)
+                 np.bincount(unit, minlength=kind.size), area,
+                 {m: self_test_threshold(part.ref_vectors, codes, len(names), m) for m in MARGINS}, split)
 
 
 def gallery_share(ref_vectors: np.ndarray, ref_names: Sequence[str]) -> float:
@@ -284,28 +324,35 @@ def gallery_share(ref_vectors: np.ndarray, ref_names: Sequence[str]) -> float:
     return float(gallery_overlap(ref_vectors, codes, len(names)).mean())
 
 
-def grid(parts: Sequence[Units]) -> Dict[str, np.ndarray]:
-    """Pooled over `parts`: precision, coverage, unknown_named, named (M, T) for MARGINS x THRESHOLDS."""
+# ---------------------------------------------------------------- calibration
+
+def grid(parts: Sequence[Units], offsets: Sequence[Optional[float]]) -> Dict[str, np.ndarray]:
+    """Pooled over `parts`: precision, coverage, unknown_named, named (M, O, T) for MARGINS x offsets x THRESHOLDS;
+    a unit is named when its score reaches the threshold and its draw's self-test at that margin plus the offset
+    (None: no raise) and it beats the second name by the margin."""
     score = np.concatenate([p.score for p in parts])
     gap = np.concatenate([p.gap for p in parts])
     right = np.concatenate([p.right for p in parts])
     known = np.concatenate([p.known for p in parts])
     unknown = np.concatenate([p.unknown for p in parts])
-    shape = (len(MARGINS), THRESHOLDS.size)
+    shape = (len(MARGINS), len(offsets), THRESHOLDS.size)
     out = {key: np.full(shape, np.nan) for key in ("precision", "coverage", "unknown_named", "named")}
     for i, margin in enumerate(MARGINS):
         confident = np.isnan(gap) | (np.nan_to_num(gap, nan=1.0) >= margin - 1e-7)
-        named = (score[None, :] >= THRESHOLDS[:, None] - 1e-7) & confident[None, :]       # (T, U)
-        n_named = named.sum(1)
-        out["named"][i] = n_named
-        out["precision"][i] = np.where(n_named > 0, (named & right).sum(1) / np.maximum(n_named, 1), np.nan)
-        out["coverage"][i] = (named & right & known).sum(1) / max(known.sum(), 1)
-        out["unknown_named"][i] = (named & unknown).sum(1) / max(unknown.sum(), 1)
+        for j, offset in enumerate(offsets):
+            floor = np.concatenate([np.full(p.score.size, -np.inf if offset is None else p.self_test[margin] + offset)
+                                    for p in parts])
+            named = (score[None, :] >= THRESHOLDS[:, None] - 1e-7) & (confident & (score >= floor - 1e-7))[None, :]
+            n_named = named.sum(1)
+            out["named"][i, j] = n_named
+            out["precision"][i, j] = np.where(n_named > 0, (named & right).sum(1) / np.maximum(n_named, 1), np.nan)
+            out["coverage"][i, j] = (named & right & known).sum(1) / max(known.sum(), 1)
+            out["unknown_named"][i, j] = (named & unknown).sum(1) / max(unknown.sum(), 1)
     return out
 
 
 def feasible(measures: Dict[str, np.ndarray], regime: str) -> np.ndarray:
-    """bool (M, T): the targets a calibration can check (AUROC does not depend on the threshold)."""
+    """bool (M, O, T): the targets a calibration can check (AUROC does not depend on the threshold)."""
     precision = np.nan_to_num(measures["precision"], nan=1.0)      # nothing named: no wrong name
     if regime == "views":
         return (precision >= TARGETS["views"]["precision"]) & \
@@ -314,48 +361,54 @@ def feasible(measures: Dict[str, np.ndarray], regime: str) -> np.ndarray:
         (measures["unknown_named"] <= TARGETS["kinds"]["unknown_named_at_most"])
 
 
-def calibrate(calibration_grids: Dict[str, Dict[str, np.ndarray]]) -> Dict:
-    """The (threshold, margin) in the middle of the widest plateau of best mean views coverage (within
+def calibrate(calibration_grids: Dict[str, Dict[str, np.ndarray]], offsets: Sequence[Optional[float]]) -> Dict:
+    """The (threshold, margin, offset) in the middle of the widest plateau of best mean views coverage (within
     PLATEAU) among the points meeting every calibration set's targets: the longest run of thresholds at one
-    margin (ties: the smaller margin), its middle threshold. When no point meets every set's targets, the views
-    sets' targets alone, and it says so."""
+    (margin, offset), its middle threshold (ties: the smaller margin, then the smallest offset). When
+    no point meets every set's targets, the views sets' targets alone, and it says so."""
     views = [name for name in calibration_grids if REGIME[name] == "views"]
     every = np.logical_and.reduce([feasible(g, REGIME[name]) for name, g in calibration_grids.items()])
     constraint = "every calibration set's targets"
     if not every.any():
         every = np.logical_and.reduce([feasible(calibration_grids[name], "views") for name in views])
-        constraint = "the views sets' targets only (no threshold meets the kinds targets too)"
+        constraint = "the views sets' targets only (no point meets the kinds targets too)"
     coverage = np.mean([calibration_grids[name]["coverage"] for name in views], axis=0)
     best = np.where(every, coverage, -1.0).max()
     good = every & (coverage >= best - PLATEAU)
-    runs = []                                           # (length, -margin, margin index, first, last)
+    runs = []                                           # (length, -margin, m, o, first, last)
     for m in range(len(MARGINS)):
-        t = 0
-        while t < THRESHOLDS.size:
-            if good[m, t]:
-                end = t
-                while end + 1 < THRESHOLDS.size and good[m, end + 1]:
-                    end += 1
-                runs.append((end - t + 1, -MARGINS[m], m, t, end))
-                t = end + 1
-            else:
-                t += 1
-    length, _, m, first, last = max(runs)
+        for o in range(len(offsets)):
+            t = 0
+            while t < THRESHOLDS.size:
+                if good[m, o, t]:
+                    end = t
+                    while end + 1 < THRESHOLDS.size and good[m, o, end + 1]:
+                        end += 1
+                    runs.append((end - t + 1, -MARGINS[m], m, o, t, end))
+                    t = end + 1
+                else:
+                    t += 1
+    longest = max(run[:2] for run in runs)
+    tied = [run for run in runs if run[:2] == longest]
+    length, _, m, o, first, last = min(tied, key=lambda run: run[3])
     middle = (first + last) // 2
-    return {"threshold": float(THRESHOLDS[middle]), "margin": float(MARGINS[m]), "constraint": constraint,
-            "plateau": [float(THRESHOLDS[first]), float(THRESHOLDS[last])],
-            "calibration_views_coverage": round(float(coverage[m, middle]), 4)}
+    return {"threshold": float(THRESHOLDS[middle]), "margin": float(MARGINS[m]), "gallery_offset": offsets[o],
+            "constraint": constraint, "plateau": [float(THRESHOLDS[first]), float(THRESHOLDS[last])],
+            "tied_offsets": [offsets[run[3]] for run in tied],
+            "calibration_views_coverage": round(float(coverage[m, o, middle]), 4)}
 
 
-def at(measures: Dict[str, np.ndarray], threshold: float, margin: float) -> Dict:
-    m, t = MARGINS.index(margin), int(np.argmin(np.abs(THRESHOLDS - threshold)))
-    return {key: None if np.isnan(measures[key][m, t]) else round(float(measures[key][m, t]), 4)
+def at(measures: Dict[str, np.ndarray], offsets: Sequence[Optional[float]], chosen: Dict) -> Dict:
+    m, o = MARGINS.index(chosen["margin"]), list(offsets).index(chosen["gallery_offset"])
+    t = int(np.argmin(np.abs(THRESHOLDS - chosen["threshold"])))
+    return {key: None if np.isnan(measures[key][m, o, t]) else round(float(measures[key][m, o, t]), 4)
             for key in ("precision", "coverage", "unknown_named", "named")}
 
 
-def median_over(parts: Sequence[Units], threshold: float, margin: float) -> Dict:
-    """Median over draws of each test measure at (threshold, margin), and of the AUROC."""
-    rows = [at(grid([p]), threshold, margin) for p in parts]
+def median_over(parts: Sequence[Units], chosen: Dict) -> Dict:
+    """Median over draws of each test measure at the chosen point, of the AUROC and of the threshold used."""
+    offsets = (chosen["gallery_offset"],)
+    rows = [at(grid([p], offsets), offsets, chosen) for p in parts]
     summary = {}
     for key in ("precision", "coverage", "unknown_named"):
         values = [r[key] for r in rows if r[key] is not None]
@@ -364,9 +417,18 @@ def median_over(parts: Sequence[Units], threshold: float, margin: float) -> Dict
         round(1 - summary["unknown_named"], 4)
     aurocs = [p.auroc for p in parts if p.auroc is not None]
     summary["auroc"] = round(float(np.median(aurocs)), 4) if aurocs else None
+    summary["threshold_used"] = round(float(np.median([used(p, chosen) for p in parts])), 4)
     summary["draws"] = len(parts)
     summary["units_per_draw"] = int(np.median([p.score.size for p in parts]))
+    summary["clusters_split_per_draw"] = float(np.mean([p.split for p in parts]))
     return summary
+
+
+def used(part: Units, chosen: Dict) -> float:
+    """The threshold a run uses on this draw's gallery at the chosen point (capped at 1: nothing named above)."""
+    offset = chosen["gallery_offset"]
+    raised = -np.inf if offset is None else part.self_test[chosen["margin"]] + offset
+    return min(1.0, max(chosen["threshold"], raised))
 
 
 def passes(summary: Dict, regime: str) -> Dict[str, bool]:
@@ -377,12 +439,89 @@ def passes(summary: Dict, regime: str) -> Dict[str, bool]:
             "unknown_named_at_most": summary["unknown_named"] <= targets["unknown_named_at_most"]}
 
 
+def oracle(parts: Sequence[Units], regime: str) -> Dict:
+    """The best pooled coverage any (threshold, margin) of the baseline rule reaches on these very draws while
+    meeting the regime's precision and unknowns targets: a ceiling no calibration can beat."""
+    measures = grid(parts, (None,))
+    ok = feasible(measures, regime)
+    coverage = np.where(ok, measures["coverage"], -1.0)
+    m, _, t = np.unravel_index(int(np.argmax(coverage)), coverage.shape)
+    return {"coverage": round(float(coverage[m, 0, t]), 4), "threshold": float(THRESHOLDS[t]),
+            "margin": float(MARGINS[m]), "precision": None if np.isnan(measures["precision"][m, 0, t]) else
+            round(float(measures["precision"][m, 0, t]), 4),
+            "unknown_named": round(float(measures["unknown_named"][m, 0, t]), 4)}
+
+
+# ---------------------------------------------------------------- every split, ceilings, sweep
+
+def every_split(data: LabelledSet, vectors: Dict[str, np.ndarray], part: Partition, level: str, members,
+                chosen: Dict) -> Dict:
+    """Every choice of half the set's names as known (the queries stay the same: every name's one eligible
+    reference is set aside in each draw): mean and median of the measures at the chosen point over all of them."""
+    from itertools import combinations
+
+    names = sorted(set(data.names))
+    first = {data.names[k]: data.files[k] for k in range(len(data.files)) if data.reference_ok[k]}
+    rows = []
+    for known in combinations(names, len(names) // 2):
+        held = [name for name in known if name in first]
+        one = Partition(part.table, part.embedding, part.truth, np.stack([vectors[first[n]] for n in held]), held)
+        units = units_of(level, one, members)
+        rows.append(at(grid([units], (chosen["gallery_offset"],)), (chosen["gallery_offset"],), chosen))
+    summary = {"splits": len(rows)}
+    for key in ("precision", "coverage", "unknown_named"):
+        values = [r[key] for r in rows if r[key] is not None]
+        summary[key] = {"mean": round(float(np.mean(values)), 4), "median": round(float(np.median(values)), 4),
+                        "share_meeting_target": None if key == "unknown_named" else
+                        round(float(np.mean([v >= TARGETS["views"][key] for v in values])), 4)}
+    return summary
+
+
+def fmnist_ceiling(data: LabelledSet, vectors: Dict[str, np.ndarray], parts: Sequence[Partition],
+                   rng: random.Random) -> Dict:
+    """Fashion-MNIST's test draws named with the baseline rule from 3, 10 and 30 references per known class (drawn
+    from the calibration half): median AUROC at cluster level and the oracle coverage (the best any threshold and
+    margin reach on these draws): what more references would buy, whatever the threshold."""
+    pool: Dict[str, List[str]] = {}
+    for f, n, h in zip(data.files, data.names, data.half):
+        if h == "calibration":
+            pool.setdefault(n, []).append(f)
+    result = {}
+    for count in CEILING_REFERENCES:
+        units = []
+        for part in parts:
+            known = sorted(set(part.ref_names))
+            files = [f for n in known for f in rng.sample(pool[n], min(count, len(pool[n])))]
+            names = [n for n in known for _ in range(min(count, len(pool[n])))]
+            units.append(units_of("cluster", Partition(part.table, part.embedding, part.truth,
+                                                       np.stack([vectors[f] for f in files]), names)))
+        result[str(count)] = {"auroc": round(float(np.median([u.auroc for u in units])), 4),
+                              "oracle": oracle(units, "views")}
+    return result
+
+
+def sweep(parts: Sequence[Units], margin: float) -> List[Dict]:
+    """Pooled test measures per threshold at `margin`, without the gallery's raise: what a user gets by giving
+    --name_threshold (a given threshold is used as given)."""
+    pooled = grid(parts, (None,))
+    m = MARGINS.index(margin)
+    return [{"threshold": float(t), **{key: None if np.isnan(pooled[key][m, 0, i]) else
+                                       round(float(pooled[key][m, 0, i]), 4)
+                                       for key in ("precision", "coverage", "unknown_named", "named")}}
+            for i, t in enumerate(THRESHOLDS)]
+
+
 # ---------------------------------------------------------------- timing
 
-def timing(data: LabelledSet, draw: Draw, work: Path, cache_dir: Path, repeats: int = 5) -> Dict:
+def timing(data: LabelledSet, draw: Draw, part: Partition, work: Path, cache_dir: Path, gallery: Dict,
+           repeats: int = 5) -> Dict:
     """A whole CLI run on the draw's queries without and with --reference (a CSV of its references), side by
-    side, `repeats` times each: medians, the naming stage's seconds and the ratio."""
+    side, `repeats` times each: medians, the naming stage's seconds and the ratio; and naming alone
+    (naming.run.name_run on the run's arrays) with the baseline rule and the gallery rule side by side."""
     import crop_cluster
+    from crop_cluster.naming.references import References
+    from crop_cluster.naming.rule import NamingSettings
+    from crop_cluster.naming.run import name_run
 
     refs = work / "timing_refs.csv"
     refs.write_text("filename,name\n" + "".join(f"{data.files[k]},{data.names[k]}\n" for k in draw.references))
@@ -397,10 +536,27 @@ def timing(data: LabelledSet, draw: Draw, work: Path, cache_dir: Path, repeats: 
             (named if reference else plain).append(time.perf_counter() - start)
             if reference:
                 stage.append(result.manifest["timings_s"]["naming"])
+    references = References([data.files[k] for k in draw.references], part.ref_names, ["bench"] * len(part.ref_names),
+                            [""] * len(part.ref_names))
+    cluster = part.table["cluster"].to_numpy(np.int64)
+    individual = np.unique(part.table["individual"].to_numpy(np.int64), return_inverse=True)[1].reshape(-1)
+    rules = {"baseline": NamingSettings("cluster", gallery["baseline"]["threshold"], gallery["baseline"]["margin"]),
+             "gallery": NamingSettings("cluster", gallery["gallery"]["threshold"], gallery["gallery"]["margin"],
+                                       gallery_offset=gallery["gallery"]["gallery_offset"],
+                                       members=gallery["members"])}
+    alone = {rule: [] for rule in rules}
+    for _ in range(repeats):
+        for rule, settings in rules.items():
+            start = time.perf_counter()
+            name_run(references, part.ref_vectors, part.embedding, cluster, individual, [""] * len(files), settings)
+            alone[rule].append(time.perf_counter() - start)
     return {"queries": len(files), "references": len(draw.references), "repeats": repeats,
             "run_without_s": round(float(np.median(plain)), 3), "run_with_s": round(float(np.median(named)), 3),
             "naming_stage_s": round(float(np.median(stage)), 3),
-            "ratio": round(float(np.median(named) / np.median(plain)), 3)}
+            "ratio": round(float(np.median(named) / np.median(plain)), 3),
+            "name_run_s": {rule: round(float(np.median(times)), 4) for rule, times in alone.items()},
+            "name_run_ratio_gallery_to_baseline": round(float(np.median(alone["gallery"]) /
+                                                              np.median(alone["baseline"])), 3)}
 
 
 # ---------------------------------------------------------------- run
@@ -442,25 +598,19 @@ def build(args, work: Path) -> Tuple[Dict[str, LabelledSet], Dict[str, str]]:
 
 def main(argv: Sequence[str] = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    logging.getLogger("crop-cluster").setLevel(logging.WARNING)
+    logging.getLogger("crop-cluster").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="naming-bench-") as scratch:
         work = args.work or Path(scratch)
         return run(args, work)
 
 
-def run(args, work: Path) -> int:
-    started = time.perf_counter()
-    sets, skipped = build(args, work)
-    if not sets:
-        print("naming bench: no data set found; nothing to do", file=sys.stderr)
-        return 2
-    cache_dir = work / "cache"
-    vectors = embed_all([f for s in sets.values() for f in s.files], cache_dir)
+def partitions(sets: Dict[str, LabelledSet], vectors: Dict[str, np.ndarray], args, work: Path, cache_dir: Path):
+    """Every set's draws, each clustered by the pipeline: ({(set, half): [(Draw, Partition)]}, draw_log, the
+    gallery check per set)."""
     rng = random.Random(args.seed + 1)
-    units: Dict[Tuple[str, str, str, str], List[Units]] = {}     # (set, half, level, rule) -> per draw
+    made_all: Dict[Tuple[str, str], List[Tuple[Draw, Partition]]] = {}
     draw_log: Dict[str, Dict] = {}
     overlaps: Dict[str, List[float]] = {}
-    first_test_draw = {}
     for name, data in sets.items():
         draw_log[name] = {}
         for half in ("calibration", "test"):
@@ -471,62 +621,71 @@ def run(args, work: Path) -> int:
                                     "queries": int(np.median([len(d.queries) for d in made])),
                                     "known_names": int(np.median([len(d.known) for d in made])),
                                     "names": len({data.names[k] for k, h in enumerate(data.half) if h == half})}
-            if half == "test":
-                first_test_draw[name] = made[0]
             for number, draw in enumerate(made):
                 table, embedding = partition(data, draw.queries, work / "runs" / f"{name}_{half}_{number}",
                                              cache_dir)
-                ref_vectors = np.stack([vectors[data.files[k]] for k in draw.references])
-                ref_names = [data.names[k] for k in draw.references]
-                overlaps.setdefault(name, []).append(gallery_share(ref_vectors, ref_names))
-                truth = [data.names[k] for k in draw.queries]
-                for level in LEVELS:
-                    for rule in RULES:
-                        units.setdefault((name, half, level, rule), []).append(
-                            units_of(level, rule, table, embedding, truth, ref_vectors, ref_names))
+                part = Partition(table, embedding, [data.names[k] for k in draw.queries],
+                                 np.stack([vectors[data.files[k]] for k in draw.references]),
+                                 [data.names[k] for k in draw.references])
+                overlaps.setdefault(name, []).append(gallery_share(part.ref_vectors, part.ref_names))
+                made_all.setdefault((name, half), []).append((draw, part))
             print(f"{name} {half}: {len(made)} draws", flush=True)
-    calibration_sets = [name for name in CALIBRATE_ON if name in sets]
-    results: Dict[str, Dict] = {}
+    return made_all, draw_log, overlaps
+
+
+def run(args, work: Path) -> int:
+    started = time.perf_counter()
+    sets, skipped = build(args, work)
+    if not sets:
+        print("naming bench: no data set found; nothing to do", file=sys.stderr)
+        return 2
+    cache_dir = work / "cache"
+    vectors = embed_all([f for s in sets.values() for f in s.files], cache_dir)
+    made, draw_log, overlaps = partitions(sets, vectors, args, work, cache_dir)
+    results: Dict[str, Dict] = {rule: {} for rule in RULES}
+    units: Dict[Tuple[str, str, str, str], List[Units]] = {}
+    members = None
     for level in LEVELS:
-        results[level] = {}
         for rule in RULES:
-            grids = {name: grid(units[(name, "calibration", level, rule)]) for name in calibration_sets}
-            chosen = calibrate(grids)
-            test = {name: median_over(units[(name, "test", level, rule)], chosen["threshold"], chosen["margin"])
-                    for name in sets}
+            split_by = members if (rule == "gallery" and level == "cluster") else None
+            for (name, half), pairs in made.items():
+                units[(name, half, level, rule)] = [units_of(level, part, split_by) for _, part in pairs]
+            offsets = OFFSETS if rule == "gallery" else (None,)
+            calibration_sets = [name for name in CALIBRATE_ON[rule] if name in sets]
+            grids = {name: grid(units[(name, "calibration", level, rule)], offsets) for name in calibration_sets}
+            chosen = calibrate(grids, offsets)
+            test = {name: median_over(units[(name, "test", level, rule)], chosen) for name in sets}
             for name, summary in test.items():
                 summary["meets_targets"] = passes(summary, REGIME[name])
-            results[level][rule] = {"calibrated": chosen, "test": test,
-                                    "calibration": {name: at(g, chosen["threshold"], chosen["margin"])
-                                                    for name, g in grids.items()}}
-        results[level]["best_rule_on_calibration"] = max(
-            RULES, key=lambda r: (results[level][r]["calibrated"]["calibration_views_coverage"], r == "prototype"))
-    views = [name for name in calibration_sets if REGIME[name] == "views"]
-    chosen_rule = results["cluster"]["best_rule_on_calibration"]
-    decision = {"rule": chosen_rule, "reason": (
-        f"the rule with the highest mean coverage on the views sets' calibration draws ({', '.join(views)}) at its "
-        f"calibrated defaults at cluster level, the default --name_level (ties to the prototype: K vectors to "
-        f"compare instead of R); one rule at every level, so scores read alike"),
-        "defaults": {level: {key: results[level][chosen_rule]["calibrated"][key] for key in ("threshold", "margin")}
-                     for level in LEVELS}}
-    fmnist_alone = None
-    if "fmnist" in sets and "tux_views" in sets:    # what calibrating on fmnist too would give
-        both = ("tux_views", "fmnist")
-        alone = calibrate({name: grid(units[(name, "calibration", "cluster", "prototype")]) for name in both})
-        fmnist_alone = {"calibrated_on": list(both), **alone,
-                        "test": {name: median_over(units[(name, "test", "cluster", "prototype")], alone["threshold"],
-                                                   alone["margin"]) for name in sets}}
-    sweeps = {}
-    for name in sets:
-        chosen = results["cluster"]["prototype"]["calibrated"]
-        pooled = grid(units[(name, "test", "cluster", "prototype")])
-        m = MARGINS.index(chosen["margin"])
-        sweeps[name] = [{"threshold": float(t), **{key: None if np.isnan(pooled[key][m, i]) else
-                                                  round(float(pooled[key][m, i]), 4)
-                                                  for key in ("precision", "coverage", "unknown_named", "named")}}
-                        for i, t in enumerate(THRESHOLDS)]
-    largest = max(first_test_draw, key=lambda n: len(first_test_draw[n].queries))
-    cost = timing(sets[largest], first_test_draw[largest], work, cache_dir)
+            results[rule][level] = {"calibrated": chosen, "calibrated_on": calibration_sets, "test": test,
+                                    "calibration": {name: at(g, offsets, chosen) for name, g in grids.items()}}
+            if rule == "gallery" and level == "individual":
+                members = member_settings(chosen)
+            if "biodivx" in sets:
+                results[rule][level]["biodivx_every_split"] = every_split(
+                    sets["biodivx"], vectors, made[("biodivx", "test")][0][1], level, split_by, chosen)
+    decision = {"rule": "gallery", "reason": (
+        "the gallery rule is calibrated on fmnist too (its self-test raises the threshold where the model confuses "
+        "the gallery's names, so one set of defaults serves the views and fmnist), and names the clusters that mix "
+        "names member by member; the baseline is the previous rule, calibrated as before"),
+        "defaults": {level: {key: results["gallery"][level]["calibrated"][key]
+                             for key in ("threshold", "margin", "gallery_offset")} for level in LEVELS}}
+    oracles = {name: {level: oracle(units[(name, "test", level, "baseline")], REGIME[name]) for level in LEVELS}
+               for name in sets}
+    ceiling = None
+    if "fmnist" in sets:
+        ceiling = fmnist_ceiling(sets["fmnist"], vectors, [part for _, part in made[("fmnist", "test")]],
+                                 random.Random(args.seed + 2))
+    margin = results["gallery"]["cluster"]["calibrated"]["margin"]
+    sweeps = {name: sweep(units[(name, "test", "cluster", "gallery")], margin) for name in sets}
+    self_tests = {name: {"median_cluster_margin": median_finite([u.self_test[margin] for u in
+                                                                 units[(name, half, "cluster", "gallery")]])
+                         for half in ("test",)} for name in sets}
+    largest = max(sets, key=lambda n: len(made[(n, "test")][0][0].queries))
+    draw, part = made[(largest, "test")][0]
+    cost = timing(sets[largest], draw, part, work, cache_dir,
+                  {"baseline": results["baseline"]["cluster"]["calibrated"],
+                   "gallery": results["gallery"]["cluster"]["calibrated"], "members": members})
     dim = len(next(iter(vectors.values())))
     document = {
         "name": "naming", "backend": BACKEND, "model": f"{BACKEND}:{MODEL}",
@@ -535,13 +694,15 @@ def run(args, work: Path) -> int:
         "command": "flock /tmp/bench.lock .venv/bin/python bench/naming.py" + (
             f" --draws {args.draws}" if args.draws != 5 else ""),
         "seed": args.seed, "d": dim, "references_per_name": REFERENCES, "targets": TARGETS, "regime": REGIME,
+        "calibrate_on": CALIBRATE_ON,
         "sets": {name: {"n": len(s.files), "names": len(set(s.names)), "regime": REGIME[name],
-                        "calibrated_on": name in calibration_sets, "draws": draw_log[name],
-                        "gallery_references_closer_to_another_name": round(float(np.median(overlaps[name])), 4)}
+                        "draws": draw_log[name],
+                        "gallery_references_closer_to_another_name": round(float(np.median(overlaps[name])), 4),
+                        "gallery_self_test_threshold": self_tests[name]}
                  for name, s in sets.items()},
-        "fmnist_alone": fmnist_alone,
         "skipped_sets": skipped, "thresholds": [float(t) for t in THRESHOLDS], "margins": list(MARGINS),
-        "decision": decision, "levels": results, "sweep_cluster_prototype_test": sweeps, "timing": cost,
+        "offsets": list(OFFSETS), "decision": decision, "rules": results, "oracle_test": oracles,
+        "fmnist_ceiling": ceiling, "sweep_cluster_gallery_test": sweeps, "timing": cost,
         "seconds": round(time.perf_counter() - started, 1)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
@@ -550,23 +711,40 @@ def run(args, work: Path) -> int:
     return 0
 
 
+def median_finite(values: Sequence[float]) -> Optional[float]:
+    """The median of the finite values (self-test thresholds: -inf when the gallery names its references right),
+    None when there are none; with the share of finite ones."""
+    finite = [v for v in values if np.isfinite(v)]
+    return None if not finite else round(float(np.median(finite)), 4)
+
+
 def print_summary(document: Dict) -> None:
     print(f"\nnames from references, {document['model']}: test medians at the calibrated defaults "
           f"(precision / coverage / unknowns left unknown / AUROC)")
-    for level, per_rule in document["levels"].items():
+    for level in LEVELS:
         for rule in RULES:
-            entry = per_rule[rule]
+            entry = document["rules"][rule][level]
             chosen = entry["calibrated"]
-            mark = "*" if document["decision"]["rule"] == rule else " "
             cells = []
             for name, summary in entry["test"].items():
                 cells.append(f"{name} {summary['precision']}/{summary['coverage']}/"
                              f"{summary['unknown_left_unknown']}/{summary['auroc']}")
-            print(f"{mark}{level:10s} {rule:9s} t={chosen['threshold']:.2f} m={chosen['margin']:.2f}  "
-                  + "  ".join(cells))
+            offset = chosen["gallery_offset"]
+            print(f"{level:10s} {rule:8s} t={chosen['threshold']:.2f} m={chosen['margin']:.2f} "
+                  f"o={'-' if offset is None else f'{offset:.2f}'}  " + "  ".join(cells))
+            if "biodivx_every_split" in entry:
+                every = entry["biodivx_every_split"]
+                print(f"{'':20s} biodivx over {every['splits']} splits: coverage mean {every['coverage']['mean']}, "
+                      f"precision mean {every['precision']['mean']}, unknown named mean "
+                      f"{every['unknown_named']['mean']}")
+    if document["fmnist_ceiling"]:
+        print("fmnist ceiling: " + ", ".join(f"{k} refs/class AUROC {v['auroc']} oracle coverage "
+                                             f"{v['oracle']['coverage']}" for k, v in
+                                             document["fmnist_ceiling"].items()))
     timing_ = document["timing"]
     print(f"timing: run {timing_['run_without_s']} s, with --reference {timing_['run_with_s']} s "
-          f"(naming stage {timing_['naming_stage_s']} s, ratio {timing_['ratio']})")
+          f"(naming stage {timing_['naming_stage_s']} s, ratio {timing_['ratio']}); naming alone "
+          f"{timing_['name_run_s']} (gallery/baseline {timing_['name_run_ratio_gallery_to_baseline']})")
 
 
 if __name__ == "__main__":

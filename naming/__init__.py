@@ -10,9 +10,13 @@ decisions in its campaign store) become references. Modules, one job each:
 - species_list.py read a species list (GBIF checklist or one name a line); which references are on it; a
                   hierarchical model's per-level probabilities masked to it
 - prototypes.py   the naming rule over arrays: one prototype per name (the L2-normalised mean of its references),
-                  best and second name per query, threshold and margin, the nearest reference as evidence
+                  best and second name per query, threshold and margin, the nearest reference as evidence; the
+                  gallery check and self-test (its references named by each other, leave one out)
+- rule.py         the rule as resolved for a run: per-level settings, the threshold the gallery allows, the
+                  members' names that split clusters mixing names
 - taxonomy.py     the common ancestor of names whose scores are too close to choose (`Noctuidae sp.`)
-- units.py        what is named at each level: cluster centroids (and unclustered individuals), individuals, crops
+- units.py        what is named at each level: cluster centroids (and unclustered individuals; the individuals of
+                  a cluster that mixes names), individuals, crops
 - evaluate.py     open-set quality against true labels: AUROC known vs unknown, precision, coverage, a sweep
 - masking.py      --species_list with -e hierarchical: the predictions masked to the list, the unmasked kept
 - run.py          the entry the pipeline calls with plain values: the ref_* columns of clusters.csv
@@ -46,11 +50,11 @@ class NamingDefaults:
 
 
 # Calibrated with bench/naming.py at each level, where it is applied (a crop-level threshold is wrong for cluster
-# centroids and the other way round): bench/results/naming.json, "decision".
+# centroids and the other way round), on tux_views, tux_categories and fmnist: bench/results/naming.json, "decision".
 BACKEND_DEFAULTS = {
-    "lite0": {"cluster": NamingDefaults(threshold=0.85, margin=0.02, gallery_offset=0.18),
-              "individual": NamingDefaults(threshold=0.87, margin=0.0, gallery_offset=0.12),
-              "crop": NamingDefaults(threshold=0.82, margin=0.0, gallery_offset=0.12)},
+    "lite0": {"cluster": NamingDefaults(threshold=0.85, margin=0.02, gallery_offset=0.24),
+              "individual": NamingDefaults(threshold=0.85, margin=0.0, gallery_offset=0.15),
+              "crop": NamingDefaults(threshold=0.83, margin=0.0, gallery_offset=0.15)},
 }
 UNCALIBRATED_MARGIN = 0.05   # backends without calibrated defaults: this margin, and their clustering threshold
 UNCALIBRATED_GALLERY_OFFSET = 0.0   # ... and never below the cosine where the gallery misnames its own references

@@ -3,6 +3,9 @@
 Reads the optional ref_* columns of clusters.csv (naming/run.py). Each cluster block whose most central member has a
 suggestion (`ref_status` named, rolled_up, or conflict: another name than the review's) gets `ref`: the name, its
 rank, cosine, margin, the runner-up, the status and the evidence crop's thumbnail (OUT/report/evidence/) and path.
+A cluster whose members carry two or more different suggestions (a cluster that mixes names, named individual by
+individual; or --name_level individual or crop) gets none: accepting one would name all of it; its rows keep their
+names in clusters.csv.
 The page shows it with Accept (the name becomes the group's name, exported like a typed name) and Reject (hidden on
 this page, nothing exported). Without the columns the document has no `ref` keys.
 """
@@ -46,8 +49,10 @@ def add_suggestions(blocks: List[Dict], table: pd.DataFrame, reps: np.ndarray, r
     for block in blocks:
         if block["id"] < 0 or not block["members"]:
             continue
-        row = int(reps[block["members"][0]])
-        if text["ref_status"][row] in SUGGESTED and text["ref_name"][row]:
+        rows = reps[np.asarray(block["members"], dtype=np.int64)]
+        suggested = {text["ref_name"][r] for r in rows.tolist() if text["ref_status"][r] in SUGGESTED}
+        row = int(rows[0])
+        if text["ref_status"][row] in SUGGESTED and text["ref_name"][row] and len(suggested) == 1:
             chosen.append((block, row))
     files = sorted({text["ref_nearest"][row] for _, row in chosen if text["ref_nearest"][row]})
     thumbnails = dict(zip(files, make_thumbnails(files, evidence_folder)))
