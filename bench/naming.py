@@ -33,15 +33,20 @@ Rules (naming/rule.py, naming/prototypes.py, naming/units.py):
             offset, so a gallery whose names the model confuses names only clear matches; and at cluster level a
             cluster whose individuals clear the individual-level rule with two or more names is named individual by
             individual (naming.units.split_mixed_clusters). Calibrated on tux_views, tux_categories and fmnist.
+  gallery_debiased  the gallery rule with the self-test's own cosine (to a prototype of one reference fewer)
+            scaled to what the whole prototype would give (debiased_self_test), so look-alike names tie instead of
+            each losing to the other: measured, not shipped.
 
 Calibration (per level and rule): over thresholds 0.30-0.99, margins MARGINS and (gallery rule) offsets OFFSETS
 (or none), pooled over each calibration set's calibration draws, the points meeting every calibration set's
 targets (views: precision and unknowns left unknown; kinds: precision first) with the highest mean coverage on the
 views sets; of those within PLATEAU of it, the longest run of thresholds at one (margin, offset), its middle
 threshold (ties: the smaller margin, then the smallest offset: a larger one only names less on these sets), so the
-threshold sits as far from both failures as the calibration allows. The individual level is calibrated first: its settings name the members that split clusters.
+threshold sits as far from both failures as the calibration allows. The individual level is calibrated first: its
+settings name the members that split clusters.
 Test figures are medians over the test draws. Ceilings: the best any (threshold, margin) of the baseline reaches on
-the test draws themselves, and fmnist named from 3, 10 and 30 references per class (`fmnist_ceiling`). Timing: a
+the test draws themselves, fmnist named from 3, 10 and 30 references per class (`fmnist_ceiling`), and the AUROC
+of other scores (`auroc_alternatives_cluster_test`: nearest reference, centred, z-normalised). Timing: a
 whole CLI run on the largest query set with and without --reference, and naming alone with each rule, side by side,
 medians of 5.
 """
@@ -74,7 +79,7 @@ THRESHOLDS = np.round(np.arange(0.30, 0.9901, 0.01), 2)
 MARGINS = (0.0, 0.02, 0.04, 0.06, 0.08, 0.10, 0.12, 0.15, 0.20)
 OFFSETS = (None,) + tuple(np.round(np.arange(0.0, 0.3001, 0.03), 2).tolist())   # gallery rule; None: no raise
 LEVELS = ("individual", "crop", "cluster")          # calibration order: the individual level names the members
-RULES = ("baseline", "gallery")
+RULES = ("baseline", "gallery", "gallery_debiased")
 REFERENCES = 3
 PLATEAU = 0.005           # coverage this close to the best counts as the best (calibrate)
 VIEWS = 7
@@ -86,7 +91,8 @@ TARGETS = {"views": {"precision": 0.97, "coverage": 0.95, "unknown_left_unknown"
            "kinds": {"precision": 0.95, "unknown_named_at_most": 0.05}}
 REGIME = {"tux_views": "views", "biodivx": "views", "tux_categories": "kinds", "fmnist": "views"}
 CALIBRATE_ON = {"baseline": ("tux_views", "tux_categories"),              # as the previous bench (docstring)
-                "gallery": ("tux_views", "tux_categories", "fmnist")}  # biodivx: test only
+                "gallery": ("tux_views", "tux_categories", "fmnist"),  # biodivx: test only
+                "gallery_debiased": ("tux_views", "tux_categories", "fmnist")}
 CEILING_REFERENCES = (3, 10, 30)                   # fmnist_ceiling: references per class
 SEED = 29
 
@@ -287,9 +293,28 @@ def member_settings(calibrated: Dict) -> "object":
                           gallery_offset=calibrated["gallery_offset"])
 
 
-def units_of(level: str, part: Partition, members=None) -> Units:
+def debiased_self_test(vectors: np.ndarray, codes: np.ndarray, k: int, margin: float) -> float:
+    """naming.prototypes.self_test_threshold with each reference's own cosine (to its name's prototype of n - 1
+    references) scaled to what the name's whole prototype would give: with references of mean pairwise cosine rho,
+    a new crop's expected cosine to the normalised mean of m of them is rho / sqrt(rho + (1 - rho) / m)."""
+    from crop_cluster.naming.prototypes import SELF_TEST_ERRORS, leave_one_out
+
+    own, other, runner, tested = leave_one_out(vectors, codes, k)
+    sums = np.zeros((k, vectors.shape[1]), dtype=np.float64)
+    np.add.at(sums, codes, vectors.astype(np.float64))
+    n = np.bincount(codes, minlength=k).astype(np.float64)
+    rho = np.clip(((sums ** 2).sum(axis=1) - n) / np.maximum(n * (n - 1), 1.0), 1e-6, 1.0)
+    scale = np.where(n > 1, np.sqrt(rho + (1 - rho) / np.maximum(n - 1, 1.0)) / np.sqrt(rho + (1 - rho) / n), 1.0)
+    own = np.nan_to_num(own * scale[codes], nan=np.inf)
+    wrong = tested & (other > own) & (other - np.maximum(own, runner) >= margin - 1e-7)
+    allowed = int(np.floor(SELF_TEST_ERRORS * tested.sum() + 1e-9))
+    return float("-inf") if wrong.sum() <= allowed else float(np.sort(other[wrong])[::-1][allowed])
+
+
+def units_of(level: str, part: Partition, members=None, debiased: bool = False) -> Units:
     """Name the units of `level` (naming/ as a run does; `members`: the members' NamingSettings, which split
-    clusters that mix names: the gallery rule at cluster level) and keep what the calibration needs."""
+    clusters that mix names: the gallery rules at cluster level) and keep what the calibration needs (debiased: the
+    self-test of debiased_self_test)."""
     from crop_cluster.naming.evaluate import auroc, unit_truth
     from crop_cluster.naming.prototypes import name_codes, self_test_threshold, top_names
     from crop_cluster.naming.rule import member_names
@@ -298,8 +323,16 @@ def units_of(level: str, part: Partition, members=None) -> Units:
     cluster = part.table["cluster"].to_numpy(np.int64)
     individual = np.unique(part.table["individual"].to_numpy(np.int64), return_inverse=True)[1].reshape(-1)
     names, codes = name_codes(part.ref_names)
+    test = debiased_self_test if debiased else self_test_threshold
+    self_test = {m: test(part.ref_vectors, codes, len(names), m) for m in MARGINS}
     split = 0
     if members is not None:
+        if debiased:                                     # the members' raise from the same self-test
+            from dataclasses import replace
+
+            members = replace(members, gallery_offset=None,
+                              threshold=max(members.threshold, self_test[members.margin] + members.gallery_offset)
+                              if members.gallery_offset is not None else members.threshold)
         member = member_names(part.embedding, individual, part.ref_vectors, codes, len(names), members)
         unit, kind, split = split_mixed_clusters(cluster, individual, member)
     else:
@@ -312,8 +345,7 @@ def units_of(level: str, part: Partition, members=None) -> Units:
     gap = np.where(index[:, 1] >= 0, score[:, 0] - score[:, 1], np.nan)
     area = auroc(score[known, 0].astype(np.float64), score[~known, 0].astype(np.float64))
     return Units(score[:, 0].astype(np.float64), gap, best == np.asarray(truth, dtype=object), known, ~known,
-                 np.bincount(unit, minlength=kind.size), area,
-                 {m: self_test_threshold(part.ref_vectors, codes, len(names), m) for m in MARGINS}, split)
+                 np.bincount(unit, minlength=kind.size), area, self_test, split)
 
 
 def gallery_share(ref_vectors: np.ndarray, ref_names: Sequence[str]) -> float:
@@ -455,7 +487,7 @@ def oracle(parts: Sequence[Units], regime: str) -> Dict:
 # ---------------------------------------------------------------- every split, ceilings, sweep
 
 def every_split(data: LabelledSet, vectors: Dict[str, np.ndarray], part: Partition, level: str, members,
-                chosen: Dict) -> Dict:
+                chosen: Dict, debiased: bool) -> Dict:
     """Every choice of half the set's names as known (the queries stay the same: every name's one eligible
     reference is set aside in each draw): mean and median of the measures at the chosen point over all of them."""
     from itertools import combinations
@@ -466,7 +498,7 @@ def every_split(data: LabelledSet, vectors: Dict[str, np.ndarray], part: Partiti
     for known in combinations(names, len(names) // 2):
         held = [name for name in known if name in first]
         one = Partition(part.table, part.embedding, part.truth, np.stack([vectors[first[n]] for n in held]), held)
-        units = units_of(level, one, members)
+        units = units_of(level, one, members, debiased)
         rows.append(at(grid([units], (chosen["gallery_offset"],)), (chosen["gallery_offset"],), chosen))
     summary = {"splits": len(rows)}
     for key in ("precision", "coverage", "unknown_named"):
@@ -498,6 +530,44 @@ def fmnist_ceiling(data: LabelledSet, vectors: Dict[str, np.ndarray], parts: Seq
         result[str(count)] = {"auroc": round(float(np.median([u.auroc for u in units])), 4),
                               "oracle": oracle(units, "views")}
     return result
+
+
+def auroc_alternatives(parts: Sequence[Partition]) -> Dict[str, Optional[float]]:
+    """Median AUROC known vs unknown at cluster level (no split) with other scores of a unit for its best name, over
+    the draws: prototype (as shipped), max (nearest reference), centred (queries and references minus the mean of
+    the run's crops, then normalised: SimpleShot's CL2N on the run itself), znorm (per name, the cosine less the
+    mean over the other names' references, over their spread)."""
+    from crop_cluster.naming.evaluate import auroc, unit_truth
+    from crop_cluster.naming.prototypes import name_codes, name_scores, prototypes
+    from crop_cluster.naming.units import naming_units, unit_vectors
+
+    def normalised(x):
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    found: Dict[str, List[float]] = {key: [] for key in ("prototype", "max", "centred", "znorm")}
+    for part in parts:
+        cluster = part.table["cluster"].to_numpy(np.int64)
+        individual = np.unique(part.table["individual"].to_numpy(np.int64), return_inverse=True)[1].reshape(-1)
+        names, codes = name_codes(part.ref_names)
+        unit, kind = naming_units("cluster", cluster, individual)
+        queries = unit_vectors(part.embedding, individual, unit, kind.size)
+        known = np.asarray([t in set(names) for t in unit_truth(list(part.truth), unit, kind.size)])
+        centre = part.embedding.mean(axis=0)
+        protos = prototypes(part.ref_vectors, codes, len(names))
+        others = part.ref_vectors @ protos.T
+        others[np.arange(codes.size), codes] = np.nan
+        scores = {"prototype": queries @ protos.T,
+                  "max": name_scores(queries, part.ref_vectors, codes, len(names), "max"),
+                  "centred": normalised(queries - centre) @ prototypes(normalised(part.ref_vectors - centre),
+                                                                       codes, len(names)).T,
+                  "znorm": (queries @ protos.T - np.nanmean(others, axis=0)) /
+                  np.maximum(np.nanstd(others, axis=0), 1e-3)}
+        for key, values in scores.items():
+            best = values.max(axis=1).astype(np.float64)
+            area = auroc(best[known], best[~known])
+            if area is not None:
+                found[key].append(area)
+    return {key: round(float(np.median(values)), 4) if values else None for key, values in found.items()}
 
 
 def sweep(parts: Sequence[Units], margin: float) -> List[Dict]:
@@ -644,13 +714,14 @@ def run(args, work: Path) -> int:
     made, draw_log, overlaps = partitions(sets, vectors, args, work, cache_dir)
     results: Dict[str, Dict] = {rule: {} for rule in RULES}
     units: Dict[Tuple[str, str, str, str], List[Units]] = {}
-    members = None
+    members: Dict[str, object] = {}
     for level in LEVELS:
         for rule in RULES:
-            split_by = members if (rule == "gallery" and level == "cluster") else None
+            split_by = members.get(rule) if level == "cluster" else None
+            debiased = rule == "gallery_debiased"
             for (name, half), pairs in made.items():
-                units[(name, half, level, rule)] = [units_of(level, part, split_by) for _, part in pairs]
-            offsets = OFFSETS if rule == "gallery" else (None,)
+                units[(name, half, level, rule)] = [units_of(level, part, split_by, debiased) for _, part in pairs]
+            offsets = OFFSETS if rule != "baseline" else (None,)
             calibration_sets = [name for name in CALIBRATE_ON[rule] if name in sets]
             grids = {name: grid(units[(name, "calibration", level, rule)], offsets) for name in calibration_sets}
             chosen = calibrate(grids, offsets)
@@ -659,11 +730,11 @@ def run(args, work: Path) -> int:
                 summary["meets_targets"] = passes(summary, REGIME[name])
             results[rule][level] = {"calibrated": chosen, "calibrated_on": calibration_sets, "test": test,
                                     "calibration": {name: at(g, offsets, chosen) for name, g in grids.items()}}
-            if rule == "gallery" and level == "individual":
-                members = member_settings(chosen)
+            if rule != "baseline" and level == "individual":
+                members[rule] = member_settings(chosen)
             if "biodivx" in sets:
                 results[rule][level]["biodivx_every_split"] = every_split(
-                    sets["biodivx"], vectors, made[("biodivx", "test")][0][1], level, split_by, chosen)
+                    sets["biodivx"], vectors, made[("biodivx", "test")][0][1], level, split_by, chosen, debiased)
     decision = {"rule": "gallery", "reason": (
         "the gallery rule is calibrated on fmnist too (its self-test raises the threshold where the model confuses "
         "the gallery's names, so one set of defaults serves the views and fmnist), and names the clusters that mix "
@@ -676,6 +747,7 @@ def run(args, work: Path) -> int:
     if "fmnist" in sets:
         ceiling = fmnist_ceiling(sets["fmnist"], vectors, [part for _, part in made[("fmnist", "test")]],
                                  random.Random(args.seed + 2))
+    alternatives = {name: auroc_alternatives([part for _, part in made[(name, "test")]]) for name in sets}
     margin = results["gallery"]["cluster"]["calibrated"]["margin"]
     sweeps = {name: sweep(units[(name, "test", "cluster", "gallery")], margin) for name in sets}
     self_tests = {name: {"median_cluster_margin": median_finite([u.self_test[margin] for u in
@@ -685,7 +757,7 @@ def run(args, work: Path) -> int:
     draw, part = made[(largest, "test")][0]
     cost = timing(sets[largest], draw, part, work, cache_dir,
                   {"baseline": results["baseline"]["cluster"]["calibrated"],
-                   "gallery": results["gallery"]["cluster"]["calibrated"], "members": members})
+                   "gallery": results["gallery"]["cluster"]["calibrated"], "members": members["gallery"]})
     dim = len(next(iter(vectors.values())))
     document = {
         "name": "naming", "backend": BACKEND, "model": f"{BACKEND}:{MODEL}",
@@ -702,7 +774,8 @@ def run(args, work: Path) -> int:
                  for name, s in sets.items()},
         "skipped_sets": skipped, "thresholds": [float(t) for t in THRESHOLDS], "margins": list(MARGINS),
         "offsets": list(OFFSETS), "decision": decision, "rules": results, "oracle_test": oracles,
-        "fmnist_ceiling": ceiling, "sweep_cluster_gallery_test": sweeps, "timing": cost,
+        "fmnist_ceiling": ceiling, "auroc_alternatives_cluster_test": alternatives,
+        "sweep_cluster_gallery_test": sweeps, "timing": cost,
         "seconds": round(time.perf_counter() - started, 1)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")

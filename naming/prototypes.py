@@ -166,12 +166,17 @@ def self_test_threshold(vectors: np.ndarray, codes: np.ndarray, k: int, margin: 
     -inf when it does not (or no name has two references to test).
 
     Each tested reference (leave_one_out) is named by the rule: its best name among its own name's prototype made
-    without it and the other names', when that beats the runner-up by `margin` (a tie between look-alike names is
-    left to the margin and the roll-up, not counted). A wrong name counts at its cosine. Allowing `errors` of the
-    tested references (a mislabelled reference or two in a large gallery), the answer is the cosine of the next
-    wrong one, the highest first: with 15 tested references, the highest cosine of any; with 1 000, the 31st
-    highest. A model that confuses the gallery's names up to that cosine confuses names the gallery does not hold
-    there too."""
+    without it and the other names', when that beats the runner-up by `margin` (a closer call is left to the
+    margin and the roll-up, not counted). A wrong name counts at its cosine. Allowing `errors` of the tested
+    references (a mislabelled reference or two in a large gallery), the answer is the cosine of the next wrong one,
+    the highest first: with 15 tested references, the highest cosine of any; with 1 000, the 31st highest. A model
+    that confuses the gallery's names up to that cosine confuses names the gallery does not hold there too.
+
+    The test is conservative: a prototype of one reference fewer matches its own name's crops a little less well
+    (with 3 references per name about 0.01-0.03 of cosine), so two look-alike names whose references are as close
+    to each other as to their own count as confused unless the margin exceeds that; a debiased own cosine (scaled
+    to a whole prototype) was measured too and caught the confusion of Fashion-MNIST's classes in too few draws
+    (bench/results/naming.json, rules.gallery_debiased)."""
     own, other, runner, tested = leave_one_out(vectors, codes, k)
     own = np.nan_to_num(own, nan=np.inf)
     wrong = tested & (other > own) & (other - np.maximum(own, runner) >= margin - 1e-7)

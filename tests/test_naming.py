@@ -510,3 +510,118 @@ def test_a_species_list_masks_a_hierarchical_models_predictions_and_keeps_the_un
     assert json.loads((out / "run.json").read_text())["species_list"]["probabilities_computed"] == 0
     (tmp_path / "none.txt").write_text("Biston betularia\n")
     assert run_cli(*args[:-3], "--species_list", tmp_path / "none.txt", "-q") == 2
+
+
+# --- the gallery's self-test and clusters that mix names ----------------------------------------------------------
+
+def test_the_self_test_finds_where_the_gallery_misnames_its_own_references():
+    from crop_cluster.naming.prototypes import self_test_threshold
+
+    apart = unit([[1, 0, 0], [0.99, 0.1, 0], [0, 1, 0], [0.1, 0.99, 0], [0, 0, 1], [0.1, 0, 0.99]])
+    codes = np.array([0, 0, 1, 1, 2, 2])
+    assert self_test_threshold(apart, codes, 3, margin=0.0) == float("-inf")
+    assert self_test_threshold(apart[[0, 2, 4]], np.array([0, 1, 2]), 3, margin=0.0) == float("-inf")  # untested
+    confused = unit([[1, 0, 0], [0.2, 1, 0], [0, 1, 0], [0, 0.98, 0.2], [0, 0, 1], [0.1, 0, 0.99]])
+    threshold = self_test_threshold(confused, codes, 3, margin=0.0)     # a's second reference lies among b's
+    b = unit(confused[2] + confused[3])
+    assert threshold == pytest.approx(float(confused[1] @ b), abs=1e-6)
+    assert self_test_threshold(confused, codes, 3, margin=0.9) == float("-inf")   # not a confident wrong name
+
+
+def test_look_alike_names_are_left_to_a_margin_and_one_mislabel_in_many_does_not_count():
+    from crop_cluster.naming.prototypes import self_test_threshold
+
+    rng = np.random.default_rng(3)
+    centres = unit(rng.normal(size=(40, 16)))
+    refs = unit(np.repeat(centres, 3, axis=0) + 0.05 * rng.normal(size=(120, 16)))
+    codes = np.repeat(np.arange(40), 3)
+    assert self_test_threshold(refs, codes, 40, margin=0.0) == float("-inf")
+    wrong = codes.copy()
+    wrong[0] = 1                                         # one mislabelled reference of 120: within the allowance
+    assert self_test_threshold(refs, wrong, 40, margin=0.0) == float("-inf")
+    wrong[[3, 6, 9, 12]] = [2, 3, 4, 5]                  # five of 120: beyond 3 %, counted from the highest
+    assert 0.5 < self_test_threshold(refs, wrong, 40, margin=0.0) < 1.0
+    twins = unit(np.repeat(centres[:1], 6, axis=0) + 0.05 * rng.normal(size=(6, 16)))   # two look-alike names
+    assert self_test_threshold(twins, np.array([0, 0, 0, 1, 1, 1]), 2, margin=0.05) == float("-inf")  # ties
+    assert self_test_threshold(twins, np.array([0, 0, 0, 1, 1, 1]), 2, margin=0.0) > 0.9       # without a margin
+
+
+def test_clusters_whose_individuals_match_two_names_are_named_individual_by_individual():
+    from crop_cluster.naming.units import split_mixed_clusters
+
+    cluster = np.array([0, 0, 0, 1, 1, -1, 0])
+    individual = np.array([0, 0, 1, 2, 3, 4, 5])
+    unit_, kind, split = split_mixed_clusters(cluster, individual, np.array([0, 1, -1, 0, -1, 2]))
+    assert split == 1                                    # cluster 0 holds names 0 and 1; cluster 1 only name 0
+    assert unit_.tolist() == [0, 0, 1, 2, 2, 3, 4] and kind.tolist() == ["individual", "individual", "cluster",
+                                                                         "individual", "individual"]
+    same, _, none = split_mixed_clusters(cluster, individual, np.array([0, 0, -1, 1, -1, 0]))
+    assert none == 0 and same.tolist() == naming_units("cluster", cluster, individual)[0].tolist()
+
+
+def test_the_threshold_used_and_the_members_rule_follow_the_defaults_or_the_given_values():
+    from crop_cluster.naming import BACKEND_DEFAULTS
+    from crop_cluster.naming.rule import resolve_settings, threshold_used
+
+    settings, _ = resolve_settings("lite0", None, None, None, 0.82)
+    defaults = BACKEND_DEFAULTS["lite0"]
+    assert settings.gallery_offset == defaults["cluster"].gallery_offset
+    assert (settings.members.level, settings.members.threshold, settings.members.margin,
+            settings.members.gallery_offset) == ("individual", defaults["individual"].threshold,
+                                                 defaults["individual"].margin, defaults["individual"].gallery_offset)
+    assert resolve_settings("lite0", "crop", None, None, 0.82)[0].members is None
+    given, _ = resolve_settings("lite0", None, 0.7, 0.1, 0.82)
+    assert given.gallery_offset is None and (given.members.threshold, given.members.margin) == (0.7, 0.1)
+    confused = unit([[1, 0, 0], [0.2, 1, 0], [0, 1, 0], [0, 0.98, 0.2]])
+    codes = np.array([0, 0, 1, 1])
+    used, gallery = threshold_used(settings, confused, codes, 2)
+    assert gallery > 0.9 and used == pytest.approx(gallery + settings.gallery_offset)
+    assert threshold_used(given, confused, codes, 2) == (0.7, gallery)          # a given threshold stays
+    apart = unit([[1, 0, 0], [0.99, 0.1, 0], [0, 1, 0], [0.1, 0.99, 0]])
+    assert threshold_used(settings, apart, codes, 2) == (settings.threshold, float("-inf"))
+
+
+MIXED = {"a": (220, 40, 40), "m": (220, 75, 40), "b": (220, 110, 40)}   # a-m-b chain into one cluster at 0.9
+
+
+def test_a_cluster_mixing_two_gallery_names_is_named_member_by_member(tmp_path, fake_backend):
+    for key, colour in MIXED.items():
+        for view in range(3):
+            draw_crop(tmp_path / "crops" / f"{key}{view}.png", colour, seed=view + 10 * ord(key))
+    for key, name in (("a", "moth A"), ("b", "moth B")):
+        for view in range(3):
+            draw_crop(tmp_path / "gallery" / name / f"r{view}.png", MIXED[key], seed=500 + view + 10 * ord(key))
+    out = tmp_path / "out"
+    assert run_cli("-i", tmp_path / "crops", "-o", out, "-e", fake_backend, "--reference", tmp_path / "gallery",
+                   "-q") == 0
+    table = read_table(out)
+    key = table["filename"].map(lambda f: os.path.basename(f)[0])
+    assert table["cluster"].nunique() == 1 and (table["cluster"] >= 0).all()
+    assert (table.loc[key == "a", ["ref_name", "ref_status"]].values == ["moth A", "named"]).all()
+    assert (table.loc[key == "b", ["ref_name", "ref_status"]].values == ["moth B", "named"]).all()
+    assert (table.loc[key == "m", "ref_status"] == "unknown").all()        # between the two: neither
+    naming = json.loads((out / "run.json").read_text())["naming"]
+    assert naming["clusters_named_by_individual"] == 1 and naming["statuses"]["named"] >= 2
+    report = (out / "report.html").read_text(encoding="utf-8")
+    start = report.index('id="report-data">') + len('id="report-data">')
+    blocks = json.loads(report[start:report.index("</script>", start)])["clusters"]
+    assert not any("ref" in block for block in blocks)   # accepting one name would name all of the cluster
+
+
+def test_a_gallery_whose_names_the_model_confuses_raises_the_threshold_and_says_so(tmp_path, fake_backend, caplog):
+    draw_set(tmp_path / "crops", [0, 1], views=3, seed=0)
+    refs = gallery(tmp_path / "gallery", {0: "red moth", 1: "green moth"})
+    for view in range(3):                                 # 'brown moth': red references but one green
+        draw_crop(refs / "brown moth" / f"r{view}.png", PALETTE[0 if view else 1], seed=900 + view)
+    out = tmp_path / "out"
+    assert run_cli("-i", tmp_path / "crops", "-o", out, "-e", fake_backend, "--reference", refs, "-q") == 0
+    naming = json.loads((out / "run.json").read_text())["naming"]
+    gallery_check = naming["gallery"]
+    assert gallery_check["self_test_threshold"] > 0.9 and gallery_check["raised_threshold"]
+    assert naming["threshold"] == pytest.approx(max(0.9, gallery_check["self_test_threshold"]), abs=1e-4)
+    assert "confuses this gallery's own names" in caplog.text
+    assert run_cli("-i", tmp_path / "crops", "-o", tmp_path / "given", "-e", fake_backend, "--reference", refs,
+                   "--name_threshold", "0.9", "-q") == 0
+    given = json.loads((tmp_path / "given" / "run.json").read_text())["naming"]
+    assert given["threshold"] == 0.9 and not given["gallery"]["raised_threshold"]
+
