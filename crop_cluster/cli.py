@@ -189,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "--name_level: "
                              + ", ".join(f"{name} {d['cluster'].threshold:.2f} at cluster level"
                                          for name, d in NAMING_DEFAULTS.items())
-                             + "; other models: the clustering threshold)")
+                             + "; other models: the clustering threshold; a default is raised where the model "
+                               "confuses the gallery's own references, a value given is used as given)")
     naming.add_argument("--name_margin", "--name-margin", type=float, metavar="M",
                         help="by how much the best name must beat the second; else the names' common ancestor "
                              "('Noctuidae sp.') or unknown (default per model and --name_level: "
