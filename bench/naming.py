@@ -46,7 +46,8 @@ threshold sits as far from both failures as the calibration allows. The individu
 settings name the members that split clusters.
 Test figures are medians over the test draws. Ceilings: the best any (threshold, margin) of the baseline reaches on
 the test draws themselves, fmnist named from 3, 10 and 30 references per class (`fmnist_ceiling`), and the AUROC
-of other scores (`auroc_alternatives_cluster_test`: nearest reference, centred, z-normalised). Timing: a
+of other scores (`auroc_alternatives_cluster_test`: nearest reference, centred, z-normalised); `biodivx_units`: each
+biodivx cluster and individual against every individual's first-frame reference. Timing: a
 whole CLI run on the largest query set with and without --reference, and naming alone with each rule, side by side,
 medians of 5.
 """
@@ -293,19 +294,36 @@ def member_settings(calibrated: Dict) -> "object":
                           gallery_offset=calibrated["gallery_offset"])
 
 
-def debiased_self_test(vectors: np.ndarray, codes: np.ndarray, k: int, margin: float) -> float:
-    """naming.prototypes.self_test_threshold with each reference's own cosine (to its name's prototype of n - 1
-    references) scaled to what the name's whole prototype would give: with references of mean pairwise cosine rho,
-    a new crop's expected cosine to the normalised mean of m of them is rho / sqrt(rho + (1 - rho) / m)."""
-    from crop_cluster.naming.prototypes import SELF_TEST_ERRORS, leave_one_out
-
-    own, other, runner, tested = leave_one_out(vectors, codes, k)
+def whole_prototype_scale(vectors: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
+    """float64 (K,): per name, by how much a crop's expected cosine to its name's prototype of n references exceeds
+    that to one of n - 1 (1 for one reference): with references of mean pairwise cosine rho, a new crop's expected
+    cosine to the normalised mean of m of them is rho / sqrt(rho + (1 - rho) / m)."""
     sums = np.zeros((k, vectors.shape[1]), dtype=np.float64)
     np.add.at(sums, codes, vectors.astype(np.float64))
     n = np.bincount(codes, minlength=k).astype(np.float64)
     rho = np.clip(((sums ** 2).sum(axis=1) - n) / np.maximum(n * (n - 1), 1.0), 1e-6, 1.0)
-    scale = np.where(n > 1, np.sqrt(rho + (1 - rho) / np.maximum(n - 1, 1.0)) / np.sqrt(rho + (1 - rho) / n), 1.0)
-    own = np.nan_to_num(own * scale[codes], nan=np.inf)
+    return np.where(n > 1, np.sqrt(rho + (1 - rho) / np.maximum(n - 1, 1.0)) / np.sqrt(rho + (1 - rho) / n), 1.0)
+
+
+def leave_one_out_cost(ref_vectors: np.ndarray, ref_names: Sequence[str]) -> Optional[float]:
+    """The median cosine a tested reference loses to its own name's prototype made without it (against the whole
+    prototype, by whole_prototype_scale): how far look-alike names lean to each other in the self-test."""
+    from crop_cluster.naming.prototypes import leave_one_out, name_codes
+
+    names, codes = name_codes(ref_names)
+    own, _, _, tested = leave_one_out(ref_vectors, codes, len(names))
+    if not tested.any():
+        return None
+    return float(np.median((own * (whole_prototype_scale(ref_vectors, codes, len(names))[codes] - 1))[tested]))
+
+
+def debiased_self_test(vectors: np.ndarray, codes: np.ndarray, k: int, margin: float) -> float:
+    """naming.prototypes.self_test_threshold with each reference's own cosine (to its name's prototype of n - 1
+    references) scaled to what the name's whole prototype would give (whole_prototype_scale)."""
+    from crop_cluster.naming.prototypes import SELF_TEST_ERRORS, leave_one_out
+
+    own, other, runner, tested = leave_one_out(vectors, codes, k)
+    own = np.nan_to_num(own * whole_prototype_scale(vectors, codes, k)[codes], nan=np.inf)
     wrong = tested & (other > own) & (other - np.maximum(own, runner) >= margin - 1e-7)
     allowed = int(np.floor(SELF_TEST_ERRORS * tested.sum() + 1e-9))
     return float("-inf") if wrong.sum() <= allowed else float(np.sort(other[wrong])[::-1][allowed])
@@ -509,6 +527,32 @@ def every_split(data: LabelledSet, vectors: Dict[str, np.ndarray], part: Partiti
     return summary
 
 
+def units_table(data: LabelledSet, vectors: Dict[str, np.ndarray], part: Partition, level: str) -> List[Dict]:
+    """Every unit of `level` (no split) of the partition named against every eligible reference of every name
+    (biodivx: each individual's first-frame crop): its crops' names, its truth, its own name's cosine and the best
+    and second names with their cosines; what decides each unit, for the docs."""
+    from crop_cluster.naming.evaluate import unit_truth
+    from crop_cluster.naming.prototypes import name_codes, prototypes
+    from crop_cluster.naming.units import naming_units, unit_vectors
+
+    first = {data.names[k]: data.files[k] for k in range(len(data.files)) if data.reference_ok[k]}
+    names, codes = name_codes(sorted(first))
+    protos = prototypes(np.stack([vectors[first[n]] for n in names]), codes, len(names))
+    cluster = part.table["cluster"].to_numpy(np.int64)
+    individual = np.unique(part.table["individual"].to_numpy(np.int64), return_inverse=True)[1].reshape(-1)
+    unit, kind = naming_units(level, cluster, individual)
+    scores = unit_vectors(part.embedding, individual, unit, kind.size) @ protos.T
+    truth = unit_truth(list(part.truth), unit, kind.size)
+    rows = []
+    for u in range(kind.size):
+        order = np.argsort(-scores[u], kind="stable")
+        rows.append({"crops": sorted(t for t, v in zip(part.truth, unit.tolist()) if v == u), "truth": truth[u],
+                     "own": None if truth[u] not in names else round(float(scores[u, names.index(truth[u])]), 4),
+                     "best": names[order[0]], "best_cosine": round(float(scores[u, order[0]]), 4),
+                     "second": names[order[1]], "second_cosine": round(float(scores[u, order[1]]), 4)})
+    return rows
+
+
 def fmnist_ceiling(data: LabelledSet, vectors: Dict[str, np.ndarray], parts: Sequence[Partition],
                    rng: random.Random) -> Dict:
     """Fashion-MNIST's test draws named with the baseline rule from 3, 10 and 30 references per known class (drawn
@@ -676,11 +720,12 @@ def main(argv: Sequence[str] = None) -> int:
 
 def partitions(sets: Dict[str, LabelledSet], vectors: Dict[str, np.ndarray], args, work: Path, cache_dir: Path):
     """Every set's draws, each clustered by the pipeline: ({(set, half): [(Draw, Partition)]}, draw_log, the
-    gallery check per set)."""
+    gallery check and the leave-one-out cost per set and draw)."""
     rng = random.Random(args.seed + 1)
     made_all: Dict[Tuple[str, str], List[Tuple[Draw, Partition]]] = {}
     draw_log: Dict[str, Dict] = {}
     overlaps: Dict[str, List[float]] = {}
+    costs: Dict[str, List[float]] = {}
     for name, data in sets.items():
         draw_log[name] = {}
         for half in ("calibration", "test"):
@@ -698,9 +743,12 @@ def partitions(sets: Dict[str, LabelledSet], vectors: Dict[str, np.ndarray], arg
                                  np.stack([vectors[data.files[k]] for k in draw.references]),
                                  [data.names[k] for k in draw.references])
                 overlaps.setdefault(name, []).append(gallery_share(part.ref_vectors, part.ref_names))
+                cost = leave_one_out_cost(part.ref_vectors, part.ref_names)
+                if cost is not None:
+                    costs.setdefault(name, []).append(cost)
                 made_all.setdefault((name, half), []).append((draw, part))
             print(f"{name} {half}: {len(made)} draws", flush=True)
-    return made_all, draw_log, overlaps
+    return made_all, draw_log, overlaps, costs
 
 
 def run(args, work: Path) -> int:
@@ -711,7 +759,7 @@ def run(args, work: Path) -> int:
         return 2
     cache_dir = work / "cache"
     vectors = embed_all([f for s in sets.values() for f in s.files], cache_dir)
-    made, draw_log, overlaps = partitions(sets, vectors, args, work, cache_dir)
+    made, draw_log, overlaps, costs = partitions(sets, vectors, args, work, cache_dir)
     results: Dict[str, Dict] = {rule: {} for rule in RULES}
     units: Dict[Tuple[str, str, str, str], List[Units]] = {}
     members: Dict[str, object] = {}
@@ -747,6 +795,9 @@ def run(args, work: Path) -> int:
     if "fmnist" in sets:
         ceiling = fmnist_ceiling(sets["fmnist"], vectors, [part for _, part in made[("fmnist", "test")]],
                                  random.Random(args.seed + 2))
+    biodivx_units = None if "biodivx" not in sets else {
+        level: units_table(sets["biodivx"], vectors, made[("biodivx", "test")][0][1], level)
+        for level in ("cluster", "individual")}
     alternatives = {name: auroc_alternatives([part for _, part in made[(name, "test")]]) for name in sets}
     margin = results["gallery"]["cluster"]["calibrated"]["margin"]
     sweeps = {name: sweep(units[(name, "test", "cluster", "gallery")], margin) for name in sets}
@@ -770,11 +821,13 @@ def run(args, work: Path) -> int:
         "sets": {name: {"n": len(s.files), "names": len(set(s.names)), "regime": REGIME[name],
                         "draws": draw_log[name],
                         "gallery_references_closer_to_another_name": round(float(np.median(overlaps[name])), 4),
-                        "gallery_self_test_threshold": self_tests[name]}
+                        "gallery_self_test_threshold": self_tests[name],
+                        "leave_one_out_cost": None if name not in costs else
+                        round(float(np.median(costs[name])), 4)}
                  for name, s in sets.items()},
         "skipped_sets": skipped, "thresholds": [float(t) for t in THRESHOLDS], "margins": list(MARGINS),
         "offsets": list(OFFSETS), "decision": decision, "rules": results, "oracle_test": oracles,
-        "fmnist_ceiling": ceiling, "auroc_alternatives_cluster_test": alternatives,
+        "fmnist_ceiling": ceiling, "auroc_alternatives_cluster_test": alternatives, "biodivx_units": biodivx_units,
         "sweep_cluster_gallery_test": sweeps, "timing": cost,
         "seconds": round(time.perf_counter() - started, 1)}
     args.out.parent.mkdir(parents=True, exist_ok=True)

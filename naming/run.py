@@ -166,7 +166,7 @@ def name_run(references: References, vectors: np.ndarray, embedding: np.ndarray,
     if threshold > settings.threshold:
         log.warning("--reference: the model confuses this gallery's own names up to cosine %.3f (its references named "
                     "by each other), so a name needs %.3f here instead of %.3f: few or no units are named; add "
-                    "references, or give --name_threshold to name anyway (docs/naming.md, the gallery's self-test)",
+                    "references, or give --name_threshold to name anyway (docs/naming.md, how a name is chosen)",
                     gallery_threshold, threshold, settings.threshold)
     elif overlap.mean() > GALLERY_OVERLAP_WARNING:
         log.warning("--reference: %.0f%% of the reference crops are closer to another name's prototype than to their "
