@@ -7,8 +7,8 @@
         ... the pipeline writes clusters.csv etc. from `settled` ...
         session.commit(settled, mode, parameters, versions, counts)   # one transaction, last
 
-`label` is the partition of the individuals before any human decision: the algorithm's (any ids) or, with
-`--add`, campaign.add's (existing clusters under their stable ids). Nothing is written to the store before
+`label` is the partition of the individuals before any human decision: the algorithm's over the campaign's whole
+current crop set (any ids). Nothing is written to the store before
 `commit`, so a run that fails or is killed leaves it as it was.
 """
 from __future__ import annotations
