@@ -4,7 +4,8 @@ A campaign is every run into one output folder. The store (store.py) remembers, 
 digest the embedding cache uses), every crop ever clustered there, the individuals and clusters with **stable ids**
 (never reused for different material) and names, and the human decisions (review.py reads them from a review file),
 so a later run -- another threshold, another algorithm, a new night added with `--add` -- keeps what an expert
-decided, and its settings, so that every run into the folder answers for the whole campaign as one full run would. Modules, one job each:
+decided, and its settings, so that every run into the folder answers for the whole campaign as one full run would.
+Modules, one job each:
 
 - store.py      the SQLite store: schema, migrations, lock, one transaction per run; `read_campaign` (read-only view)
 - lock.py       the run lock: a second run into the same folder waits a bounded time, then stops with a message
