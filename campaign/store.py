@@ -15,6 +15,9 @@ Tables (schema version SCHEMA_VERSION):
   never deleted, so an id is never given to other material; `name` '' = unnamed; `status` as of its last run.
 - `decisions(id PRIMARY KEY, digest, filename, grp, reviewer, time, note, source, run)`: human decisions, crop-keyed,
   in the order they were recorded; `grp` a group name or '-1' (excluded from every cluster).
+- `rejections(id PRIMARY KEY, digest, other, kind, reviewer, time, source, run)` (schema 2): rejected suggestions of
+  the report, as pairs of crop keys; `kind` merge or move (the two crops' groups are not one) or split (the two
+  belong together).
 
 Writes: `CampaignStore.commit_run` writes everything a run changes in ONE transaction (BEGIN IMMEDIATE ... COMMIT),
 after the run's other outputs are written. SQLite's journal makes it atomic: a run killed at any moment (SIGKILL
@@ -40,7 +43,7 @@ import pandas as pd
 
 from crop_cluster.campaign import STORE_NAME, StoreDamagedError, StoreVersionError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA_V1 = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
@@ -64,9 +67,17 @@ def _statements(script: str) -> List[str]:
     return [part.strip() for part in script.split(";") if part.strip()]
 
 
+# v2: remembered rejections of the report's suggestions (outputs/report/suggestions.py), crop pairs: `kind` is the
+# rejected suggestion's (merge, move: the crops' groups are not one; split: the two crops belong together).
+_SCHEMA_V2 = """
+CREATE TABLE rejections (id INTEGER PRIMARY KEY, digest TEXT NOT NULL, other TEXT NOT NULL, kind TEXT NOT NULL,
+                         reviewer TEXT NOT NULL, time TEXT NOT NULL, source TEXT NOT NULL, run INTEGER NOT NULL);
+CREATE INDEX rejections_digest ON rejections (digest);
+"""
+
 # MIGRATIONS[v]: the statements that upgrade a store of schema version v to v + 1 (v = 0: a new store), run inside
 # one transaction. Append one list per schema change and raise SCHEMA_VERSION.
-MIGRATIONS: List[List[str]] = [_statements(_SCHEMA_V1)]
+MIGRATIONS: List[List[str]] = [_statements(_SCHEMA_V1), _statements(_SCHEMA_V2)]
 
 CROP_COLUMNS = ["digest", "path", "individual", "cluster", "representative", "first_run", "last_run", "seconds",
                 "night", "site"]
@@ -74,6 +85,7 @@ CLUSTER_COLUMNS = ["id", "name", "status", "first_run", "last_run", "reviewed_ru
 INTEGER_CROP_COLUMNS = {"individual", "cluster", "representative", "first_run", "last_run"}     # NOT NULL
 DECISION_COLUMNS = ["digest", "filename", "group", "reviewer", "time", "note", "source", "run"]
 RUN_COLUMNS = ["id", "started", "finished", "mode", "parameters", "versions", "counts"]
+REJECTION_COLUMNS = ["digest", "other", "kind", "reviewer", "time", "source", "run"]
 
 
 @contextmanager
@@ -112,6 +124,7 @@ class RunRecord:
     crops: pd.DataFrame
     clusters: pd.DataFrame
     decisions: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=DECISION_COLUMNS[:-1]))
+    rejections: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=REJECTION_COLUMNS[:-1]))
 
 
 def _way_out(path: str) -> str:
@@ -253,6 +266,11 @@ class CampaignStore:
         return self._frame("SELECT digest, filename, grp, reviewer, time, note, source, run FROM decisions "
                            "ORDER BY id", DECISION_COLUMNS)
 
+    def rejections(self) -> pd.DataFrame:
+        """Every remembered rejection of a suggestion (REJECTION_COLUMNS), oldest first."""
+        return self._frame("SELECT digest, other, kind, reviewer, time, source, run FROM rejections ORDER BY id",
+                           REJECTION_COLUMNS)
+
     def runs(self) -> pd.DataFrame:
         return self._frame("SELECT id, started, finished, mode, parameters, versions, counts FROM runs ORDER BY id",
                            RUN_COLUMNS)
@@ -300,6 +318,10 @@ class CampaignStore:
                 "INSERT INTO decisions (digest, filename, grp, reviewer, time, note, source, run) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [(*(str(v) for v in row), run) for row in decisions[DECISION_COLUMNS[:-1]].itertuples(index=False)])
+            connection.executemany(
+                "INSERT INTO rejections (digest, other, kind, reviewer, time, source, run) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(*(str(v) for v in row), run)
+                 for row in record.rejections[REJECTION_COLUMNS[:-1]].itertuples(index=False)])
             connection.execute("COMMIT")
         except BaseException:
             if connection.in_transaction:

@@ -483,9 +483,12 @@ def settle_campaign(options: Options, session, crops: Crops, clusters, linked_by
     settled = session.settle(crops.filenames, digests, crops.individual, crops.representative, clusters.rep_cluster,
                              crops.embedding, meta.seconds, sites, nights, seen)
     linked_by = ["" if excluded else rule for excluded, rule in zip(settled.excluded, linked_by)]
+    # the forest follows the individuals as the decisions left them (crops kept out split off)
+    from .clustering.forest import renumbered
+    forest = renumbered(clusters.forest, crops.individual, settled.individual)
     crops = crops.with_individuals(settled.individual, settled.representative)
     state.info["campaign"] = {"store": session.store.path, "run": session.run_id, **settled.counts}
-    return crops, per_crop(crops, settled.rep_cluster, clusters.info, clusters.forest), linked_by, settled
+    return crops, per_crop(crops, settled.rep_cluster, clusters.info, forest), linked_by, settled
 
 
 # --- outputs --------------------------------------------------------------------------------------------------------
@@ -534,8 +537,10 @@ def write_outputs(options: Options, crops: Crops, clusters, linked_by, meta, set
         with state.stage("report"):
             from .outputs.report import write_report
 
-            state.info["report_timings_s"] = write_report(options.out_folder, table, embedding, threshold,
-                                                          crops.model, row_digests(crops, identified))
+            report = write_report(options.out_folder, table, embedding, threshold, crops.model,
+                                  row_digests(crops, identified),
+                                  clusters.forest, crops.individual, settled.rejections)   # review suggestions
+            state.info["report_timings_s"], state.info["suggestions"] = report.seconds, report.suggestions
     if options.darwin_core:
         with state.stage("darwin_core"):
             state.info["darwin_core"] = darwin_core(options, table, threshold, crops.model, settled,

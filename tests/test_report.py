@@ -170,9 +170,10 @@ def test_report_without_classifier_columns_is_unchanged(tmp_path):
     plain = full.drop(columns=[c for c in full.columns if c.startswith(("pred_", "prob_", "cluster_t", "cluster_n"))]
                       + ["identified"])
     data = report_data(write_classified_report(tmp_path, plain))
-    assert set(data) == {"run", "columns", "items", "clusters", "map"} and data["columns"] == ["timestamp"]
+    assert set(data) == {"run", "columns", "items", "clusters", "map", "suggestions"} and \
+        data["columns"] == ["timestamp"]
     assert set(data["run"]) == {"id", "title", "rows", "individuals", "clusters", "not_clustered", "threshold",
-                                "model", "map_method"} and data["run"]["not_clustered"] == 4
+                                "model", "map_method", "suggestions"} and data["run"]["not_clustered"] == 4
     assert all(set(item) - {"x"} == {"f", "h", "t", "u", "s", "n", "c", "m", "q", "o", "l"} for item in data["items"])
     assert all(set(c) == {"id", "size", "rows", "cohesion", "members"} for c in data["clusters"])
 

@@ -19,6 +19,7 @@ import pandas as pd
 from crop_cluster.outputs.atomic import atomic_open
 from crop_cluster.outputs.report import campaign
 from crop_cluster.outputs.report.review_order import ReviewOrder
+from crop_cluster.outputs.report.suggestions import Suggestions
 from crop_cluster.outputs.report.taxonomy import (IDENTIFIED, KEYS, handled_columns, identified_groups, identified_mask,
                                      namings, prediction_levels, predictions)
 
@@ -53,7 +54,8 @@ def run_key(filenames: Sequence[str], clusters: np.ndarray) -> str:
 
 
 def report_document(table: pd.DataFrame, thumbnails: Sequence[Optional[str]], coordinates: np.ndarray,
-                    info: Dict, digests: Optional[Sequence[str]] = None, order: Optional[ReviewOrder] = None) -> Dict:
+                    info: Dict, digests: Optional[Sequence[str]] = None, order: Optional[ReviewOrder] = None,
+                    suggestions: Optional[Suggestions] = None) -> Dict:
     """The page's data: one item per individual (its representative row), clusters largest first, the map.
 
     table: clusters.csv's rows (contract columns first, then metadata columns shown as tooltips; a classifier's
@@ -63,6 +65,7 @@ def report_document(table: pd.DataFrame, thumbnails: Sequence[Optional[str]], co
     coordinates: int (I, 2), 0..1000, per representative row. info: title, threshold, model, map_method.
     digests: content digest per table row ('' unknown), exported as the review file's `crop` column.
     order: review_order() of the representative rows (misplaced score, "more like this"); None leaves them out.
+    suggestions: suggestions.suggest() over the representative rows (item indices), shown first; None: none.
     """
     reps = np.flatnonzero(table["representative"].to_numpy(dtype=bool))
     individual = table["individual"].to_numpy(dtype=np.int64)
@@ -108,10 +111,21 @@ def report_document(table: pd.DataFrame, thumbnails: Sequence[Optional[str]], co
         for item, predicted in zip(items, document["taxonomy"].pop("rows")):
             item["p"] = predicted
     campaign.annotate_blocks(document["clusters"], table, reps, fresh)
+    if suggestions is not None:
+        document["suggestions"] = [suggestion_entry(s) for s in suggestions.suggestions]
+        document["run"]["suggestions"] = suggestions.counts
     if IDENTIFIED in table.columns:
         document["run"]["identified"] = int(identified.sum())
         document["identified"] = identified_groups(table, naming, reps, np.flatnonzero(identified), crops)
     return document
+
+
+def suggestion_entry(suggestion) -> Dict:
+    """One suggestion in the page's data: k kind, i its pre-selected items, a anchor item (-1 none), v the items shown
+    beside it (per entry of i for a merge), s similarity, p crop pairs, g expected gain."""
+    return {"k": suggestion.kind, "i": suggestion.items.tolist(), "a": int(suggestion.anchor),
+            "v": [list(map(int, shown)) for shown in suggestion.shown], "s": _number(suggestion.similarity),
+            "p": int(suggestion.pairs), "g": round(float(suggestion.gain), 1)}
 
 
 def _other_crops(individual: np.ndarray, reps: np.ndarray, filenames: np.ndarray,
