@@ -112,7 +112,6 @@ class Page:
         self.attrs: Dict[int, Dict] = {}
         self.created: Set[int] = set()
         self.rejected: List[Tuple[int, int, str]] = []      # (item, other item, suggestion kind)
-        self.handled: Set[int] = set()                        # suggestions accepted or rejected
         self.done: List[Dict] = []
         self.tracker = Tracker(labels, self.place) if labels is not None else None
         self.clicks = 0
@@ -326,7 +325,6 @@ class Page:
             label = f"split {len(chosen)} off {self.group_name(target)} (suggested)"
         if pairs:
             ops.append({"kind": "reject", "pairs": pairs})
-        self.handled.add(id(entry))
         return self.act(label, ops)
 
     def reject(self, entry: Dict) -> bool:
@@ -339,7 +337,6 @@ class Page:
             pairs = [(i, entry["a"], kind) for i in items]
         else:
             pairs = [(entry["i"][0], entry["a"], kind)]
-        self.handled.add(id(entry))
         return self.act(f"rejected a {kind} suggestion", [{"kind": "reject", "pairs": pairs}])
 
     def view(self, items: Iterable[int]) -> int:

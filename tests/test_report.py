@@ -282,3 +282,21 @@ def test_report_digests_other_crops_and_campaign_columns(tmp_path):
     assert by_file["crop1.png"]["h"] == f"{1:032x}" and by_file["crop1.png"]["x"] == \
         [[str(tmp_path / "crop2.png"), f"{2:032x}"]]                 # the individual's other crop, for the export
     assert "w" not in by_file["crop3.png"] and by_file["crop4.png"]["w"] == 1     # new in the latest run
+
+
+def test_first_run_of_a_campaign_has_nothing_changed_since_a_review(tmp_path):
+    """On a campaign's first run every cluster is new, but there was no review: no "changed" badge or filter."""
+    from crop_cluster.outputs.report import write_report
+
+    table = classified_table(tmp_path, identified=False).drop(columns=["cluster_name"])
+    table["group"] = ""
+    table["cluster_status"] = ["new"] * 5 + [""] * 4
+    table["first_run"] = 0
+    out = tmp_path / "out"
+    out.mkdir()
+    write_report(str(out), table, np.eye(9, 4, dtype=np.float32), 0.9, "fake")
+    blocks = report_data(out)["clusters"]
+    assert all("changed" not in block for block in blocks) and {b.get("status") for b in blocks} >= {"new"}
+    table["cluster_status"] = ["unreviewed"] + ["new"] * 4 + [""] * 4         # a later run: new means changed
+    write_report(str(out), table, np.eye(9, 4, dtype=np.float32), 0.9, "fake")
+    assert [b["changed"] for b in report_data(out)["clusters"] if b["id"] >= 0] == [False, True]

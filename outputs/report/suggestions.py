@@ -1,14 +1,16 @@
 """Review suggestions: the fixes report.html proposes first, each accepted or rejected with one key.
 
 Three kinds, all over the individuals of the report (one row each: its representative's embedding):
-- merge  "merge these clusters?": clusters joined by their strongest links of the run's spanning forest below the
-         threshold (Kruskal order, at most MAX_MERGE clusters per suggestion, never across a rejected pair);
+- merge  "merge these?": clusters (and individuals not clustered) joined by their strongest links below the
+         threshold: the run's spanning forest's edges between them, and between clusters their centres'
+         similarity down to threshold - CENTRE_SPAN (Kruskal order, at most MAX_MERGE per suggestion, never
+         across a rejected pair);
 - split  "split this cluster?": an unreviewed cluster whose internal spanning tree has a weak edge with a
          substantial part on each side: the smaller side, the other side's end of the edge, the edge's similarity;
 - move   "move these crops to B?": individuals likely misplaced (closer to B's centre than to their own, the
          report's misplaced score > 0), and individuals not clustered or in a cluster of at most SMALL whose
-         nearest other centre is a larger B at a similarity of at least the forest's floor, grouped by B (at most
-         MAX_MOVE per suggestion).
+         nearest other centre is a larger B at a similarity of at least threshold - CENTRE_SPAN, grouped by B (at
+         most MAX_MOVE per suggestion).
 Each suggestion is a pre-selection: the page shows its individuals ticked, the reviewer unticks those that do not
 belong and accepts (one action, through the undo log) or rejects it (one key). What is rejected or unticked is
 remembered as crop pairs (campaign store): "apart" (a merge or move rejected: the two crops' groups are not one)
@@ -21,8 +23,9 @@ pairs it takes out of the sources; a split: the pairs it separates) and precisio
 individuals that the label-knowing reviewer of bench/review_effort.py kept, measured per kind and similarity bin on
 its labelled sets (PRECISION; bench/results/review_effort.json -> calibration).
 
-Cost: merges and splits read the forest's edges (at most I - 1); moves read the report's misplaced scores
-(review_order.py); no pair of individuals is compared here.
+Cost: merges and splits read the forest's edges (at most I - 1) and the K x K centre similarities (in row
+chunks); moves read the report's misplaced scores (review_order.py); no pair of individuals is compared here.
+The parameters (MAX_MERGE, CENTRE_SPAN) were chosen on bench/review_effort.py's trap sets.
 """
 from __future__ import annotations
 
@@ -40,20 +43,22 @@ SMALL = 2              # a cluster of at most this many individuals may move who
 CENTRE_SPAN = 0.35     # merge links between centres, and moves of crops not clustered, down to threshold - this
 SHOWN = 4              # thumbnails of a cluster shown beside a suggestion (its most central members)
 # precision by kind over bins of (similarity - threshold): upper bin edges, then the share kept in each bin
+# (bench/results/review_effort.json -> calibration: the sets' averages; a bin without suggestions takes its
+# neighbour's value; a split's edge lies at or above the threshold, so only its last bin was measured)
 BIN_EDGES = (-0.25, -0.15, -0.10, -0.05, 0.0, np.inf)
-PRECISION = {"merge": (0.6, 0.7, 0.8, 0.9, 0.9, 0.9), "split": (0.5, 0.5, 0.5, 0.5, 0.4, 0.3),
-             "move": (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)}
+PRECISION = {"merge": (0.51, 0.79, 0.81, 0.81, 0.91, 0.91), "split": (0.77,) * 6,
+             "move": (0.25, 0.41, 0.46, 0.66, 0.80, 0.80)}
 
 
 @dataclass(frozen=True)
 class Suggestion:
     """kind: 'merge' | 'split' | 'move'. items: int64, the pre-selected individuals (merge: one anchor per cluster,
-    its most central member, in the page's order of the clusters, largest first; split: the side to split off, the
+    its most central member, clusters largest first, then the individuals not clustered; split: the side to split off, the
     edge's end on that side first; move: the individuals to move). anchor: merge -1; split: the individual at the
     other end of the edge; move: the target cluster's most central member. shown: per entry of `items` for a merge
     (the cluster's SHOWN most central members), else [SHOWN members of the other side or the target, the anchor
-    first]. similarity: merge: the weakest link used;
-    split: the edge; move: the median similarity to the target's centre. pairs: crop pairs put right when it is
+    first]. similarity: merge: the weakest link used; split: the edge; move: the median similarity to the target's
+    centre. pairs: crop pairs put right when it is
     right; gain: expected gain (precision x pairs)."""
 
     kind: str
@@ -166,14 +171,12 @@ def _merges(cluster, crops, size, central, centre, threshold, forest, apart, cou
     within MAX_MERGE units and spans no rejected pair; every group of two or more is one suggestion."""
     n_clusters = len(size)
     single = np.flatnonzero(cluster == -1)
-    unit = cluster.copy()
+    unit = cluster.copy()                           # units 0..K-1 the clusters, then one per individual alone
     unit[single] = n_clusters + np.arange(single.size)
-    unit_size = np.concatenate([size, crops[single]])
-    unit_central = list(central) + [np.asarray([i]) for i in single.tolist()]
-    low, high, sims = _links(unit, unit_size.size, centre, threshold, forest)
+    size = np.concatenate([size, crops[single]])
+    central = list(central) + [np.asarray([i]) for i in single.tolist()]
+    low, high, sims = _links(unit, size.size, centre, threshold, forest)
     forbidden = _pair_sets(apart, unit)
-    size = unit_size
-    central = unit_central
     parent = list(range(len(size)))
     groups: Dict[int, List[int]] = {c: [c] for c in range(len(size))}
     weakest: Dict[int, float] = {}
