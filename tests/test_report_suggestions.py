@@ -75,6 +75,10 @@ def test_suggestions_accept_reject_undo_export_review_and_add(tmp_path, fake_bac
     index = {entry: k for k, entry in enumerate(found)}
     merge, split, move = index[("merge", ("blue_0", "blue_2"))], index[("split", ("dark_0", "dark_1"))], \
         index[("move", ("lone_0", "lone_1"))]
+    # every thumbnail's "open the original" link is the file's URL (derived by the page from its name)
+    assert browser.evaluate("[...document.querySelectorAll('figure a.open')].map(a => a.href)") == \
+        [Path(data["items"][i]["f"]).as_uri() for i in
+         browser.evaluate("[...document.querySelectorAll('figure a.open')].map(a => Number(a.closest('figure').dataset.item))")]
     # shown first, above the cards, the best expected gain first
     assert browser.evaluate("document.getElementById('gallery').firstElementChild.id") == "suggestions"
     assert current(browser)[0] == 0
