@@ -319,7 +319,8 @@ class CampaignStore:
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [(*(str(v) for v in row), run) for row in decisions[DECISION_COLUMNS[:-1]].itertuples(index=False)])
             connection.executemany(
-                "INSERT INTO rejections (digest, other, kind, reviewer, time, source, run) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO rejections (digest, other, kind, reviewer, time, source, run) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(*(str(v) for v in row), run)
                  for row in record.rejections[REJECTION_COLUMNS[:-1]].itertuples(index=False)])
             connection.execute("COMMIT")

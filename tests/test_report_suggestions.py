@@ -76,9 +76,9 @@ def test_suggestions_accept_reject_undo_export_review_and_add(tmp_path, fake_bac
     merge, split, move = index[("merge", ("blue_0", "blue_2"))], index[("split", ("dark_0", "dark_1"))], \
         index[("move", ("lone_0", "lone_1"))]
     # every thumbnail's "open the original" link is the file's URL (derived by the page from its name)
-    assert browser.evaluate("[...document.querySelectorAll('figure a.open')].map(a => a.href)") == \
-        [Path(data["items"][i]["f"]).as_uri() for i in
-         browser.evaluate("[...document.querySelectorAll('figure a.open')].map(a => Number(a.closest('figure').dataset.item))")]
+    linked = browser.evaluate("[...document.querySelectorAll('figure a.open')]"
+                              ".map(a => [Number(a.closest('figure').dataset.item), a.href])")
+    assert linked and all(href == Path(data["items"][i]["f"]).as_uri() for i, href in linked)
     # shown first, above the cards, the best expected gain first
     assert browser.evaluate("document.getElementById('gallery').firstElementChild.id") == "suggestions"
     assert current(browser)[0] == 0

@@ -84,6 +84,10 @@ def test_no_forest_no_merge_or_split_and_empty_input():
     assert {s.kind for s in found.suggestions} <= {"merge", "move"}     # centre links still propose merges
     empty = run(np.zeros((0, 3), np.float32), np.zeros(0, np.int64), threshold, None)
     assert empty.suggestions == [] and empty.counts["merge"] == 0
+    alone = run(x, np.full(len(x), -1, dtype=np.int64), threshold, None)        # nothing clustered, no forest
+    assert alone.suggestions == []
+    linked = run(x, np.full(len(x), -1, dtype=np.int64), threshold, spanning_forest(x, 0.9))
+    assert {s.kind for s in linked.suggestions} <= {"merge"}                   # individuals alone, merged together
 
 
 def test_review_file_rejections_and_their_errors(tmp_path):

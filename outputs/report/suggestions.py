@@ -46,19 +46,19 @@ SHOWN = 4              # thumbnails of a cluster shown beside a suggestion (its 
 # (bench/results/review_effort.json -> calibration: the sets' averages; a bin without suggestions takes its
 # neighbour's value; a split's edge lies at or above the threshold, so only its last bin was measured)
 BIN_EDGES = (-0.25, -0.15, -0.10, -0.05, 0.0, np.inf)
-PRECISION = {"merge": (0.51, 0.79, 0.81, 0.81, 0.91, 0.91), "split": (0.77,) * 6,
-             "move": (0.25, 0.41, 0.46, 0.66, 0.80, 0.80)}
+PRECISION = {"merge": (0.51, 0.70, 0.78, 0.83, 0.89, 0.89), "split": (0.74,) * 6,
+             "move": (0.25, 0.42, 0.41, 0.63, 0.77, 0.77)}
 
 
 @dataclass(frozen=True)
 class Suggestion:
     """kind: 'merge' | 'split' | 'move'. items: int64, the pre-selected individuals (merge: one anchor per cluster,
-    its most central member, clusters largest first, then the individuals not clustered; split: the side to split off, the
-    edge's end on that side first; move: the individuals to move). anchor: merge -1; split: the individual at the
-    other end of the edge; move: the target cluster's most central member. shown: per entry of `items` for a merge
-    (the cluster's SHOWN most central members), else [SHOWN members of the other side or the target, the anchor
-    first]. similarity: merge: the weakest link used; split: the edge; move: the median similarity to the target's
-    centre. pairs: crop pairs put right when it is
+    its most central member, clusters largest first, then the individuals not clustered; split: the side to split
+    off, the edge's end on that side first; move: the individuals to move). anchor: merge -1; split: the
+    individual at the other end of the edge; move: the target cluster's most central member. shown: per entry of
+    `items` for a merge (the cluster's SHOWN most central members), else [SHOWN members of the other side or the
+    target, the anchor first]. similarity: merge: the weakest link used; split: the edge; move: the median
+    similarity to the target's centre. pairs: crop pairs put right when it is
     right; gain: expected gain (precision x pairs)."""
 
     kind: str
@@ -292,6 +292,8 @@ def _moves(cluster, crops, size, central, threshold, forest, misplaced, nearest_
            counts) -> List[Suggestion]:
     """Individuals closer to another cluster's centre than to their own, and individuals not clustered whose
     nearest centre is at least the forest's floor, grouped by that cluster, best first, MAX_MOVE per suggestion."""
+    if len(size) == 0:                  # no cluster to move crops to
+        return []
     floor = threshold - CENTRE_SPAN
     target = np.asarray(nearest_other, dtype=np.int64)
     sims = np.asarray(nearest_similarity, dtype=np.float64)
