@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 
 from browser import Browser, find_chromium
 from crop_cluster.cli import main
-from test_report_browser import HEADER, mouse_click, open_report, press, shown, wait_for_file
+from test_report_browser import HEADER, mouse_click, open_report, press, set_value, shown, wait_for_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import review_sim  # noqa: E402
@@ -79,6 +79,17 @@ def test_suggestions_accept_reject_undo_export_review_and_add(tmp_path, fake_bac
     linked = browser.evaluate("[...document.querySelectorAll('figure a.open')]"
                               ".map(a => [Number(a.closest('figure').dataset.item), a.href])")
     assert linked and all(href == Path(data["items"][i]["f"]).as_uri() for i, href in linked)
+    # a card says its cluster once ("Cluster 0"); a named one says its name and then its number
+    head = "section[data-cluster=\"0\"] .head"
+    assert browser.evaluate(f"document.querySelector('{head} h2').textContent") == "Cluster 0"
+    assert browser.evaluate(f"document.querySelectorAll('{head} .number').length") == 0
+    set_value(browser, 'section[data-cluster="0"] input.group', "reds")
+    assert browser.evaluate(f"document.querySelector('{head} .number').textContent") == "cluster 0"
+    press(browser, "z", "KeyZ", ctrl=True)
+    assert browser.evaluate(f"document.querySelector('{head} h2').textContent") == "Cluster 0"
+    # a campaign's first run: nothing is "changed since the last review"
+    assert browser.evaluate("document.querySelectorAll('.state.changed').length") == 0
+    assert browser.evaluate("document.getElementById('changed-box').hidden")
     # shown first, above the cards, the best expected gain first
     assert browser.evaluate("document.getElementById('gallery').firstElementChild.id") == "suggestions"
     assert current(browser)[0] == 0
@@ -116,7 +127,12 @@ def test_suggestions_accept_reject_undo_export_review_and_add(tmp_path, fake_bac
             bring(browser, k)
             press(browser, "r", "KeyR")
 
-    # move: untick lone_1 with a mouse click, accept with y: only lone_0 joins the greens; lone_1 is remembered
+    # move: reject (r) and undo; then untick lone_1 with a mouse click, accept with y: only lone_0 joins the
+    # greens; lone_1 is remembered
+    bring(browser, move)
+    press(browser, "r", "KeyR")
+    assert str(move) not in browser.evaluate("document.getElementById('suggestions').dataset.open").split(",")
+    press(browser, "z", "KeyZ", ctrl=True)
     bring(browser, move)
     mouse_click(browser, f'#suggestions figure[data-suggested="{by_name["lone_1"]}"]')
     assert browser.evaluate(f"document.querySelector('#suggestions figure[data-suggested=\"{by_name['lone_1']}\"]')"
