@@ -385,6 +385,9 @@ def settle_campaign(options: Options, session, crops: Crops, clusters, linked_by
     settled = session.settle(crops.filenames, digests, crops.individual, crops.representative, clusters.rep_cluster,
                              crops.embedding, meta.seconds, sites, nights, seen, options.match_threshold)
     linked_by = ["" if excluded else rule for excluded, rule in zip(settled.excluded, linked_by)]
+    from .clustering.forest import renumbered
+
+    forest = renumbered(clusters.forest, crops.individual, settled.individual)  # the individuals as decided
     crops = crops.with_individuals(settled.individual, settled.representative)
     state.info["campaign"] = {"store": session.store.path, "run": session.run_id, **settled.counts,
                               "merges": [{"cluster": a, "into": b} for a, b in settled.merges],
@@ -392,7 +395,7 @@ def settle_campaign(options: Options, session, crops: Crops, clusters, linked_by
     if settled.merges:
         log.info("%d clusters merged into others: new crops link them (single linkage over the whole campaign)",
                  len(settled.merges))
-    return crops, per_crop(crops, settled.rep_cluster, clusters.info, clusters.forest), linked_by, settled
+    return crops, per_crop(crops, settled.rep_cluster, clusters.info, forest), linked_by, settled
 
 
 # --- names from references -----------------------------------------------------------------------------------------
@@ -508,8 +511,9 @@ def write_outputs(options: Options, crops: Crops, clusters, linked_by, meta, set
         with state.stage("report"):
             from .outputs.report import write_report
 
-            state.info["report_timings_s"] = write_report(options.out_folder, table, embedding, threshold,
-                                                          crops.model, digests)
+            report = write_report(options.out_folder, table, embedding, threshold, crops.model, digests,
+                                  clusters.forest, crops.individual[order], settled.rejections)   # suggestions
+            state.info["report_timings_s"], state.info["suggestions"] = report.seconds, report.suggestions
     if options.darwin_core:
         with state.stage("darwin_core"):
             state.info["darwin_core"] = darwin_core(options, table, threshold, crops.model, settled,

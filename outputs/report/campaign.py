@@ -27,12 +27,23 @@ def new_rows(table: pd.DataFrame) -> Optional[np.ndarray]:
     return (runs == runs.max()).to_numpy()
 
 
+def first_run(table: pd.DataFrame, fresh: Optional[np.ndarray]) -> bool:
+    """The table is a campaign's first run: every crop from one run and every cluster new (nothing was reviewed
+    before, so nothing has changed since a review)."""
+    if fresh is not None or "cluster_status" not in table.columns:
+        return False
+    status = table["cluster_status"].fillna("").astype(str).str.strip()
+    return bool(status.isin(["new", ""]).all())
+
+
 def annotate_blocks(blocks: List[Dict], table: pd.DataFrame, reps: np.ndarray, fresh: Optional[np.ndarray]) -> None:
     """Add to each cluster block (id >= 0; members index `reps`) in place: `group` (its members' most common
-    reviewed name), `status` (cluster_status of its first member) and `changed` (new, or holds a new crop)."""
+    reviewed name), `status` (cluster_status of its first member) and `changed` (new, or holds a new crop; not on
+    a campaign's first run, where there was no review to change since)."""
     groups = table["group"].fillna("").astype(str).str.strip().to_numpy() if "group" in table.columns else None
     status = table["cluster_status"].fillna("").astype(str).str.strip().to_numpy() \
         if "cluster_status" in table.columns else None
+    since_review = not first_run(table, fresh)
     for block in blocks:
         if block["id"] < 0:
             continue
@@ -43,6 +54,6 @@ def annotate_blocks(blocks: List[Dict], table: pd.DataFrame, reps: np.ndarray, f
                 block["group"] = named.most_common(1)[0][0]
         if status is not None:
             block["status"] = status[rows[0]] or "unreviewed"
-        if status is not None or fresh is not None:
+        if since_review and (status is not None or fresh is not None):
             block["changed"] = bool((status is not None and block["status"] == "new") or
                                     (fresh is not None and fresh[rows].any()))
