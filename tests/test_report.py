@@ -73,7 +73,9 @@ def test_report_is_written_by_default_and_self_contained(crops, tmp_path, fake_b
 
     with Image.open(out / thumbs[0]) as image:
         assert image.format == "JPEG" and max(image.size) <= 128
-    assert sorted(p.name for p in (out / "report").iterdir()) == sorted(Path(t).name for t in thumbs)
+    jpegs = sorted(p.name for p in (out / "report").iterdir() if p.suffix == ".jpg")
+    assert jpegs == sorted(Path(t).name for t in thumbs)
+    assert (out / "report" / "map.npz").is_file()                 # the map, kept by the vectors it was made from
     assert len(data["map"]["x"]) == len(data["items"]) and data["run"]["map_method"] in ("pca", "umap")
     assert digests(crops) == before
 

@@ -34,7 +34,7 @@ def write_report(out_folder: str, table: pd.DataFrame, embedding: np.ndarray, th
     (DataFrame digest, other, kind; campaign store), so they are not proposed again.
     """
     from crop_cluster.outputs.report.html import report_document, write_html
-    from crop_cluster.outputs.report.projection import project_2d
+    from crop_cluster.outputs.report.projection import kept_projection
     from crop_cluster.outputs.report.review_order import review_order
     from crop_cluster.outputs.report.suggestions import suggest_for_report
     from crop_cluster.outputs.report.thumbnails import make_thumbnails
@@ -46,7 +46,7 @@ def write_report(out_folder: str, table: pd.DataFrame, embedding: np.ndarray, th
     thumbnails = [None if name is None else f"{FOLDER}/{name}" for name in names]
     seconds["thumbnails"] = round(time.perf_counter() - start, 3)
     start = time.perf_counter()
-    coordinates, method = project_2d(embedding[reps])
+    coordinates, method = kept_projection(embedding[reps], os.path.join(out_folder, FOLDER))
     seconds["map"] = round(time.perf_counter() - start, 3)
     start = time.perf_counter()
     order = review_order(embedding[reps], table["cluster"].to_numpy(dtype=np.int64)[reps])
