@@ -217,6 +217,12 @@ def system_error(path: str, error: sqlite3.Error, doing: str) -> Optional[Campai
     problem = _system_problem(error)
     if problem is None:
         return None
+    try:                                 # SQLite often reports a full disk as an I/O error or as "cannot open"
+        stat = os.statvfs(os.path.dirname(os.path.abspath(path)))
+        if stat.f_bavail * stat.f_frsize < 1 << 16:
+            problem = f"the disk is full ({stat.f_bavail * stat.f_frsize} bytes free)"
+    except (OSError, AttributeError):
+        pass
     return CampaignError(f"{path}: cannot {doing}: {problem} ({error}); the store is left as it was. Free disk space "
                          f"or fix the folder's permissions, then run again")
 
