@@ -103,8 +103,11 @@ def listed(path: Path, files: List[str]) -> str:
 
 
 def timed_main(args: List[str]) -> float:
+    """Seconds of one run of the command line in this process; the disk's write-back of what earlier steps wrote
+    is flushed first, so that no run pays for another's (both sides fsync their outputs)."""
     from crop_cluster.cli import main
 
+    os.sync()
     started = time.perf_counter()
     code = main(args + ["-q", "--no_report"])
     if code:
@@ -196,6 +199,7 @@ def fmnist_files(folder: Path, count: int) -> List[str]:
 
 
 def cli(args: List[str]) -> Tuple[float, Dict]:
+    os.sync()
     started = time.perf_counter()
     subprocess.run([sys.executable, str(REPO / "cluster.py"), *args, "-q"], check=True, cwd=REPO)
     seconds = time.perf_counter() - started
@@ -242,12 +246,16 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=int, default=5000)
     parser.add_argument("--parts", nargs="+", default=["add", "rerun"], choices=["add", "rerun"])
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "campaign.json"))
+    parser.add_argument("--keep", action="store_true", help="update only the given --parts in an existing --out")
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="bench-campaign-"))
     document = {"benchmark": "campaign: --add against a full re-run; re-runs from what the campaign kept",
                 "machine": bench_machine.machine(),
                 "versions": bench_machine.versions(["numpy", "scipy", "pandas", "torch", "numba"]),
                 "threshold": THRESHOLD, "repeats": args.repeats}
+    if args.keep and os.path.isfile(args.out):
+        with open(args.out, encoding="utf-8") as handle:
+            document = {**json.load(handle), **{k: v for k, v in document.items() if k != "repeats"}}
     try:
         if "add" in args.parts:
             document["add"] = [add_part(root / f"d{dim}", args.old, args.new, dim, args.repeats) for dim in args.dims]
