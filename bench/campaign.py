@@ -134,15 +134,16 @@ def add_part(root: Path, n_old: int, n_new: int, dim: int, repeats: int) -> Dict
     old, new = synthetic(n_old, n_new, dim)
     old_files = write_files(root / "night1", n_old, "a")
     new_files = write_files(root / "night2", len(new), "b")
-    cache = str(root / "cache")
+    base = root / "base"
+    cache = str(base / "embed_cache")   # the campaign's own (OUT/embed_cache): each copy of base has its own
     seed_cache(cache, model, old_files + new_files, np.concatenate([old, new]))
     common = ["-e", "dino", "-fp", model, "-th", str(THRESHOLD)]
     old_list, new_list = listed(root / "old.txt", old_files), listed(root / "new.txt", new_files)
     all_list = listed(root / "all.txt", old_files + new_files)
     timed_main(["-i", listed(root / "warm.txt", old_files[:3000]), "-o", str(root / "warm"), "--cache_dir",
                 cache, *common])                                    # compile the kernels, import everything
-    base = root / "base"
-    first = timed_main(["-i", old_list, "-o", str(base), "--cache_dir", cache, *common])
+    shutil.rmtree(os.path.join(cache, "results"), ignore_errors=True)
+    first = timed_main(["-i", old_list, "-o", str(base), *common])
     namespace = next(p for p in os.listdir(cache) if p.startswith("dino-"))
     full, add, counts, exact, full_stages, add_stages = [], [], {}, [], [], []
     for repeat in range(repeats):
@@ -152,9 +153,10 @@ def add_part(root: Path, n_old: int, n_new: int, dim: int, repeats: int) -> Dict
         full.append(timed_main(["-i", all_list, "-o", str(out_full), "--cache_dir", str(fresh), *common]))
         full_stages.append(json.loads((out_full / "run.json").read_text())["timings_s"])
         out_add = root / f"add{repeat}"
-        shutil.copytree(base, out_add)
+        shutil.copytree(base, out_add)          # the campaign as it was, with its cache: nothing of an earlier add
         add.append(timed_main(["-i", new_list, "-o", str(out_add), "--add"]))
         manifest = json.loads((out_add / "run.json").read_text())
+        assert manifest["graph"].get("grown") and not manifest["individuals"].get("kept"), manifest["graph"]
         add_stages.append(manifest["timings_s"])
         counts = {key: manifest["counts"][key] for key in ("new_crops", "joined", "new_clusters", "merged",
                                                            "conflicts", "embeddings_computed", "clusters")}
@@ -166,6 +168,8 @@ def add_part(root: Path, n_old: int, n_new: int, dim: int, repeats: int) -> Dict
         shutil.rmtree(fresh)
         if repeat:
             shutil.rmtree(out_add)
+        else:
+            shutil.rmtree(out_add / "embed_cache")
     def computing(stages: Dict) -> float:       # the run without what both sides do alike per row read or written
         return stages["total"] - sum(stages.get(name, 0.0) for name in ("collect", "hash", "write"))
 
