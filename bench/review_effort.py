@@ -294,6 +294,21 @@ def averaged(results: Dict[str, Dict]) -> Dict[str, List[Optional[float]]]:
     return out
 
 
+def least(results: Dict[str, Dict]) -> Dict[str, List[Optional[float]]]:
+    """Per kind and bin, the least share kept on any set, never more than in a stronger bin (a running minimum
+    from the strongest bin down): suggestions.LEAST, what the worth-an-action test assumes."""
+    out = {}
+    for kind in ("merge", "split", "move"):
+        columns = [r["calibration"][kind] for r in results.values()]
+        lowest = [min([c[b] for c in columns if c[b] is not None], default=None) for b in range(len(BINS))]
+        running, row = None, []
+        for value in reversed(lowest):
+            running = value if running is None else running if value is None else min(running, value)
+            row.append(None if running is None else round(float(running), 3))
+        out[kind] = row[::-1]
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sets", nargs="+", default=list(SETS), help="named sets (default: all present)")
@@ -324,7 +339,8 @@ def main(argv=None) -> int:
         results[name] = run_set(name, inputs, labels, args.work, args.embed, args.threshold)
     output = {"benchmark": "review_effort", "embed": args.embed, "target_f1": sim.TARGET_F1,
               "machine": machine(), "versions": versions(["numpy", "pandas", "torch", "onnxruntime"]),
-              "summary": summary(results), "calibration": averaged(results), "calibration_bins": list(BINS),
+              "summary": summary(results), "calibration": averaged(results), "calibration_least": least(results),
+              "calibration_bins": list(BINS),
               "sets": results}
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(output, indent=1) + "\n", encoding="utf-8")

@@ -643,9 +643,15 @@ def first_judgements(page: Page) -> List[Tuple[str, float, int, int]]:
     return out
 
 
+def shown_first(page: Page) -> List[Dict]:
+    """The suggestions the page's panel offers before its "below the cards" note (template.html worthOf)."""
+    return [entry for entry in page.data.get("suggestions", []) if entry.get("w", 1)]
+
+
 def run_suggestions(page: Page, next_round, target: float = TARGET_F1, probe: int = 5, probe_share: float = 0.6,
                     stop_share: float = 0.7, rounds: int = 10) -> Page:
-    """The suggestions first, in the page's order (best expected gain first), each judged by review_suggestion;
+    """The suggestions the page shows first (those worth an action, `w`; best expected gain first), each judged by
+    review_suggestion (the others, below the cards' gain per action, are not asked for);
     a round ends when they are used up, then `next_round(page)` (export, `crop-cluster --review`, the new report)
     gives the next round's page; rounds end when the target F1 is reached, when fewer than `stop_share` of a
     round's suggestions were accepted, or when the first `probe` suggestions kept less than `probe_share` of what
@@ -656,7 +662,7 @@ def run_suggestions(page: Page, next_round, target: float = TARGET_F1, probe: in
     given_up = False
     for round_ in range(rounds):
         accepted = rejected = 0
-        for entry in page.data.get("suggestions", []):
+        for entry in shown_first(page):
             if page.f1 >= target:
                 break
             outcome = review_suggestion(page, entry)

@@ -92,7 +92,16 @@ def test_suggestions_accept_reject_undo_export_review_and_add(tmp_path, fake_bac
     assert browser.evaluate("document.getElementById('changed-box').hidden")
     # shown first, above the cards, the best expected gain first
     assert browser.evaluate("document.getElementById('gallery').firstElementChild.id") == "suggestions"
-    assert current(browser)[0] == 0
+    # none of these is worth an action (the cards merge two clusters, split one or move from one card in one
+    # action too): the panel says so, offers none, and shows them all when asked (a mouse click)
+    assert not any(s["w"] for s in data["suggestions"]) and all(s["c"] <= 1 for s in data["suggestions"])
+    assert browser.evaluate("document.getElementById('suggestions').dataset.current") == ""
+    below = browser.evaluate("document.getElementById('suggestion-below').textContent")
+    assert below.startswith(f"{len(found)} more suggestions gain less per action than the cards")
+    press(browser, "y", "KeyY")                                     # nothing offered: y does nothing
+    assert counts(browser).endswith("0 accepted \u00b7 0 rejected")
+    mouse_click(browser, "#suggestion-more")
+    assert current(browser)[0] == 0 and not browser.evaluate("document.getElementById('suggestion-below')")
     blocks = {c["id"]: c["members"] for c in data["clusters"]}
     by_name = {v: k for k, v in name.items()}
     blue = [c for c, m in blocks.items() if by_name["blue_0"] in m or by_name["blue_2"] in m]

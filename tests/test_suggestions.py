@@ -132,3 +132,40 @@ def test_forest_follows_individuals_split_by_a_review():
     after = renumbered(forest, old, new)
     assert after.n == 4 and sorted(zip(after.rows.tolist(), after.cols.tolist())) == [(0, 1), (1, 2)]
     assert renumbered(None, old, new) is None
+
+
+def test_worth_an_action_against_the_cards():
+    from crop_cluster.outputs.report.suggestions import LEAST, card_actions
+
+    p = LEAST["merge"][1]                                      # margin -0.2: the bin -0.25..-0.15
+    assert card_actions("merge", -0.2, [1] * 16 + [0]) == pytest.approx(16 * p - 1)
+    assert card_actions("merge", -0.2, [1, 1, 0]) <= 1         # two clusters: one merge of two cards too
+    assert card_actions("merge", -0.2, [1, 1, 3]) > card_actions("merge", -0.2, [1, 1, 0])
+    assert card_actions("merge", -0.2, [5]) <= 1               # individuals not clustered only: one move
+    assert card_actions("split", 0.05, [40]) <= 1              # a split is one action on the cards too
+    q = LEAST["move"][4]
+    assert card_actions("move", -0.02, [1, 2, 3]) == pytest.approx(sum(1 - (1 - q) ** m for m in (1, 2, 3)))
+    x, cluster, threshold, forest = case()
+    found = run(x, cluster, threshold, forest).suggestions
+    worth = [s.worth for s in found]
+    assert worth == sorted(worth, reverse=True)                # those worth an action first
+    assert all(s.worth == (s.card_actions > 1) for s in found)
+
+
+def test_a_chained_cluster_is_no_merge_unit_nor_move_target():
+    # a chain of 9 along an arc (neighbours at similarity 0.96, the ends far apart: cohesion below the threshold),
+    # a pair next to its first end, and a lone individual near its last end
+    angles = np.arange(9) * 0.28
+    chain = np.stack([unit(np.cos(a), np.sin(a), 0) for a in angles])
+    pair = np.stack([unit(np.cos(-0.3), np.sin(-0.3), 0.05), unit(np.cos(-0.3), np.sin(-0.3), 0.08)])
+    lone = unit(np.cos(1.3), np.sin(1.3), 0.5)[None]
+    x = np.concatenate([chain, pair, lone]).astype(np.float32)
+    threshold = 0.95
+    forest = spanning_forest(x, threshold - 0.15)
+    cluster = np.array([0] * 9 + [1, 1, -1], dtype=np.int64)
+    centre = x[:9].mean(0) / np.linalg.norm(x[:9].mean(0))
+    assert float((x[:9] @ centre).mean()) < threshold          # chained
+    found = run(x, cluster, threshold, forest).suggestions
+    assert not [s for s in found if s.kind == "merge" and 0 in {int(cluster[i]) for i in s.items}]
+    assert not [s for s in found if s.kind == "move" and (cluster[s.anchor] == 0 or (cluster[s.items] == 0).any())]
+    assert [s for s in found if s.kind == "split" and cluster[s.items[0]] == 0]    # the cards' work: a split

@@ -138,10 +138,12 @@ def file_url(filename: str) -> Optional[str]:
 
 def suggestion_entry(suggestion) -> Dict:
     """One suggestion in the page's data: k kind, i its pre-selected items, a anchor item (-1 none), v the items shown
-    beside it (per entry of i for a merge), s similarity, p crop pairs, g expected gain."""
+    beside it (per entry of i for a merge), s similarity, p crop pairs, g expected gain, c the actions the same fix
+    takes on the cards, w 1 when it is worth an action (c > 1: shown first), else 0."""
     return {"k": suggestion.kind, "i": suggestion.items.tolist(), "a": int(suggestion.anchor),
             "v": [list(map(int, shown)) for shown in suggestion.shown], "s": _number(suggestion.similarity),
-            "p": int(suggestion.pairs), "g": round(float(suggestion.gain), 1)}
+            "p": int(suggestion.pairs), "g": round(float(suggestion.gain), 1),
+            "c": round(float(suggestion.card_actions), 2), "w": int(suggestion.worth)}
 
 
 def _other_crops(individual: np.ndarray, reps: np.ndarray, filenames: np.ndarray,

@@ -23,6 +23,14 @@ pairs it takes out of the sources; a split: the pairs it separates) and precisio
 individuals that the label-knowing reviewer of bench/review_effort.py kept, measured per kind and similarity bin on
 its labelled sets (PRECISION; bench/results/review_effort.json -> calibration).
 
+Worth an action: the same fix on the cards (clusters in the page's order, crop by crop) puts right the same pairs
+in `card_actions` actions: a merge of k kept clusters takes k - 1 merges of two cards (individuals not clustered:
+one move from the "Not clustered" card), a move one move per source card, a split one action. A suggestion gains
+more per action than the cards only when card_actions > 1 (its own accept or reject is one action); card_actions
+is taken in expectation at the LEAST share kept measured on any labelled set in its bin (LEAST), so that what is
+shown first saves actions on every set measured. The page shows the suggestions worth an action first, best gain
+first; the others (every split among them: the cards split a cluster in one action too) only when asked for.
+
 Cost: merges and splits read the forest's edges (at most I - 1) and the K x K centre similarities (in row
 chunks); moves read the report's misplaced scores (review_order.py); no pair of individuals is compared here.
 The parameters (MAX_MERGE, CENTRE_SPAN) were chosen on bench/review_effort.py's trap sets.
@@ -46,8 +54,12 @@ SHOWN = 4              # thumbnails of a cluster shown beside a suggestion (its 
 # (bench/results/review_effort.json -> calibration: the sets' averages; a bin without suggestions takes its
 # neighbour's value; a split's edge lies at or above the threshold, so only its last bin was measured)
 BIN_EDGES = (-0.25, -0.15, -0.10, -0.05, 0.0, np.inf)
-PRECISION = {"merge": (0.51, 0.70, 0.78, 0.83, 0.89, 0.89), "split": (0.74,) * 6,
-             "move": (0.25, 0.42, 0.41, 0.63, 0.77, 0.77)}
+PRECISION = {"merge": (0.59, 0.84, 0.61, 0.88, 0.96, 0.96), "split": (0.74,) * 6,
+             "move": (0.25, 0.38, 0.59, 0.71, 0.97, 0.97)}
+# the least share kept in each bin on any of the labelled sets, never more than in a stronger bin
+# (bench/results/review_effort.json -> calibration_least): what the worth-an-action test assumes
+LEAST = {"merge": (0.20, 0.20, 0.20, 0.81, 0.90, 0.90), "split": (0.71,) * 6,
+         "move": (0.0, 0.0, 0.13, 0.13, 0.96, 0.96)}
 
 
 @dataclass(frozen=True)
@@ -59,7 +71,8 @@ class Suggestion:
     `items` for a merge (the cluster's SHOWN most central members), else [SHOWN members of the other side or the
     target, the anchor first]. similarity: merge: the weakest link used; split: the edge; move: the median
     similarity to the target's centre. pairs: crop pairs put right when it is
-    right; gain: expected gain (precision x pairs)."""
+    right; gain: expected gain (precision x pairs); card_actions: the actions the same fix takes on the cards, in
+    expectation at the least measured precision (worth showing first when > 1)."""
 
     kind: str
     items: np.ndarray
@@ -68,20 +81,45 @@ class Suggestion:
     similarity: float
     pairs: int
     gain: float
+    card_actions: float = 0.0
+
+    @property
+    def worth(self) -> bool:
+        """It saves actions against the cards: the same fix takes more than its one action there."""
+        return self.card_actions > 1.0
 
 
 @dataclass(frozen=True)
 class Suggestions:
-    """The suggestions, best expected gain first, and their counts per kind (plus the number left out because a
-    remembered rejection contradicts them) for run.json."""
+    """The suggestions, those worth an action first, each part best expected gain first, and their counts per kind
+    (plus the number worth an action, and the number left out because a remembered rejection contradicts them)
+    for run.json."""
 
     suggestions: List[Suggestion]
     counts: Dict[str, int] = field(default_factory=dict)
 
 
-def precision(kind: str, margin: float) -> float:
-    """The measured share of a suggestion's individuals kept, for kind at similarity - threshold = margin."""
-    return PRECISION[kind][int(np.searchsorted(BIN_EDGES, margin))]
+def precision(kind: str, margin: float, table: Optional[Dict] = None) -> float:
+    """The measured share of a suggestion's individuals kept, for kind at similarity - threshold = margin (table:
+    PRECISION, the sets' average, or LEAST, their least)."""
+    return (PRECISION if table is None else table)[kind][int(np.searchsorted(BIN_EDGES, margin))]
+
+
+def card_actions(kind: str, margin: float, per_source: Sequence[int]) -> float:
+    """The actions the cards take for the part of a suggestion the reviewer keeps, in expectation at the least
+    measured precision p: per_source is the number of pre-selected individuals per card they come from (merge:
+    1 per cluster, then one entry for all the individuals not clustered; move: per source card, "Not clustered"
+    one card; split: its one cluster). A card keeps something with probability 1 - (1 - p)^m. merge: the kept
+    clusters take one merge each after the first, the kept individuals not clustered one move; move: one move
+    per card; split: one action."""
+    p = precision(kind, margin, LEAST)
+    kept = [1.0 - (1.0 - p) ** m for m in per_source]
+    if kind == "merge":
+        clusters, alone = kept[:-1], kept[-1]
+        return max(sum(clusters) - 1.0, 0.0) + alone
+    if kind == "move":
+        return float(sum(kept))
+    return float(kept[0]) if kept else 0.0
 
 
 def suggest(embedding: np.ndarray, cluster: np.ndarray, crops: np.ndarray, threshold: float, forest,
@@ -102,23 +140,25 @@ def suggest(embedding: np.ndarray, cluster: np.ndarray, crops: np.ndarray, thres
     together = np.zeros((0, 2), np.int64) if together is None else np.asarray(together, np.int64).reshape(-1, 2)
     n_clusters = int(cluster.max(initial=-1)) + 1
     size = np.bincount(cluster[cluster >= 0], weights=crops[cluster >= 0], minlength=n_clusters).astype(np.int64)
-    central, centre = _central_members(embedding, cluster, n_clusters)
+    central, centre, cohesion = _central_members(embedding, cluster, n_clusters)
+    chained = cohesion < threshold
     counts: Dict[str, int] = {"blocked_by_rejections": 0}
     found: List[Suggestion] = []
-    for part in (_merges(cluster, crops, size, central, centre, threshold, forest, apart, counts),
+    for part in (_merges(cluster, crops, size, central, centre, threshold, forest, apart, chained, counts),
                  _splits(cluster, crops, size, central, threshold, forest, reviewed or set(), together, counts),
                  _moves(cluster, crops, size, central, threshold, forest, misplaced, nearest_other,
-                        nearest_similarity, apart, counts)):
+                        nearest_similarity, apart, chained, counts)):
         found.extend(part)
-    found.sort(key=lambda s: (-s.gain, KINDS.index(s.kind), int(s.items[0])))
+    found.sort(key=lambda s: (not s.worth, -s.gain, KINDS.index(s.kind), int(s.items[0])))
     for kind in KINDS:
         counts[kind] = sum(1 for s in found if s.kind == kind)
-    return Suggestions(found, {k: counts[k] for k in (*KINDS, "blocked_by_rejections")})
+    counts["worth_an_action"] = sum(1 for s in found if s.worth)
+    return Suggestions(found, {k: counts[k] for k in (*KINDS, "worth_an_action", "blocked_by_rejections")})
 
 
 def _central_members(embedding: np.ndarray, cluster: np.ndarray, n_clusters: int):
     """(per cluster 0..K-1 its members (int64) by decreasing similarity to its centre (the first is its anchor),
-    the centres float32 (K, d))."""
+    the centres float32 (K, d), the cohesion float64 (K,): the members' mean similarity to their centre)."""
     from crop_cluster.outputs.report.review_order import centres
 
     centre = centres(embedding, cluster, n_clusters)
@@ -126,7 +166,9 @@ def _central_members(embedding: np.ndarray, cluster: np.ndarray, n_clusters: int
     sims = np.einsum("ij,ij->i", embedding[inside], centre[cluster[inside]])
     order = inside[np.lexsort((-sims, cluster[inside]))]
     bounds = np.searchsorted(cluster[order], np.arange(n_clusters + 1))
-    return [order[bounds[c]:bounds[c + 1]] for c in range(n_clusters)], centre
+    cohesion = np.bincount(cluster[inside], weights=sims, minlength=n_clusters) / \
+        np.maximum(np.bincount(cluster[inside], minlength=n_clusters), 1)
+    return [order[bounds[c]:bounds[c + 1]] for c in range(n_clusters)], centre, cohesion
 
 
 def _pair_sets(pairs: np.ndarray, cluster: np.ndarray) -> Set[Tuple[int, int]]:
@@ -166,9 +208,11 @@ def _links(unit: np.ndarray, n_units: int, centre: np.ndarray, threshold: float,
     return low[first], high[first], sims[first]
 
 
-def _merges(cluster, crops, size, central, centre, threshold, forest, apart, counts) -> List[Suggestion]:
+def _merges(cluster, crops, size, central, centre, threshold, forest, apart, chained, counts) -> List[Suggestion]:
     """Units (the clusters, and each individual not clustered) joined strongest link first while a group stays
-    within MAX_MERGE units and spans no rejected pair; every group of two or more is one suggestion."""
+    within MAX_MERGE units and half of all units, and spans no rejected pair; every group of two or more is one
+    suggestion. A chained cluster (chained: bool (K,), its members' mean similarity to its centre below the
+    threshold: single linkage joined kinds through a chain) is no unit: its centre stands for no one kind."""
     n_clusters = len(size)
     single = np.flatnonzero(cluster == -1)
     unit = cluster.copy()                           # units 0..K-1 the clusters, then one per individual alone
@@ -176,6 +220,10 @@ def _merges(cluster, crops, size, central, centre, threshold, forest, apart, cou
     size = np.concatenate([size, crops[single]])
     central = list(central) + [np.asarray([i]) for i in single.tolist()]
     low, high, sims = _links(unit, size.size, centre, threshold, forest)
+    joinable = np.concatenate([~np.asarray(chained, dtype=bool), np.ones(single.size, dtype=bool)])
+    keep = joinable[low] & joinable[high]
+    low, high, sims = low[keep], high[keep], sims[keep]
+    largest = min(MAX_MERGE, max(2, len(size) // 2))
     forbidden = _pair_sets(apart, unit)
     parent = list(range(len(size)))
     groups: Dict[int, List[int]] = {c: [c] for c in range(len(size))}
@@ -189,7 +237,7 @@ def _merges(cluster, crops, size, central, centre, threshold, forest, apart, cou
 
     for k in range(sims.size):
         u, v = find(int(low[k])), find(int(high[k]))
-        if u == v or len(groups[u]) + len(groups[v]) > MAX_MERGE:
+        if u == v or len(groups[u]) + len(groups[v]) > largest:
             continue
         if any((min(x, y), max(x, y)) in forbidden for x in groups[u] for y in groups[v]):
             counts["blocked_by_rejections"] += 1
@@ -205,9 +253,12 @@ def _merges(cluster, crops, size, central, centre, threshold, forest, apart, cou
         n = size[members]
         pairs = int((n.sum() ** 2 - (n ** 2).sum()) // 2)
         similarity = weakest[root]
+        alone = sum(1 for c in members if c >= n_clusters)
+        per_source = [1] * (len(members) - alone) + [alone]
         found.append(Suggestion("merge", np.asarray([central[c][0] for c in members], dtype=np.int64), -1,
                                 [central[c][:SHOWN].tolist() for c in members], round(similarity, 4), pairs,
-                                precision("merge", similarity - threshold) * pairs))
+                                precision("merge", similarity - threshold) * pairs,
+                                card_actions("merge", similarity - threshold, per_source)))
     return found
 
 
@@ -249,7 +300,8 @@ def _splits(cluster, crops, size, central, threshold, forest, reviewed, together
             rest = [other] + [i for i in central[c].tolist() if i not in side and i != other][:SHOWN - 1]
             found.append(Suggestion("split", np.asarray([end] + sorted(side - {end}), dtype=np.int64), other,
                                     [rest], round(float(sims[k]), 4), pairs,
-                                    precision("split", float(sims[k]) - threshold) * pairs))
+                                    precision("split", float(sims[k]) - threshold) * pairs,
+                                    card_actions("split", float(sims[k]) - threshold, [len(side)])))
             taken += 1
             if taken == MAX_SPLITS:
                 break
@@ -289,9 +341,11 @@ def _complement(side: Set[int], rows: np.ndarray, cols: np.ndarray) -> Set[int]:
 
 
 def _moves(cluster, crops, size, central, threshold, forest, misplaced, nearest_other, nearest_similarity, apart,
-           counts) -> List[Suggestion]:
+           chained, counts) -> List[Suggestion]:
     """Individuals closer to another cluster's centre than to their own, and individuals not clustered whose
-    nearest centre is at least the forest's floor, grouped by that cluster, best first, MAX_MOVE per suggestion."""
+    nearest centre is at least the forest's floor, grouped by that cluster, best first, MAX_MOVE per suggestion;
+    never into or out of a chained cluster (see _merges: its members' misplaced scores compare them with a centre
+    that stands for no one kind; the cards sort such a cluster)."""
     if len(size) == 0:                  # no cluster to move crops to
         return []
     floor = threshold - CENTRE_SPAN
@@ -304,6 +358,8 @@ def _moves(cluster, crops, size, central, threshold, forest, misplaced, nearest_
     small = (cluster == -1) | ((cluster >= 0) & (own <= SMALL) & bigger)
     candidate = (target >= 0) & np.isfinite(score) & (
         ((cluster >= 0) & (score > 0)) | (small & (sims >= floor)))
+    chained = np.asarray(chained, dtype=bool)
+    candidate &= ~chained[np.maximum(target, 0)] & ~((cluster >= 0) & chained[np.maximum(cluster, 0)])
     blocked = {(int(x), int(cluster[y])) for x, y in apart.tolist()} | \
         {(int(y), int(cluster[x])) for x, y in apart.tolist()}
     found = []
@@ -320,8 +376,10 @@ def _moves(cluster, crops, size, central, threshold, forest, misplaced, nearest_
                             int(size[s] - crops[chunk][cluster[chunk] == s].sum()) for s in sources.tolist())
             pairs = moved * int(size[b]) + out_pairs
             similarity = float(np.median(sims[chunk]))
+            per_source = np.unique(cluster[chunk], return_counts=True)[1].tolist()
             found.append(Suggestion("move", chunk, int(central[b][0]), [central[b][:SHOWN].tolist()],
-                                    round(similarity, 4), pairs, precision("move", similarity - threshold) * pairs))
+                                    round(similarity, 4), pairs, precision("move", similarity - threshold) * pairs,
+                                    card_actions("move", similarity - threshold, per_source)))
     return found
 
 
