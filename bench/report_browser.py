@@ -8,15 +8,20 @@ A synthetic run (N crops in individuals of one or two crops, clusters of 2..60 i
 unit vectors around each cluster's centre; 200 distinct 128 px thumbnails shared by all items; no image originals,
 so no file is hashed: the digests are given) is written twice: by this tree's outputs/report (the workspace: the
 "more like this" and misplaced-score computation included in its write time) and by the report of the commit named
-by --baseline (the previous page: name a cluster, merge clusters, cluster-keyed export). Both pages are opened in
-the same headless Chromium, repeats interleaved, with fresh local storage each time; measured per page:
-  write_s         writing report.html from the table (Python; thumbnails and the 2-D map excluded: the same for both)
+by --baseline (the previous page, as that tree writes it: its misplaced scores and suggestions when it has them).
+Both pages are opened in the same headless Chromium, repeats interleaved, with fresh local storage each time;
+measured per page:
+  write_s         writing report.html from the table (Python; thumbnails and the 2-D map excluded: the same for both;
+                  the misplaced scores and suggestions included where the tree computes them)
   html_mb         size of report.html
   first_paint_ms  first contentful paint after navigation (the browser's paint timing)
-  ready_ms        navigation start to the page's script having built the first page (body[data-ready])
+  ready_ms        navigation start to DOMContentLoaded's end: the page's script has built the first page and the
+                  parser has finished (in Chromium this includes the first style and layout of the built cards)
+  built_ms        navigation start to the end of the page's script (pages that record it: body[data-built-at])
   merge_ms        tick two clusters, merge them into a named group: from the click to the next painted frame
-and for the workspace only: move_ms (10 selected crops to another cluster), undo_ms (Ctrl+Z of that move),
-lasso_ms (a box over a quarter of the map selecting its crops). Medians of --repeats go to
+and for a workspace page: move_ms (10 selected crops to another cluster), undo_ms (Ctrl+Z of that move),
+lasso_ms (a box over a quarter of the map selecting its crops), and with suggestions accept_ms (accepting the
+first one). Medians of --repeats go to
 bench/results/report_browser.json with the machine and versions.
 """
 from __future__ import annotations
@@ -54,15 +59,22 @@ emb = np.load(folder + "/emb.npy")
 coords = np.load(folder + "/coords.npy")
 thumbs = json.load(open(folder + "/thumbs.json"))
 digests = json.load(open(folder + "/digests.json"))
+def optional(name, attribute):
+    try:
+        return getattr(importlib.import_module(package + ".report." + name), attribute)
+    except ImportError:     # an older tree without that step
+        return None
 start = time.perf_counter()
 info = {"title": "bench", "threshold": 0.9, "model": "synthetic", "map_method": "pca"}
-if sys.argv[4] == "workspace":
-    review_order = importlib.import_module(package + ".report.review_order").review_order
+review_order, suggest = optional("review_order", "review_order"), optional("suggestions", "suggest_for_report")
+arguments = [table, thumbs, coords, info]
+if review_order is not None:
     reps = np.flatnonzero(table["representative"].to_numpy(bool))
     order = review_order(emb[reps], table["cluster"].to_numpy(np.int64)[reps])
-    document = report_document(table, thumbs, coords, info, digests, order)
-else:
-    document = report_document(table, thumbs, coords, info)
+    arguments += [digests, order]
+    if suggest is not None:
+        arguments.append(suggest(table, emb, reps, order, 0.9, digests=digests))
+document = report_document(*arguments)
 write_html(sys.argv[3], document)
 print(json.dumps({"write_s": time.perf_counter() - start}))
 """
@@ -144,21 +156,26 @@ def open_page(browser: Browser, path: Path) -> dict:
                                  "performance.getEntriesByName('first-paint')[0] || {}).startTime || null")
         if paint is not None:
             break
-    return {"first_paint_ms": paint, "ready_ms": ready_ms, "wall_ms": wall_ms}
+    built = browser.evaluate("Number(document.body.dataset.builtAt) || null")   # the page's script done (newer pages)
+    return {"first_paint_ms": paint, "ready_ms": ready_ms, "wall_ms": wall_ms, "built_ms": built}
 
 
 def measure(browser: Browser, path: Path, kind: str) -> dict:
     found = open_page(browser, path)
+    workspace = browser.evaluate("!!document.getElementById('move')")      # the review workspace's page
     found["merge_ms"] = browser.evaluate(MERGE.format(
-        name="name" if kind == "workspace" else "merge-name",
+        name="name" if workspace else "merge-name",
         frame=FRAME.format(action="document.getElementById('merge').click()")))
-    if kind == "workspace":
+    if workspace:
         found["move_ms"] = browser.evaluate(FRAME.format(action=(
             "document.querySelectorAll('section[data-cluster] figure').forEach((f, k) => k < 10 && f.click()); "
             "document.getElementById('target').value = document.querySelectorAll('section[data-cluster]')[1]"
             ".dataset.cluster; document.getElementById('move').click()")))
         found["undo_ms"] = browser.evaluate(FRAME.format(action="document.getElementById('undo').click()"))
         found["lasso_ms"] = lasso(browser)
+    if browser.evaluate("!!document.getElementById('suggestion-accept')"):      # last: the others' sequence as before
+        found["accept_ms"] = browser.evaluate(FRAME.format(
+            action="document.getElementById('suggestion-accept').click()"))
     return found
 
 
@@ -180,7 +197,7 @@ def main() -> None:
     parser.add_argument("--crops", type=int, default=20_000)
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--baseline", default="bae0407", help="commit of the previous report page")
+    parser.add_argument("--baseline", default="1ddfe79", help="commit of the previous report page")
     parser.add_argument("--output", default=str(REPO / "bench" / "results" / "report_browser.json"))
     args = parser.parse_args()
     chromium = find_chromium()
@@ -204,8 +221,8 @@ def main() -> None:
             browser.close()
     medians = {kind: {key: median([r[key] for r in found]) for key in found[0]} for kind, found in runs.items()}
     ratios = {key: round(medians["workspace"][key] / medians["baseline"][key], 2)
-              for key in ("first_paint_ms", "ready_ms", "merge_ms", "write_s", "html_mb")
-              if medians["baseline"].get(key)}
+              for key in ("first_paint_ms", "ready_ms", "merge_ms", "move_ms", "undo_ms", "lasso_ms", "write_s",
+                          "html_mb") if medians["baseline"].get(key) and medians["workspace"].get(key)}
     result = {"benchmark": "report_browser", "crops": args.crops, **counts, "dim": args.dim,
               "repeats": args.repeats, "baseline_commit": args.baseline, "machine": machine(),
               "versions": {**versions(["numpy", "pandas"]), "chromium": chromium_version(chromium)},

@@ -4,7 +4,8 @@ A campaign is every run into one output folder. The store (store.py) remembers, 
 digest the embedding cache uses), every crop ever clustered there, the individuals and clusters with **stable ids**
 (never reused for different material) and names, and the human decisions (review.py reads them from a review file),
 so a later run -- another threshold, another algorithm, a new night added with `--add` -- keeps what an expert
-decided. Modules, one job each:
+decided, and its settings, so that every run into the folder answers for the whole campaign as one full run would.
+Modules, one job each:
 
 - store.py      the SQLite store: schema, migrations, lock, one transaction per run; `read_campaign` (read-only view)
 - lock.py       the run lock: a second run into the same folder waits a bounded time, then stops with a message
@@ -12,9 +13,10 @@ decided. Modules, one job each:
 - groups.py     a decision's group in one spelling (names NFC, every spelling of -1 an exclusion)
 - decisions.py  latest decision per crop, applied over a partition (pinned named groups, excluded crops)
 - ids.py        stable ids: maximum-overlap matching of a new partition to the stored one, fresh ids for the rest
-- add.py        `--add`: new individuals join existing clusters at the match threshold; the rest cluster afresh
-- link.py       `--add`: new crops linked into existing individuals across the batch boundary (tracking rules)
-- run.py        the entry functions the pipeline calls with plain values
+- settings.py   the campaign's settings: flag > campaign > default, changes logged, a model change refused
+- crops.py      the run's crops (the campaign's current ones and the inputs) in an order fixed by content
+- run.py        the entry functions the pipeline calls with plain values: the session, settle (decisions, stable
+                ids, merges, bridges), commit
 
 Read-only API for other stages and tools (the report, the Darwin Core export)::
 

@@ -10,6 +10,11 @@ group) or -1 (the crop is kept out of every cluster; -1.0, −1, - 1 and the oth
 too); an empty group (a note only) records nothing. `time` is ISO
 8601 (default: the file's modification time); a later decision on the same crop wins.
 
+Rejected suggestions (optional columns `rejected,other`, on rows whose group is empty, so that an older reader
+records nothing from them): `rejected` is the kind of the suggestion the reviewer rejected (merge, move or split)
+and `other` the content digest of the second crop of the pair it was about; the row's own crop is the first.
+A later run proposes no suggestion that a remembered pair contradicts (outputs/report/suggestions.py).
+
 Cluster-keyed (the older export, `cluster,group,note`): accepted for the run that wrote it; each reviewed cluster's
 crops, read from that run's clusters.csv, get the cluster's decision (group -1, "not a group", excludes them).
 """
@@ -27,7 +32,7 @@ import pandas as pd
 from crop_cluster.campaign import CampaignError
 from crop_cluster.campaign.groups import group_value
 from crop_cluster.csv_cells import unescape_frame
-from crop_cluster.campaign.store import DECISION_COLUMNS
+from crop_cluster.campaign.store import DECISION_COLUMNS, REJECTION_COLUMNS
 
 FIX = ("export it again from report.html, or write a CSV with the columns filename,group (group = a name, or -1 to "
        "keep the crop out of every cluster; optional crop, reviewer, time, note)")
@@ -37,12 +42,14 @@ FIX = ("export it again from report.html, or write a CSV with the columns filena
 class ReviewFile:
     """decisions: DataFrame with DECISION_COLUMNS except run, one row per decided run file (digest and filename of
     the run's file); rows: decision rows in the file; matched: those that matched a run file; kind: 'crop' or
-    'cluster'."""
+    'cluster'; rejections: DataFrame with REJECTION_COLUMNS except run, the rejected suggestions whose first crop
+    is a run file."""
 
     decisions: pd.DataFrame
     rows: int
     matched: int
     kind: str
+    rejections: pd.DataFrame = None
 
 
 def _read(path: str) -> pd.DataFrame:
@@ -108,14 +115,13 @@ def _decisions(path: str, frame: pd.DataFrame, rows: np.ndarray, filenames, dige
                          "source": os.path.abspath(path)})[DECISION_COLUMNS[:-1]]
 
 
-def _crop_keyed(path: str, frame: pd.DataFrame, filenames, digests) -> ReviewFile:
+REJECTED_KINDS = ("merge", "move", "split")
+
+
+def _rows_of(path: str, frame: pd.DataFrame, filenames, digests) -> np.ndarray:
+    """int64 (len(frame),): the run file of each row (by the `crop` digest first, then by filename), -1 none."""
     from crop_cluster.inputs.table import TableError, match_filenames
 
-    frame = frame[frame["group"] != ""].reset_index(drop=True)
-    if frame["filename"].eq("").any():
-        line = int(np.flatnonzero(frame["filename"].eq(""))[0]) + 2
-        raise CampaignError(f"--review {path}: a row with a group has an empty filename (data row {line - 1}); "
-                            f"fill it in or delete the row")
     row_of_table = np.full(len(frame), -1, dtype=np.int64)
     if "crop" in frame.columns:                   # by content first
         position = {digest: k for k, digest in enumerate(digests) if digest}
@@ -127,8 +133,50 @@ def _crop_keyed(path: str, frame: pd.DataFrame, filenames, digests) -> ReviewFil
     by_name = np.full(len(frame), -1, dtype=np.int64)
     files = np.flatnonzero(table_of_file >= 0)
     by_name[table_of_file[files]] = files
-    row_of_table = np.where(row_of_table >= 0, row_of_table, by_name)
-    return _matched(path, frame, row_of_table, filenames, digests, "crop")
+    return np.where(row_of_table >= 0, row_of_table, by_name)
+
+
+def _rejections(path: str, frame: pd.DataFrame, filenames, digests) -> pd.DataFrame:
+    """The file's rejected suggestions (rows with an empty group and a `rejected` kind) whose crop is a run file."""
+    empty = pd.DataFrame(columns=REJECTION_COLUMNS[:-1])
+    if "rejected" not in frame.columns:
+        return empty
+    rows = frame[(frame["group"] == "") & (frame["rejected"] != "")]
+    for line, (kind, other) in zip(rows.index, zip(rows["rejected"], rows.get("other", pd.Series("", rows.index)))):
+        if kind not in REJECTED_KINDS:
+            raise CampaignError(f"--review {path}, line {line + 2}: rejected '{kind}' is not a suggestion kind "
+                                f"({', '.join(REJECTED_KINDS)}); fix it or leave the cell empty")
+        if not other:
+            raise CampaignError(f"--review {path}, line {line + 2}: a rejected {kind} needs the other crop's digest "
+                                f"in the `other` column; export the review again from report.html")
+    rows = rows.reset_index(drop=True)
+    if rows.empty:
+        return empty
+    unique = rows.drop_duplicates(["filename", "crop"] if "crop" in rows.columns else ["filename"])
+    row_of = dict(zip(map(tuple, unique[[c for c in ("filename", "crop") if c in rows.columns]].to_numpy().tolist()),
+                      _rows_of(path, unique.reset_index(drop=True), filenames, digests).tolist()))
+    found = np.asarray([row_of[tuple(key)] for key in
+                        rows[[c for c in ("filename", "crop") if c in rows.columns]].to_numpy().tolist()],
+                       dtype=np.int64)
+    keep = found >= 0
+    times = _checked_times(path, rows["time"] if "time" in rows.columns else pd.Series([""] * len(rows)))
+    return pd.DataFrame({"digest": [digests[k] for k in found[keep]], "other": rows["other"][keep].tolist(),
+                         "kind": rows["rejected"][keep].tolist(),
+                         "reviewer": (rows["reviewer"] if "reviewer" in rows.columns else
+                                      pd.Series([""] * len(rows)))[keep].tolist(),
+                         "time": times.replace("", _file_time(path))[keep].tolist(),
+                         "source": os.path.abspath(path)})[REJECTION_COLUMNS[:-1]]
+
+
+def _crop_keyed(path: str, frame: pd.DataFrame, filenames, digests) -> ReviewFile:
+    rejections = _rejections(path, frame, filenames, digests)
+    frame = frame[frame["group"] != ""].reset_index(drop=True)
+    if frame["filename"].eq("").any():
+        line = int(np.flatnonzero(frame["filename"].eq(""))[0]) + 2
+        raise CampaignError(f"--review {path}: a row with a group has an empty filename (data row {line - 1}); "
+                            f"fill it in or delete the row")
+    review = _matched(path, frame, _rows_of(path, frame, filenames, digests), filenames, digests, "crop")
+    return ReviewFile(review.decisions, review.rows, review.matched, review.kind, rejections)
 
 
 def _matched(path, frame, row_of_table, filenames, digests, kind) -> ReviewFile:

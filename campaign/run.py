@@ -7,8 +7,8 @@
         ... the pipeline writes clusters.csv etc. from `settled` ...
         session.commit(settled, mode, parameters, versions, counts)   # one transaction, last
 
-`label` is the partition of the individuals before any human decision: the algorithm's (any ids) or, with
-`--add`, campaign.add's (existing clusters under their stable ids). Nothing is written to the store before
+`label` is the partition of the individuals before any human decision: the algorithm's over the campaign's whole
+current crop set (any ids). Nothing is written to the store before
 `commit`, so a run that fails or is killed leaves it as it was.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ from crop_cluster.campaign import STATUSES
 from crop_cluster.campaign.decisions import apply_decisions, latest_decisions
 from crop_cluster.campaign.ids import stable_ids
 from crop_cluster.campaign.lock import RunLock
-from crop_cluster.campaign.store import DECISION_COLUMNS, CampaignStore, RunRecord, paused_gc
+from crop_cluster.campaign.store import DECISION_COLUMNS, REJECTION_COLUMNS, CampaignStore, RunRecord, paused_gc
 
 log = logging.getLogger("crop-cluster")
 SESSION_COLUMNS = ["digest", "path", "individual", "cluster", "representative", "first_run"]   # what a run reads
@@ -131,6 +131,7 @@ class Settled:
     merges: List[tuple] = field(default_factory=list)
     bridges: List[Dict] = field(default_factory=list)
     merged_since_review: Dict[int, List[int]] = field(default_factory=dict)
+    rejections: Optional[pd.DataFrame] = None      # remembered rejected suggestions (digest, other, kind, ...)
 
 
 class CampaignSession:
@@ -142,6 +143,7 @@ class CampaignSession:
         self.store: Optional[CampaignStore] = None
         self.started = now()
         self.new_decisions = pd.DataFrame(columns=DECISION_COLUMNS[:-1])
+        self.new_rejections = pd.DataFrame(columns=REJECTION_COLUMNS[:-1])
 
     def __enter__(self) -> "CampaignSession":
         self.lock.acquire()
@@ -207,6 +209,8 @@ class CampaignSession:
             log.warning("--review %s: %d of its %d decisions match a crop of this run; the other %d name files "
                         "that are not here", path, review.matched, review.rows, review.rows - review.matched)
         self.new_decisions = pd.concat([self.new_decisions, review.decisions], ignore_index=True)
+        if review.rejections is not None and len(review.rejections):
+            self.new_rejections = pd.concat([self.new_rejections, review.rejections], ignore_index=True)
         log.info("--review %s (%s-keyed): %d decisions recorded", path, review.kind, len(review.decisions))
         return review.matched
 
@@ -289,13 +293,15 @@ class CampaignSession:
                                         "group": [latest.group[keys[k]] for k in decided],
                                         "reviewer": [latest.reviewer.get(keys[k], "") for k in decided],
                                         "time": [latest.time[keys[k]] for k in decided]})
+        rejections = pd.concat([self.store.rejections().drop(columns="run"), self.new_rejections],
+                               ignore_index=True)
         return Settled(applied.individual, applied.representative, rep_cluster, individual_id,
                        [names.get(c, "") for c in row_cluster.tolist()] if names else [""] * len(keys),
                        status.tolist(), first_run, keys,
                        list(filenames), seconds, list(nights) if nights is not None else nights_of(seconds),
                        list(sites) if sites is not None else [None] * len(keys), names, applied.excluded,
                        np.ones(len(keys), dtype=bool) if seen is None else np.asarray(seen, dtype=bool), counts,
-                       identifications, merges, bridges, self._merged_since_review(merges))
+                       identifications, merges, bridges, self._merged_since_review(merges), rejections)
 
     def commit(self, settled: Settled, mode: str, parameters: Dict, versions: Dict, counts: Dict,
                rank: Optional[np.ndarray] = None, naming=None) -> int:
@@ -345,7 +351,8 @@ class CampaignSession:
                                             UNREVIEWED if c < issued else NEW for c in present]})
         record = RunRecord(self.started, now(), mode, parameters, versions, counts, crops, clusters,
                            self.new_decisions, self._file_rows(settled, rank), self.new_settings,
-                           list(settled.merges), self.new_meta, *(naming if naming is not None else (None, None)))
+                           list(settled.merges), self.new_meta, *(naming if naming is not None else (None, None)),
+                           rejections=self.new_rejections)
         return self.store.commit_run(record)
 
     def _merged_since_review(self, merges: List[tuple]) -> Dict[int, List[int]]:

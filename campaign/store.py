@@ -15,6 +15,9 @@ Tables (schema version SCHEMA_VERSION):
   never deleted, so an id is never given to other material; `name` '' = unnamed; `status` as of its last run.
 - `decisions(id PRIMARY KEY, digest, filename, grp, reviewer, time, note, source, run)`: human decisions, crop-keyed,
   in the order they were recorded; `grp` a group name or '-1' (excluded from every cluster).
+- `rejections(id PRIMARY KEY, digest, other, kind, reviewer, time, source, run)` (schema 4): rejected suggestions of
+  the report, as pairs of crop keys; `kind` merge or move (the two crops' groups are not one) or split (the two
+  belong together).
 
 Since schema version 2:
 
@@ -61,7 +64,7 @@ import pandas as pd
 
 from crop_cluster.campaign import STORE_NAME, CampaignError, StoreDamagedError, StoreVersionError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA_V1 = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
@@ -109,10 +112,19 @@ CREATE TABLE name_references (run INTEGER NOT NULL, digest TEXT NOT NULL, path T
 CREATE TABLE unit_names (run INTEGER NOT NULL, level TEXT NOT NULL, unit TEXT NOT NULL, name TEXT NOT NULL,
                          rank TEXT NOT NULL, score REAL, status TEXT NOT NULL, reference TEXT NOT NULL);
 """
-MIGRATIONS: List[List[str]] = [_statements(_SCHEMA_V1), _statements(_SCHEMA_V2), _statements(_SCHEMA_V3)]
+# Version 4: remembered rejections of the report's suggestions (outputs/report/suggestions.py), crop pairs: `kind`
+# is the rejected suggestion's (merge, move: the crops' groups are not one; split: the two crops belong together).
+_SCHEMA_V4 = """
+CREATE TABLE rejections (id INTEGER PRIMARY KEY, digest TEXT NOT NULL, other TEXT NOT NULL, kind TEXT NOT NULL,
+                         reviewer TEXT NOT NULL, time TEXT NOT NULL, source TEXT NOT NULL, run INTEGER NOT NULL);
+CREATE INDEX rejections_digest ON rejections (digest);
+"""
+MIGRATIONS: List[List[str]] = [_statements(_SCHEMA_V1), _statements(_SCHEMA_V2), _statements(_SCHEMA_V3),
+                               _statements(_SCHEMA_V4)]
 TABLES = ("schema_version", "runs", "crops", "individuals", "clusters", "decisions", "files", "settings", "meta",
           "merges")
 NAMING_TABLES = ("name_references", "unit_names")        # since version 3
+REVIEW_TABLES = ("rejections",)                           # since version 4
 
 CROP_COLUMNS = ["digest", "path", "individual", "cluster", "representative", "first_run", "last_run", "seconds",
                 "night", "site"]
@@ -123,6 +135,7 @@ RUN_COLUMNS = ["id", "started", "finished", "mode", "parameters", "versions", "c
 FILE_COLUMNS = ["path", "digest", "first_run", "last_run", "current"]
 NAME_REFERENCE_COLUMNS = ["digest", "path", "name", "source", "taxonomy"]
 UNIT_NAME_COLUMNS = ["level", "unit", "name", "rank", "score", "status", "reference"]
+REJECTION_COLUMNS = ["digest", "other", "kind", "reviewer", "time", "source", "run"]
 
 
 @contextmanager
@@ -172,6 +185,7 @@ class RunRecord:
     meta: Dict[str, str] = field(default_factory=dict)
     name_references: Optional[pd.DataFrame] = None
     unit_names: Optional[pd.DataFrame] = None
+    rejections: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=REJECTION_COLUMNS[:-1]))
 
 
 def _way_out(path: str) -> str:
@@ -203,6 +217,12 @@ def system_error(path: str, error: sqlite3.Error, doing: str) -> Optional[Campai
     problem = _system_problem(error)
     if problem is None:
         return None
+    try:                                 # SQLite often reports a full disk as an I/O error or as "cannot open"
+        stat = os.statvfs(os.path.dirname(os.path.abspath(path)))
+        if stat.f_bavail * stat.f_frsize < 1 << 16:
+            problem = f"the disk is full ({stat.f_bavail * stat.f_frsize} bytes free)"
+    except (OSError, AttributeError):
+        pass
     return CampaignError(f"{path}: cannot {doing}: {problem} ({error}); the store is left as it was. Free disk space "
                          f"or fix the folder's permissions, then run again")
 
@@ -274,7 +294,7 @@ class CampaignStore:
                                     f"version reads up to {SCHEMA_VERSION}); upgrade crop-cluster "
                                     f"(pip install -U crop-cluster), or {_way_out(self.path)}")
         expected = {name for name in TABLES if version >= 2 or name not in TABLES[6:]} | \
-            (set(NAMING_TABLES) if version >= 3 else set())
+            (set(NAMING_TABLES) if version >= 3 else set()) | (set(REVIEW_TABLES) if version >= 4 else set())
         if expected - tables:
             connection.close()
             raise StoreDamagedError(f"{self.path}: the store has lost its table(s) {', '.join(sorted(expected - tables))} "
@@ -396,6 +416,11 @@ class CampaignStore:
         return self._frame("SELECT digest, filename, grp, reviewer, time, note, source, run FROM decisions "
                            "ORDER BY id", DECISION_COLUMNS)
 
+    def rejections(self) -> pd.DataFrame:
+        """Every remembered rejection of a suggestion (REJECTION_COLUMNS), oldest first."""
+        return self._frame("SELECT digest, other, kind, reviewer, time, source, run FROM rejections ORDER BY id",
+                           REJECTION_COLUMNS)
+
     def runs(self) -> pd.DataFrame:
         return self._frame("SELECT id, started, finished, mode, parameters, versions, counts FROM runs ORDER BY id",
                            RUN_COLUMNS)
@@ -482,6 +507,11 @@ class CampaignStore:
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [(*(str(v) for v in row), run) for row in decisions[DECISION_COLUMNS[:-1]].itertuples(index=False)])
             self._write_naming(connection, record, run)
+            connection.executemany(
+                "INSERT INTO rejections (digest, other, kind, reviewer, time, source, run) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(*(str(v) for v in row), run)
+                 for row in record.rejections[REJECTION_COLUMNS[:-1]].itertuples(index=False)])
             connection.execute("COMMIT")
         except BaseException as error:
             if connection.in_transaction:

@@ -210,3 +210,21 @@ def partition_at(forest: Forest, threshold: float) -> np.ndarray:
                          f"{threshold}")
     keep = forest.sims >= threshold
     return component_ids(forest.n, forest.rows[keep], forest.cols[keep])
+
+
+def renumbered(forest: Optional[Forest], old_item: np.ndarray, new_item: np.ndarray) -> Optional[Forest]:
+    """The forest over items after they were renumbered or split (e.g. crops kept out by a review become
+    individuals of their own): old_item, new_item int64 (m,) per row, the item before and after. Each old node
+    becomes the smallest new item among its rows (a split-off crop gets a larger one, appended), so the kept part
+    keeps the node's links; None stays None."""
+    if forest is None:
+        return None
+    old_item, new_item = np.asarray(old_item, dtype=np.int64), np.asarray(new_item, dtype=np.int64)
+    n_new = int(new_item.max(initial=-1)) + 1
+    item_of_node = np.full(forest.n, n_new, dtype=np.int64)
+    np.minimum.at(item_of_node, old_item, new_item)
+    if (item_of_node == n_new).any():             # a node without rows: its links are dropped with it
+        keep = (item_of_node[forest.rows] < n_new) & (item_of_node[forest.cols] < n_new)
+        forest = Forest(forest.n, forest.rows[keep], forest.cols[keep], forest.sims[keep], forest.threshold)
+        item_of_node = np.minimum(item_of_node, max(n_new - 1, 0))
+    return contract(forest, item_of_node, max(n_new, 1))

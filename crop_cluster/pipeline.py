@@ -253,9 +253,13 @@ def campaign_forest(options: Options, session, crops: Crops, threshold: float, s
         return None
     lowest = min(needed)
     distinct = np.flatnonzero(crops.distinct)
-    keys = np.asarray([crops.digests[k] or "path:" + crops.filenames[k] for k in distinct.tolist()], dtype="U")
+    names = [crops.digests[k] or "path:" + crops.filenames[k] for k in distinct.tolist()]
+    try:
+        keys = np.asarray(names, dtype="S")        # sorted (canonical order); one byte a character
+    except UnicodeEncodeError:
+        keys = np.asarray(names)
     results = ResultCache(cache_folder(options))
-    key = content_key([vectors_key(options, crops), keys])
+    key = content_key([vectors_key(options, crops), names])
     kept = results.get("forest", key)
     stats: Dict = {}
     if kept is not None and float(kept["threshold"]) <= lowest:
@@ -265,11 +269,13 @@ def campaign_forest(options: Options, session, crops: Crops, threshold: float, s
     else:
         previous = results.get("forest", session.meta.get("forest"))
         vectors = crops.rows(distinct)
-        old = None if previous is None or float(previous["threshold"]) > lowest else \
-            np.searchsorted(keys, previous["keys"]) if previous["keys"].size else np.zeros(0, np.int64)
+        before_keys = None if previous is None else previous["keys"].astype(keys.dtype) \
+            if previous["keys"].dtype.kind == keys.dtype.kind else None
+        old = None if before_keys is None or float(previous["threshold"]) > lowest else \
+            np.searchsorted(keys, before_keys) if before_keys.size else np.zeros(0, np.int64)
         if old is not None and old.size and not (np.all(old < keys.size) and
                                                   np.array_equal(keys[np.minimum(old, keys.size - 1)],
-                                                                 previous["keys"])):
+                                                                 before_keys)):
             old = None                           # the previous crops are not all here: no growing
         if old is not None and old.size:
             before = Forest(old.size, previous["rows"].astype(np.int64), previous["cols"].astype(np.int64),
@@ -305,8 +311,8 @@ def individuals(options: Options, crops: Crops, meta, threshold: float, forest, 
     described = {k: v for k, v in dataclasses.asdict(params).items() if k != "device"}
     key = content_key([vectors_key(options, crops), json.dumps(described, sort_keys=True),
                        None if forest is None else (forest.threshold, forest.sims.size),
-                       np.asarray(crops.digests, dtype="U"), np.asarray(crops.filenames, dtype="U"),
-                       np.asarray([s or "" for s in meta.sources], dtype="U"), meta.seconds, meta.boxes])
+                       list(crops.digests or ()), list(crops.filenames), [s or "" for s in meta.sources],
+                       meta.seconds, meta.boxes])
     kept = results.get("individuals", key)
     if kept is not None:
         codes = kept["linked_by"]
@@ -379,6 +385,9 @@ def settle_campaign(options: Options, session, crops: Crops, clusters, linked_by
     settled = session.settle(crops.filenames, digests, crops.individual, crops.representative, clusters.rep_cluster,
                              crops.embedding, meta.seconds, sites, nights, seen, options.match_threshold)
     linked_by = ["" if excluded else rule for excluded, rule in zip(settled.excluded, linked_by)]
+    from .clustering.forest import renumbered
+
+    forest = renumbered(clusters.forest, crops.individual, settled.individual)  # the individuals as decided
     crops = crops.with_individuals(settled.individual, settled.representative)
     state.info["campaign"] = {"store": session.store.path, "run": session.run_id, **settled.counts,
                               "merges": [{"cluster": a, "into": b} for a, b in settled.merges],
@@ -386,7 +395,7 @@ def settle_campaign(options: Options, session, crops: Crops, clusters, linked_by
     if settled.merges:
         log.info("%d clusters merged into others: new crops link them (single linkage over the whole campaign)",
                  len(settled.merges))
-    return crops, per_crop(crops, settled.rep_cluster, clusters.info, clusters.forest), linked_by, settled
+    return crops, per_crop(crops, settled.rep_cluster, clusters.info, forest), linked_by, settled
 
 
 # --- names from references -----------------------------------------------------------------------------------------
@@ -502,8 +511,9 @@ def write_outputs(options: Options, crops: Crops, clusters, linked_by, meta, set
         with state.stage("report"):
             from .outputs.report import write_report
 
-            state.info["report_timings_s"] = write_report(options.out_folder, table, embedding, threshold,
-                                                          crops.model, digests)
+            report = write_report(options.out_folder, table, embedding, threshold, crops.model, digests,
+                                  clusters.forest, crops.individual[order], settled.rejections)   # suggestions
+            state.info["report_timings_s"], state.info["suggestions"] = report.seconds, report.suggestions
     if options.darwin_core:
         with state.stage("darwin_core"):
             state.info["darwin_core"] = darwin_core(options, table, threshold, crops.model, settled,
@@ -523,7 +533,7 @@ def quality(options: Options, crops: Crops, rep_cluster) -> Dict:
 
     reps = crops.representative_rows()
     results = ResultCache(cache_folder(options))
-    key = content_key([vectors_key(options, crops), np.asarray([crops.digests[k] for k in reps.tolist()], dtype="U")
+    key = content_key([vectors_key(options, crops), [crops.digests[k] for k in reps.tolist()]
                        if crops.digests is not None else crops.rows(reps), np.asarray(rep_cluster, dtype=np.int64)])
     kept = results.get("silhouette", key)
     if kept is not None:

@@ -30,10 +30,14 @@ KEEP = 8
 
 
 def content_key(parts: Iterable) -> str:
-    """A 32-hex BLAKE2b key of `parts` (strings, numbers, or numpy arrays hashed by their bytes)."""
+    """A 32-hex BLAKE2b key of `parts` (strings, numbers, lists of strings, or numpy arrays hashed by their
+    bytes)."""
     digest = hashlib.blake2b(digest_size=16)
     for part in parts:
-        if isinstance(part, np.ndarray):
+        if isinstance(part, list) and all(isinstance(item, str) for item in part):
+            digest.update(f"list:{len(part)}".encode())
+            digest.update("\0".join(part).encode("utf-8", "surrogateescape"))
+        elif isinstance(part, np.ndarray):
             digest.update(str((part.dtype.str, part.shape)).encode())
             digest.update(np.ascontiguousarray(part).tobytes())
         else:

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from browser import find_chromium
 from conftest import PALETTE, draw_crop
 from crop_cluster.cli import main
 
@@ -115,14 +116,22 @@ def test_batches_in_any_order_give_the_full_runs_individuals_and_clusters(crops,
         assert partition(chain, column) == partition(full, column), column
 
 
-def test_a_bridge_merges_two_unreviewed_clusters_and_the_larger_keeps_its_id(crops):
-    tmp_path, files, full = crops
-    chain = tmp_path / "bridge"
+def bridged(tmp_path: Path, files, chain: Path, *report) -> pd.DataFrame:
+    """A campaign of every crop but the middle of the red-to-yellow chain, then the middle added with --add (it
+    bridges the red and the yellow clusters). Returns clusters.csv before the --add."""
     middle = [f for f in files if f.name.startswith("chain") and 8 <= int(f.name[5:7]) <= 12]
     first = [f for f in files if f not in middle]
     assert run("-i", listed(tmp_path / "first.txt", first), "-o", chain, "-e", "fake", *SETTINGS) == 0
     before = pd.read_csv(chain / "clusters.csv", keep_default_na=False).set_index("filename")
-    assert run("-i", listed(tmp_path / "middle.txt", middle), "-o", chain, "--add") == 0
+    assert main([str(a) for a in ("-i", listed(tmp_path / "middle.txt", middle), "-o", chain, "--add", "-q",
+                                  *report)]) == 0
+    return before
+
+
+def test_a_bridge_merges_two_unreviewed_clusters_and_the_larger_keeps_its_id(crops):
+    tmp_path, files, full = crops
+    chain = tmp_path / "bridge"
+    before = bridged(tmp_path, files, chain, "--no_report")
     manifest = json.loads((chain / "run.json").read_text())
     assert manifest["counts"]["merged"] >= 1 and manifest["campaign"]["merges"]
     merge = manifest["campaign"]["merges"][0]
@@ -193,3 +202,25 @@ def test_a_non_incremental_algorithm_is_run_again_over_the_whole_campaign(crops)
                    *(SETTINGS + settings if k == 0 else ["--add"])) == 0
     assert json.loads((chain / "run.json").read_text())["clustering"]["incremental"] is False
     assert partition(chain, "cluster") == partition(whole, "cluster")
+
+
+@pytest.mark.skipif(find_chromium() is None, reason="Chromium is not installed (bash install.sh --dev)")
+def test_the_report_shows_what_was_merged_since_the_last_review(crops):
+    from browser import Browser
+    from test_report_browser import open_report
+
+    tmp_path, files, full = crops
+    chain = tmp_path / "bridge-report"
+    bridged(tmp_path, files, chain)
+    merge = json.loads((chain / "run.json").read_text())["campaign"]["merges"][0]
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    browser = Browser(find_chromium())
+    try:
+        open_report(browser, chain, downloads)
+        badge = browser.evaluate(f"document.querySelector('section[data-cluster=\"{merge['into']}\"] .merged')"
+                                 f".textContent")
+        assert badge.startswith("merged since the last review:") and f"cluster {merge['cluster']}" in badge
+        assert browser.exceptions == [], browser.exceptions
+    finally:
+        browser.close()

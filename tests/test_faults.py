@@ -354,12 +354,12 @@ sys.path.insert(0, {tests!r})
 from crop_cluster import embed
 embed.BACKENDS["fake"] = embed.BackendInfo("fake_backend", "MeanColourBackend", "mean-colour", 0.9, "test backend")
 from crop_cluster.cli import main
-out, crops, cache, metadata = sys.argv[1:5]
+out, crops, cache, metadata, left = sys.argv[1:6]
 first = main(["-i", crops, "-o", out, "-e", "fake", "--cache_dir", cache, "--no_report", "-q"])
 before = open(os.path.join(out, "clusters.csv"), "rb").read()
-with open(os.path.join(out, "filler"), "wb") as filler:      # leave 160 KiB: the store's own writes still fit
+with open(os.path.join(out, "filler"), "wb") as filler:      # leave `left` bytes
     free = os.statvfs(out).f_bavail * os.statvfs(out).f_frsize
-    filler.write(bytes(max(0, free - 163840)))
+    filler.write(bytes(max(0, free - int(left))))
 second = main(["-i", crops, "-o", out, "-e", "fake", "--cache_dir", cache, "--no_report", "--metadata", metadata,
                "-th", "0.5", "-q"])
 after = open(os.path.join(out, "clusters.csv"), "rb").read()
@@ -369,9 +369,12 @@ print(json.dumps({{"first": first, "second": second, "unchanged": before == afte
 
 
 @pytest.mark.slow
-def test_a_real_full_disk_exits_2_and_keeps_the_outputs(night, tmp_path):
+@pytest.mark.parametrize("left", [163840, 0])
+def test_a_real_full_disk_exits_2_and_keeps_the_outputs(night, tmp_path, left):
     """The real thing: OUT on a 1 MiB tmpfs in a private mount namespace (root and `unshare -m` needed, else
-    skipped), filled up between two runs; the second run's clusters.csv (a 40 KiB note per row) does not fit."""
+    skipped), filled up between two runs: with 160 KiB left the store's own writes fit but the second run's
+    clusters.csv (a 40 KiB note per row) does not; with nothing left even the store cannot open its journal, which
+    is a full disk, not a damaged store."""
     import os
     import subprocess
     import sys
@@ -386,7 +389,7 @@ def test_a_real_full_disk_exits_2_and_keeps_the_outputs(night, tmp_path):
     script = tmp_path / "full_disk.py"
     script.write_text(FULL_DISK_SCRIPT.format(tests=str(Path(__file__).parent)))
     mount = (f"mount -t tmpfs -o size=1m tmpfs {out} || exit 77; exec {sys.executable} {script} {out} {night} "
-             f"{tmp_path / 'cache'} {metadata}")
+             f"{tmp_path / 'cache'} {metadata} {left}")
     done = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", mount], capture_output=True,
                           text=True, timeout=300)
     if done.returncode == 77 or "unshare failed" in done.stderr:
@@ -394,7 +397,11 @@ def test_a_real_full_disk_exits_2_and_keeps_the_outputs(night, tmp_path):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result == {"first": 0, "second": 2, "unchanged": True, "temporaries": []}, done.stderr
-    assert f"cannot write {out / 'clusters.csv'}: no space left on the device" in done.stderr
+    if left:
+        assert f"cannot write {out / 'clusters.csv'}: no space left on the device" in done.stderr
+    else:
+        assert "cannot open the campaign store: the disk is full" in done.stderr and "left as it was" in done.stderr
+        assert "damaged" not in done.stderr and "not a readable" not in done.stderr
 
 
 # --- h. the GPU paths check themselves on first use ---------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import os
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +73,9 @@ def test_report_is_written_by_default_and_self_contained(crops, tmp_path, fake_b
 
     with Image.open(out / thumbs[0]) as image:
         assert image.format == "JPEG" and max(image.size) <= 128
-    assert sorted(p.name for p in (out / "report").iterdir()) == sorted(Path(t).name for t in thumbs)
+    jpegs = sorted(p.name for p in (out / "report").iterdir() if p.suffix == ".jpg")
+    assert jpegs == sorted(Path(t).name for t in thumbs)
+    assert (out / "report" / "map.npz").is_file()                 # the map, kept by the vectors it was made from
     assert len(data["map"]["x"]) == len(data["items"]) and data["run"]["map_method"] in ("pca", "umap")
     assert digests(crops) == before
 
@@ -170,10 +173,11 @@ def test_report_without_classifier_columns_is_unchanged(tmp_path):
     plain = full.drop(columns=[c for c in full.columns if c.startswith(("pred_", "prob_", "cluster_t", "cluster_n"))]
                       + ["identified"])
     data = report_data(write_classified_report(tmp_path, plain))
-    assert set(data) == {"run", "columns", "items", "clusters", "map"} and data["columns"] == ["timestamp"]
+    assert set(data) == {"run", "columns", "items", "clusters", "map", "suggestions"} and \
+        data["columns"] == ["timestamp"]
     assert set(data["run"]) == {"id", "title", "rows", "individuals", "clusters", "not_clustered", "threshold",
-                                "model", "map_method"} and data["run"]["not_clustered"] == 4
-    assert all(set(item) - {"x"} == {"f", "h", "t", "u", "s", "n", "c", "m", "q", "o", "l"} for item in data["items"])
+                                "model", "map_method", "suggestions"} and data["run"]["not_clustered"] == 4
+    assert all(set(item) - {"x", "u"} == {"f", "h", "t", "s", "n", "c", "m", "q", "o", "l"} for item in data["items"])
     assert all(set(c) == {"id", "size", "rows", "cohesion", "members"} for c in data["clusters"])
 
 
@@ -281,3 +285,35 @@ def test_report_digests_other_crops_and_campaign_columns(tmp_path):
     assert by_file["crop1.png"]["h"] == f"{1:032x}" and by_file["crop1.png"]["x"] == \
         [[str(tmp_path / "crop2.png"), f"{2:032x}"]]                 # the individual's other crop, for the export
     assert "w" not in by_file["crop3.png"] and by_file["crop4.png"]["w"] == 1     # new in the latest run
+
+
+def test_first_run_of_a_campaign_has_nothing_changed_since_a_review(tmp_path):
+    """On a campaign's first run every cluster is new, but there was no review: no "changed" badge or filter."""
+    from crop_cluster.outputs.report import write_report
+
+    table = classified_table(tmp_path, identified=False).drop(columns=["cluster_name"])
+    table["group"] = ""
+    table["cluster_status"] = ["new"] * 5 + [""] * 4
+    table["first_run"] = 0
+    out = tmp_path / "out"
+    out.mkdir()
+    write_report(str(out), table, np.eye(9, 4, dtype=np.float32), 0.9, "fake")
+    blocks = report_data(out)["clusters"]
+    assert all("changed" not in block for block in blocks) and {b.get("status") for b in blocks} >= {"new"}
+    table["cluster_status"] = ["unreviewed"] + ["new"] * 4 + [""] * 4         # a later run: new means changed
+    write_report(str(out), table, np.eye(9, 4, dtype=np.float32), 0.9, "fake")
+    assert [b["changed"] for b in report_data(out)["clusters"] if b["id"] >= 0] == [False, True]
+
+
+def test_file_url_is_left_to_the_page_only_when_it_derives_the_same():
+    from urllib.parse import quote
+
+    from crop_cluster.outputs.report.html import file_url
+
+    def derived(name):      # the page's rule: "file://" + the parts through encodeURIComponent
+        return "file://" + "/".join(quote(part, safe="!'()*~") for part in name.split("/"))
+
+    for name in ("/data/night1/crop_0001.jpg", "/data/a b/<img src=x>#1%.png"):
+        assert file_url(name) is None and derived(name) == Path(name).as_uri()
+    for name in ("relative/crop.jpg", "/data/nuit/été.jpg", "/d/it's (1)!.png"):   # Python writes these otherwise
+        assert file_url(name) == Path(os.path.abspath(name)).as_uri()

@@ -12,6 +12,7 @@ import math
 import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,7 @@ from crop_cluster.naming import COLUMNS as REFERENCE_COLUMNS
 from crop_cluster.outputs.atomic import atomic_open
 from crop_cluster.outputs.report import campaign
 from crop_cluster.outputs.report.review_order import ReviewOrder
+from crop_cluster.outputs.report.suggestions import Suggestions
 from crop_cluster.outputs.report.taxonomy import (IDENTIFIED, KEYS, handled_columns, identified_groups, identified_mask,
                                      namings, prediction_levels, predictions)
 
@@ -54,7 +56,8 @@ def run_key(filenames: Sequence[str], clusters: np.ndarray) -> str:
 
 
 def report_document(table: pd.DataFrame, thumbnails: Sequence[Optional[str]], coordinates: np.ndarray,
-                    info: Dict, digests: Optional[Sequence[str]] = None, order: Optional[ReviewOrder] = None) -> Dict:
+                    info: Dict, digests: Optional[Sequence[str]] = None, order: Optional[ReviewOrder] = None,
+                    suggestions: Optional[Suggestions] = None) -> Dict:
     """The page's data: one item per individual (its representative row), clusters largest first, the map.
 
     table: clusters.csv's rows (contract columns first, then metadata columns shown as tooltips; a classifier's
@@ -64,6 +67,7 @@ def report_document(table: pd.DataFrame, thumbnails: Sequence[Optional[str]], co
     coordinates: int (I, 2), 0..1000, per representative row. info: title, threshold, model, map_method.
     digests: content digest per table row ('' unknown), exported as the review file's `crop` column.
     order: review_order() of the representative rows (misplaced score, "more like this"); None leaves them out.
+    suggestions: suggestions.suggest() over the representative rows (item indices), shown first; None: none.
     """
     reps = np.flatnonzero(table["representative"].to_numpy(dtype=bool))
     individual = table["individual"].to_numpy(dtype=np.int64)
@@ -82,9 +86,11 @@ def report_document(table: pd.DataFrame, thumbnails: Sequence[Optional[str]], co
     fresh = campaign.new_rows(table)
     items = []
     for k, row in enumerate(reps):
-        item = {"f": filenames[row], "h": digests[row], "t": thumbnails[k],
-                "u": Path(os.path.abspath(filenames[row])).as_uri(), "s": _number(similarity[row]),
+        item = {"f": filenames[row], "h": digests[row], "t": thumbnails[k], "s": _number(similarity[row]),
                 "n": int(crops[k]), "c": int(cluster[row]), "m": [_text(v) for v in meta[k]]}
+        url = file_url(filenames[row])
+        if url is not None:
+            item["u"] = url
         if k in others:
             item["x"] = others[k]
         if order is not None:
@@ -110,10 +116,34 @@ def report_document(table: pd.DataFrame, thumbnails: Sequence[Optional[str]], co
         for item, predicted in zip(items, document["taxonomy"].pop("rows")):
             item["p"] = predicted
     campaign.annotate_blocks(document["clusters"], table, reps, fresh)
+    if suggestions is not None:
+        document["suggestions"] = [suggestion_entry(s) for s in suggestions.suggestions]
+        document["run"]["suggestions"] = suggestions.counts
     if IDENTIFIED in table.columns:
         document["run"]["identified"] = int(identified.sum())
         document["identified"] = identified_groups(table, naming, reps, np.flatnonzero(identified), crops)
     return document
+
+
+def file_url(filename: str) -> Optional[str]:
+    """The original's file: URL when the page cannot derive it from the name itself, else None. The page derives
+    "file://" + the name's parts through encodeURIComponent, which is right for an absolute ASCII POSIX path whose
+    URL Python writes the same way (most names: a fifth of the page's data saved at 20 000 crops)."""
+    url = Path(os.path.abspath(filename)).as_uri()
+    if filename.isascii() and filename.startswith("/") and \
+            url == "file://" + "/".join(quote(part, safe="!'()*~") for part in filename.split("/")):
+        return None
+    return url
+
+
+def suggestion_entry(suggestion) -> Dict:
+    """One suggestion in the page's data: k kind, i its pre-selected items, a anchor item (-1 none), v the items shown
+    beside it (per entry of i for a merge), s similarity, p crop pairs, g expected gain, c the actions the same fix
+    takes on the cards, w 1 when it is worth an action (c > 1: shown first), else 0."""
+    return {"k": suggestion.kind, "i": suggestion.items.tolist(), "a": int(suggestion.anchor),
+            "v": [list(map(int, shown)) for shown in suggestion.shown], "s": _number(suggestion.similarity),
+            "p": int(suggestion.pairs), "g": round(float(suggestion.gain), 1),
+            "c": round(float(suggestion.card_actions), 2), "w": int(suggestion.worth)}
 
 
 def _other_crops(individual: np.ndarray, reps: np.ndarray, filenames: np.ndarray,

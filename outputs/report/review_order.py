@@ -20,12 +20,16 @@ CHUNK_ROWS = 2048
 class ReviewOrder:
     """misplaced: float32 (I,), NaN for individuals not in a cluster; nearest_other: int64 (I,), the closest cluster
     other than its own (-1 when there is none); like: int64 (I, k) indices of the most similar individuals in other
-    clusters, most similar first, -1 padding; like_similarity: float32 (I, k), NaN padding."""
+    clusters, most similar first, -1 padding; like_similarity: float32 (I, k), NaN padding; nearest_similarity:
+    float32 (I,), the similarity to nearest_other's centre (NaN when there is none); centre: float32 (K, d), the
+    clusters' centres."""
 
     misplaced: np.ndarray
     nearest_other: np.ndarray
     like: np.ndarray
     like_similarity: np.ndarray
+    nearest_similarity: np.ndarray = None
+    centre: np.ndarray = None
 
 
 def centres(embedding: np.ndarray, cluster: np.ndarray, n_clusters: int) -> np.ndarray:
@@ -50,8 +54,10 @@ def review_order(embedding: np.ndarray, cluster: np.ndarray, k: int = 6, candida
     nearest = np.full((n, candidates), -1, dtype=np.int64)
     like = np.full((n, k), -1, dtype=np.int64)
     like_sim = np.full((n, k), np.nan, dtype=np.float32)
+    nearest_sim = np.full(n, np.nan, dtype=np.float32)
     if n_clusters == 0 or n == 0:
-        return ReviewOrder(misplaced, nearest[:, 0], like, like_sim)
+        return ReviewOrder(misplaced, nearest[:, 0], like, like_sim, nearest_sim,
+                           np.zeros((0, embedding.shape[1]), dtype=np.float32))
     centre = centres(embedding, cluster, n_clusters)
     take = min(candidates, n_clusters)
     for start in range(0, n, CHUNK_ROWS):
@@ -68,9 +74,10 @@ def review_order(embedding: np.ndarray, cluster: np.ndarray, k: int = 6, candida
         top, top_sims = np.take_along_axis(top, order, axis=1), np.take_along_axis(top_sims, order, axis=1)
         top = np.where(np.isfinite(top_sims), top, -1)
         nearest[rows, :take] = top
+        nearest_sim[rows] = np.where(top[:, 0] >= 0, top_sims[:, 0], np.nan)
         misplaced[rows] = np.where(inside & (top[:, 0] >= 0), top_sims[:, 0] - own_sim, np.nan)
     _nearest_members(embedding, cluster, centre, nearest, member_cap, like, like_sim)
-    return ReviewOrder(misplaced, nearest[:, 0], like, like_sim)
+    return ReviewOrder(misplaced, nearest[:, 0], like, like_sim, nearest_sim, centre)
 
 
 def _nearest_members(embedding: np.ndarray, cluster: np.ndarray, centre: np.ndarray, nearest: np.ndarray,
